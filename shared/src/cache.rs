@@ -1,0 +1,257 @@
+//! Redis: the read views and the change stream.
+//!
+//! Key layout (all under `REDIS_KEY_PREFIX`, default `tm:`):
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `{prefix}account:{account_id}` | hash | `version`, `body` (the account's JSON as served) |
+//! | `{prefix}transaction:{transaction_id}` | string | the transaction's JSON as served |
+//! | `{prefix}events` | stream | one `transaction.created` entry per published change |
+//!
+//! Views hold ready-to-send JSON, so a cache hit costs one round trip and no serialization.
+//! Account views are versioned (the account's transaction count) and only a higher version may
+//! replace a view, in a Lua script so the compare and the set are atomic: whichever of a writer's
+//! publish and a reader's fill lands last, the newest balance wins. Transactions are immutable,
+//! so their views never change once set. Redis is never the source of truth: any key may be
+//! lost, and the next read refills it from PostgreSQL.
+//!
+//! The stream is at-least-once: a change may appear twice (e.g. republished after a crash),
+//! so consumers deduplicate by `transaction_id`.
+
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, Script};
+use tokio::sync::OnceCell;
+
+use crate::domain::{AccountId, AccountState, Transaction, TransactionId};
+use crate::telemetry::metrics as m;
+
+/// The stream is trimmed to about this many entries; consumers that fall further behind
+/// resynchronise from PostgreSQL.
+const STREAM_MAX_LEN: usize = 100_000;
+
+/// Sets an account view unless the cached one is at least as new.
+/// KEYS[1] account view; ARGV[1] version, ARGV[2] body. Returns 1 if it was set.
+const SET_ACCOUNT_LUA: &str = r"
+local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '-1')
+if current < tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'version', ARGV[1], 'body', ARGV[2])
+  return 1
+end
+return 0
+";
+
+/// One committed change in one round trip: the account view (versioned, as above), the
+/// transaction view and the stream entry.
+/// KEYS[1] account view, KEYS[2] transaction view, KEYS[3] stream.
+/// ARGV[1] version, ARGV[2] account body, ARGV[3] transaction body, ARGV[4] transaction id,
+/// ARGV[5] account id, ARGV[6] stream max length.
+const PUBLISH_LUA: &str = r"
+local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '-1')
+if current < tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'version', ARGV[1], 'body', ARGV[2])
+end
+redis.call('SET', KEYS[2], ARGV[3])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*',
+  'type', 'transaction.created', 'transaction_id', ARGV[4], 'account_id', ARGV[5],
+  'account_version', ARGV[1], 'transaction', ARGV[3], 'account', ARGV[2])
+return 1
+";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("redis call timed out")]
+    Timeout,
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+    #[error("could not serialize a view: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+/// Where this deployment's keys live.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+    pub fn account(&self, id: AccountId) -> String {
+        format!("{}account:{id}", self.prefix)
+    }
+    pub fn transaction(&self, id: TransactionId) -> String {
+        format!("{}transaction:{id}", self.prefix)
+    }
+    pub fn events(&self) -> String {
+        format!("{}events", self.prefix)
+    }
+}
+
+/// A shared, multiplexed Redis connection that reconnects by itself. It is opened on first
+/// use, so a service starts even while Redis is down. Every call is bounded by `timeout`.
+#[derive(Clone)]
+pub struct Cache {
+    client: Client,
+    connection: std::sync::Arc<OnceCell<ConnectionManager>>,
+    pub keys: Keys,
+    timeout: Duration,
+    set_account: std::sync::Arc<Script>,
+    publish: std::sync::Arc<Script>,
+}
+
+impl Cache {
+    pub fn new(redis_url: &str, key_prefix: &str, timeout: Duration) -> anyhow::Result<Self> {
+        let client = Client::open(redis_url)
+            .map_err(|error| anyhow::anyhow!("REDIS_URL is not a valid Redis URL: {error}"))?;
+        Ok(Self {
+            client,
+            connection: Default::default(),
+            keys: Keys::new(key_prefix),
+            timeout,
+            set_account: std::sync::Arc::new(Script::new(SET_ACCOUNT_LUA)),
+            publish: std::sync::Arc::new(Script::new(PUBLISH_LUA)),
+        })
+    }
+
+    async fn connection(&self) -> Result<ConnectionManager, CacheError> {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(self.timeout)
+            .set_response_timeout(self.timeout)
+            .set_number_of_retries(2)
+            .set_max_delay(1_000);
+        let connection = self
+            .connection
+            .get_or_try_init(|| ConnectionManager::new_with_config(self.client.clone(), config))
+            .await?;
+        Ok(connection.clone())
+    }
+
+    /// Runs one Redis operation with the timeout and records its duration and outcome.
+    async fn call<T>(
+        &self,
+        operation: &'static str,
+        run: impl AsyncFnOnce(ConnectionManager) -> redis::RedisResult<T>,
+    ) -> Result<T, CacheError> {
+        let started = Instant::now();
+        let result = match tokio::time::timeout(self.timeout, async {
+            let connection = self.connection().await?;
+            Ok::<_, CacheError>(run(connection).await?)
+        })
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(CacheError::Timeout),
+        };
+        m::record_redis_call(operation, started.elapsed(), result.is_ok());
+        result
+    }
+
+    /// Publishes a committed change: account view, transaction view, stream entry.
+    pub async fn publish(
+        &self,
+        transaction: &Transaction,
+        account: &AccountState,
+    ) -> Result<(), CacheError> {
+        let transaction_body = serde_json::to_string(transaction)?;
+        let account_body = serde_json::to_string(&account.account)?;
+        let (account_key, transaction_key, events_key) = (
+            self.keys.account(account.account.account_id),
+            self.keys.transaction(transaction.transaction_id),
+            self.keys.events(),
+        );
+        self.call("publish", async |mut connection| {
+            self.publish
+                .key(account_key)
+                .key(transaction_key)
+                .key(events_key)
+                .arg(account.version)
+                .arg(account_body)
+                .arg(transaction_body)
+                .arg(transaction.transaction_id.to_string())
+                .arg(account.account.account_id.to_string())
+                .arg(STREAM_MAX_LEN)
+                .invoke_async::<i64>(&mut connection)
+                .await
+        })
+        .await
+        .map(drop)
+    }
+
+    /// The cached JSON of an account, if any.
+    pub async fn account_view(&self, id: AccountId) -> Result<Option<Bytes>, CacheError> {
+        let key = self.keys.account(id);
+        let body: Option<Vec<u8>> = self
+            .call("get_account", async |mut connection| {
+                redis::cmd("HGET")
+                    .arg(key)
+                    .arg("body")
+                    .query_async(&mut connection)
+                    .await
+            })
+            .await?;
+        Ok(body.map(Bytes::from))
+    }
+
+    /// Caches an account view (`body`, its JSON) read from PostgreSQL at `version`, unless a
+    /// newer one is already there.
+    pub async fn fill_account(
+        &self,
+        account_id: AccountId,
+        version: i64,
+        body: &[u8],
+    ) -> Result<(), CacheError> {
+        let key = self.keys.account(account_id);
+        self.call("fill_account", async |mut connection| {
+            self.set_account
+                .key(key)
+                .arg(version)
+                .arg(body)
+                .invoke_async::<i64>(&mut connection)
+                .await
+        })
+        .await
+        .map(drop)
+    }
+
+    /// The cached JSON of a transaction, if any.
+    pub async fn transaction_view(&self, id: TransactionId) -> Result<Option<Bytes>, CacheError> {
+        let key = self.keys.transaction(id);
+        let body: Option<Vec<u8>> = self
+            .call("get_transaction", async |mut connection| {
+                redis::cmd("GET")
+                    .arg(key)
+                    .query_async(&mut connection)
+                    .await
+            })
+            .await?;
+        Ok(body.map(Bytes::from))
+    }
+
+    /// Caches a transaction view (`body`, its JSON) read from PostgreSQL. Transactions never
+    /// change, so there is nothing to order.
+    pub async fn fill_transaction(&self, id: TransactionId, body: &[u8]) -> Result<(), CacheError> {
+        let key = self.keys.transaction(id);
+        self.call("fill_transaction", async |mut connection| {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(body)
+                .query_async::<()>(&mut connection)
+                .await
+        })
+        .await
+    }
+
+    /// `PING`, for readiness checks.
+    pub async fn ping(&self) -> Result<(), CacheError> {
+        self.call("ping", async |mut connection| {
+            redis::cmd("PING").query_async::<()>(&mut connection).await
+        })
+        .await
+    }
+}

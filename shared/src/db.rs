@@ -1,0 +1,296 @@
+//! PostgreSQL access: the pool, the migrations and every query of both services.
+//!
+//! All SQL lives here, with bound parameters only. PostgreSQL is the source of truth; see
+//! `migrations/` for the schema and why it looks the way it does.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use futures_util::{Stream, TryStreamExt};
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::domain::{Account, AccountId, AccountState, NewTransaction, Transaction, TransactionId};
+use crate::error::ApiError;
+use crate::settings::Settings;
+
+/// The schema, embedded in the binaries. The writer owns it and runs it on start-up.
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// A pool that connects lazily, so a service starts (and serves what it can from Redis) even
+/// while PostgreSQL is down, and reconnects by itself when it returns.
+pub fn connect(settings: &Settings) -> anyhow::Result<PgPool> {
+    let options: PgConnectOptions = settings
+        .database_url
+        .parse()
+        .context("DATABASE_URL is not a valid PostgreSQL URL")?;
+    let statement_timeout = settings.db_statement_timeout.as_millis().to_string();
+    let options = options
+        .application_name(settings.service.name())
+        .options([("statement_timeout", statement_timeout.as_str())]);
+    Ok(PgPoolOptions::new()
+        .max_connections(settings.db_pool_size)
+        .acquire_timeout(settings.db_acquire_timeout)
+        .connect_lazy_with(options))
+}
+
+/// Runs the migrations, retrying while PostgreSQL is not reachable yet (containers and native
+/// start-up scripts may start the writer first). Gives up after `patience`.
+pub async fn migrate_when_available(pool: &PgPool, patience: Duration) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        match MIGRATOR.run(pool).await {
+            Ok(()) => return Ok(()),
+            Err(sqlx::migrate::MigrateError::Execute(error)) if is_unavailable(&error) => {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(error).context("PostgreSQL did not become reachable; is it running and is DATABASE_URL right?");
+                }
+                tracing::warn!(error = %error, "PostgreSQL not reachable yet; retrying migrations");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(error) => return Err(error).context("failed to run database migrations"),
+        }
+    }
+}
+
+/// What one `POST /transactions` committed: the transaction and its account right after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    pub transaction: Transaction,
+    pub account: AccountState,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// The new balance would not fit in a signed 64-bit integer; nothing was written.
+    #[error("balance would overflow")]
+    BalanceOverflow,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// SQLSTATE 22003 numeric_value_out_of_range: `bigint + bigint` overflowed.
+const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
+
+/// Inserts the transaction, applies it to its account's balance (creating the account on its
+/// first transaction) and records it in the outbox: one statement, so one atomic transaction in
+/// one round trip. The upsert takes the account's row lock, so concurrent writes to one account
+/// queue behind each other and each sees the balance the previous one committed.
+///
+/// All parts of a statement see the same snapshot; the `REFERENCES accounts` check runs at the
+/// end of the statement, after the account row exists.
+pub const RECORD_TRANSACTION_SQL: &str = r#"
+WITH account AS (
+    INSERT INTO accounts AS a (account_id, balance, version)
+    VALUES ($2, $3, 1)
+    ON CONFLICT (account_id) DO UPDATE
+        SET balance = a.balance + EXCLUDED.balance,
+            version = a.version + 1,
+            updated_at = now()
+    RETURNING balance, version
+), transaction AS (
+    INSERT INTO transactions (transaction_id, account_id, amount)
+    VALUES ($1, $2, $3)
+    RETURNING created_at
+), outbox AS (
+    INSERT INTO publish_outbox (transaction_id) VALUES ($1)
+)
+SELECT transaction.created_at, account.balance, account.version FROM account, transaction
+"#;
+
+pub async fn record_transaction(
+    pool: &PgPool,
+    transaction_id: TransactionId,
+    new: NewTransaction,
+) -> Result<Recorded, RecordError> {
+    let row: (DateTime<Utc>, i64, i64) = sqlx::query_as(RECORD_TRANSACTION_SQL)
+        .bind(transaction_id.as_uuid())
+        .bind(new.account_id.as_uuid())
+        .bind(new.amount.value())
+        .fetch_one(pool)
+        .await
+        .map_err(|error| match &error {
+            sqlx::Error::Database(db)
+                if db.code().as_deref() == Some(NUMERIC_VALUE_OUT_OF_RANGE) =>
+            {
+                RecordError::BalanceOverflow
+            }
+            _ => RecordError::Database(error),
+        })?;
+    let (created_at, balance, version) = row;
+    Ok(Recorded {
+        transaction: Transaction {
+            transaction_id,
+            account_id: new.account_id,
+            amount: new.amount,
+            created_at,
+        },
+        account: AccountState {
+            account: Account {
+                account_id: new.account_id,
+                balance,
+            },
+            version,
+        },
+    })
+}
+
+pub async fn load_account(
+    pool: &PgPool,
+    account_id: AccountId,
+) -> Result<Option<AccountState>, sqlx::Error> {
+    let row: Option<(i64, i64)> =
+        sqlx::query_as("SELECT balance, version FROM accounts WHERE account_id = $1")
+            .bind(account_id.as_uuid())
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.map(|(balance, version)| AccountState {
+        account: Account {
+            account_id,
+            balance,
+        },
+        version,
+    }))
+}
+
+type TransactionRow = (Uuid, Uuid, i64, DateTime<Utc>);
+
+fn transaction_from_row(
+    (transaction_id, account_id, amount, created_at): TransactionRow,
+) -> Transaction {
+    Transaction {
+        transaction_id: transaction_id.into(),
+        account_id: account_id.into(),
+        amount: amount.into(),
+        created_at,
+    }
+}
+
+pub async fn load_transaction(
+    pool: &PgPool,
+    transaction_id: TransactionId,
+) -> Result<Option<Transaction>, sqlx::Error> {
+    let row: Option<TransactionRow> = sqlx::query_as(
+        "SELECT transaction_id, account_id, amount, created_at FROM transactions
+         WHERE transaction_id = $1",
+    )
+    .bind(transaction_id.as_uuid())
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(transaction_from_row))
+}
+
+/// Every transaction in creation order, row by row as PostgreSQL sends them: memory stays flat
+/// however many there are. Holds one pool connection until the stream ends or is dropped.
+pub fn stream_transactions(
+    pool: &PgPool,
+) -> impl Stream<Item = Result<Transaction, sqlx::Error>> + '_ {
+    sqlx::query_as::<_, TransactionRow>(
+        "SELECT transaction_id, account_id, amount, created_at FROM transactions ORDER BY seq",
+    )
+    .fetch(pool)
+    .map_ok(transaction_from_row)
+}
+
+/// Removes published changes from the outbox.
+pub async fn mark_published(pool: &PgPool, transaction_ids: &[Uuid]) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM publish_outbox WHERE transaction_id = ANY($1)")
+        .bind(transaction_ids)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected())
+}
+
+/// Changes still in the outbox that are older than `grace` (younger ones are most likely being
+/// published right now by the request that made them), oldest first, with each account's
+/// *current* state: publishing that is always correct, whatever was missed in between.
+pub async fn unpublished(
+    pool: &PgPool,
+    grace: Duration,
+    limit: i64,
+) -> Result<Vec<Recorded>, sqlx::Error> {
+    let rows: Vec<(Uuid, Uuid, i64, DateTime<Utc>, i64, i64)> = sqlx::query_as(
+        "SELECT t.transaction_id, t.account_id, t.amount, t.created_at, a.balance, a.version
+         FROM publish_outbox o
+         JOIN transactions t USING (transaction_id)
+         JOIN accounts a ON a.account_id = t.account_id
+         WHERE o.created_at < now() - make_interval(secs => $1)
+         ORDER BY o.created_at
+         LIMIT $2",
+    )
+    .bind(grace.as_secs_f64())
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(transaction_id, account_id, amount, created_at, balance, version)| {
+                let transaction =
+                    transaction_from_row((transaction_id, account_id, amount, created_at));
+                Recorded {
+                    account: AccountState {
+                        account: Account {
+                            account_id: transaction.account_id,
+                            balance,
+                        },
+                        version,
+                    },
+                    transaction,
+                }
+            },
+        )
+        .collect())
+}
+
+/// Age in seconds of the oldest change not yet published to Redis (0 when none is pending).
+pub async fn oldest_unpublished_age(pool: &PgPool) -> Result<f64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(created_at))::float8, 0) FROM publish_outbox",
+    )
+    .fetch_one(pool)
+    .await
+}
+
+/// Connection-level failures, timeouts and server shutdowns: the client may retry (503).
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 08: connection exception; 53: insufficient resources; 57: operator intervention
+            // (57014 is a statement timeout, 57P01 an admin shutdown).
+            code.starts_with("08") || code.starts_with("53") || code.starts_with("57")
+        }),
+        _ => false,
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        if is_unavailable(&error) {
+            ApiError::Unavailable("database unavailable, retry later")
+        } else {
+            ApiError::Internal(anyhow::Error::new(error).context("database query failed"))
+        }
+    }
+}
+
+impl From<RecordError> for ApiError {
+    fn from(error: RecordError) -> Self {
+        match error {
+            RecordError::BalanceOverflow => ApiError::Unprocessable(
+                "the account's balance would overflow a signed 64-bit integer; nothing was recorded"
+                    .into(),
+            ),
+            RecordError::Database(error) => error.into(),
+        }
+    }
+}

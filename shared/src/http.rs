@@ -1,0 +1,286 @@
+//! HTTP plumbing both services share: the public route table (for 404 vs 405), the middleware
+//! stack, the metrics listener and serving with graceful shutdown.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderName, Method, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::error::{error_response, ApiError};
+use crate::settings::Settings;
+use crate::telemetry::metrics as m;
+
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The API as clients see it through the proxy, which splits it between the two services
+/// (GET and HEAD to the reader, the rest to the writer). Each service answers a method it does
+/// not serve on one of these paths with 405 and the *public* `Allow` list, and any other path
+/// with 404, so clients get the same answer whichever service nginx picked.
+pub const PUBLIC_ROUTES: &[(&str, &str)] = &[
+    ("/ping", "GET, HEAD"),
+    ("/transactions", "GET, HEAD, POST"),
+    ("/transactions/{transaction_id}", "GET, HEAD"),
+    ("/accounts/{account_id}", "GET, HEAD"),
+];
+
+/// The public `Allow` list of a path, if the path is part of the API.
+pub fn allowed_methods(path: &str) -> Option<&'static str> {
+    PUBLIC_ROUTES
+        .iter()
+        .find(|(template, _)| template_matches(template, path))
+        .map(|(_, allow)| *allow)
+}
+
+fn template_matches(template: &str, path: &str) -> bool {
+    let (mut template_segments, mut path_segments) = (template.split('/'), path.split('/'));
+    loop {
+        match (template_segments.next(), path_segments.next()) {
+            (None, None) => return true,
+            (Some(wanted), Some(got)) if wanted.starts_with('{') && !got.is_empty() => {}
+            (Some(wanted), Some(got)) if wanted == got => {}
+            _ => return false,
+        }
+    }
+}
+
+/// What a service answers for a method or path it has no handler for: 405 with the public
+/// `Allow` list where the path is part of the API, else 404.
+pub async fn unrouted(matched: Option<MatchedPath>, method: Method, uri: Uri) -> Response {
+    let started = Instant::now();
+    let error = match allowed_methods(uri.path()) {
+        Some(allow) => ApiError::MethodNotAllowed { allow },
+        None => ApiError::NotFound(format!("no such path: {}", uri.path())),
+    };
+    let response = error.into_response();
+    // Routed requests are counted by `track_http`; requests no route matched are not.
+    if matched.is_none() {
+        m::record_http(
+            method.to_string(),
+            "unmatched".to_owned(),
+            response.status().as_u16(),
+            started.elapsed(),
+        );
+    }
+    response
+}
+
+/// A 200 whose body is JSON that is already serialized (e.g. a view from Redis).
+pub fn json_body(body: Bytes) -> Response {
+    ([(CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// Limits every service applies.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub body_limit_bytes: usize,
+    pub request_timeout: Duration,
+}
+
+impl From<&Settings> for Limits {
+    fn from(settings: &Settings) -> Self {
+        Self {
+            body_limit_bytes: settings.body_limit_bytes,
+            request_timeout: settings.request_timeout,
+        }
+    }
+}
+
+/// Wraps a service's routes in the shared middleware: metrics per matched route, JSON 404/405,
+/// request ids (kept from nginx, or made here), a span per request, a request timeout, a body
+/// limit, and a panic guard that still answers with a JSON 500.
+pub fn with_middleware(routes: Router, limits: Limits) -> Router {
+    routes
+        .route_layer(middleware::from_fn(m::track_http))
+        .fallback(unrouted)
+        .layer(middleware::from_fn_with_state(
+            limits.request_timeout,
+            request_timeout,
+        ))
+        .layer(DefaultBodyLimit::max(limits.body_limit_bytes))
+        .layer(CatchPanicLayer::custom(|_| {
+            tracing::error!("handler panicked");
+            ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
+        }))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                let request_id = request
+                    .headers()
+                    .get(X_REQUEST_ID)
+                    .and_then(|value| value.to_str().ok())
+                    .unwrap_or_default();
+                tracing::info_span!(
+                    "request",
+                    method = %request.method(),
+                    path = %request.uri().path(),
+                    request_id = %request_id,
+                )
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
+        .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeRequestUuid))
+}
+
+/// Answers 503 when a request's handler has not produced a response in time. (A streamed body
+/// is not limited: it is producing.)
+async fn request_timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Unavailable("request timed out, retry later").into_response(),
+    }
+}
+
+/// The private listener: `/metrics` for Prometheus and `/health` for orchestrators. nginx
+/// never proxies to it.
+pub fn metrics_router(handle: PrometheusHandle) -> Router {
+    Router::new()
+        .route("/metrics", get(move || std::future::ready(handle.render())))
+        .route("/health", get(|| async { "ok" }))
+        .fallback(|| async { error_response(axum::http::StatusCode::NOT_FOUND, "no such path") })
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("received Ctrl-C, shutting down"),
+        () = terminate => tracing::info!("received SIGTERM, shutting down"),
+    }
+}
+
+/// Everything a service binary does around its router: binds the API and metrics listeners,
+/// serves both until SIGTERM or Ctrl-C, then sets `stop` (which background tasks watch),
+/// drains in-flight requests within `SHUTDOWN_TIMEOUT_MS` and returns.
+pub async fn serve_until_signal(
+    settings: &Settings,
+    app: Router,
+    metrics: PrometheusHandle,
+    stop: watch::Sender<bool>,
+) -> anyhow::Result<()> {
+    let name = settings.service.name();
+    let api_listener = TcpListener::bind(settings.listen_addr)
+        .await
+        .with_context(|| {
+            format!(
+                "{name}: cannot listen on LISTEN_ADDR {}",
+                settings.listen_addr
+            )
+        })?;
+    let metrics_listener = TcpListener::bind(settings.metrics_addr)
+        .await
+        .with_context(|| {
+            format!(
+                "{name}: cannot listen on METRICS_ADDR {}",
+                settings.metrics_addr
+            )
+        })?;
+    tracing::info!(api = %settings.listen_addr, metrics = %settings.metrics_addr, "{name} listening");
+
+    let mut metrics_stop = stop.subscribe();
+    let metrics_server = tokio::spawn(serve(
+        metrics_listener,
+        metrics_router(metrics),
+        async move {
+            let _ = metrics_stop.wait_for(|stop| *stop).await;
+        },
+        Duration::from_secs(1),
+    ));
+    let signalled = {
+        let stop = stop.clone();
+        async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        }
+    };
+    let served = serve(api_listener, app, signalled, settings.shutdown_timeout).await;
+    let _ = stop.send(true);
+    if let Err(error) = metrics_server.await {
+        tracing::warn!(%error, "metrics listener task failed");
+    }
+    served
+}
+
+/// Serves `app` until `shutdown` resolves, then stops accepting, lets in-flight requests finish
+/// and returns; if they take longer than `grace`, returns anyway (the caller then exits).
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    let (stopping_tx, mut stopping_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stopping_tx.send(true);
+    });
+    let deadline = async move {
+        let _ = stopping_rx.wait_for(|stopping| *stopping).await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = server => result.map_err(Into::into),
+        () = deadline => {
+            tracing::warn!(grace_ms = grace.as_millis() as u64, "in-flight requests did not finish in time; exiting anyway");
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_paths_are_recognised_with_their_allowed_methods() {
+        assert_eq!(allowed_methods("/transactions"), Some("GET, HEAD, POST"));
+        assert_eq!(allowed_methods("/transactions/anything"), Some("GET, HEAD"));
+        assert_eq!(allowed_methods("/accounts/x"), Some("GET, HEAD"));
+        assert_eq!(allowed_methods("/ping"), Some("GET, HEAD"));
+    }
+
+    #[test]
+    fn other_paths_are_not_part_of_the_api() {
+        for path in [
+            "/",
+            "/metrics",
+            "/transactions/",
+            "/accounts",
+            "/accounts/x/y",
+            "/pings",
+        ] {
+            assert_eq!(allowed_methods(path), None, "{path}");
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! Logs and metrics.
+//!
+//! Logs: `tracing`, one line per event, JSON by default (`LOG_FORMAT`), level from `RUST_LOG`.
+//! Every request runs in a span that carries its `X-Request-Id`, so one id follows a request
+//! from nginx's access log into the service's logs.
+//!
+//! Metrics: see [`metrics`], the one place where every metric name is declared.
+
+use crate::settings::{LogFormat, Settings};
+use tracing_subscriber::EnvFilter;
+
+/// Installs the global log subscriber. Call once, first thing in `main`.
+pub fn init_logging(settings: &Settings) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    match settings.log_format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+pub mod metrics {
+    //! Every metric both services export, declared here and nowhere else.
+    //!
+    //! Names follow Prometheus conventions (base units, `_total` for counters, `_seconds` for
+    //! durations). Every series also carries `service="writer"|"reader"`, set once as a global
+    //! label by [`install`]. Routes are labelled with the matched template
+    //! (`/accounts/{account_id}`), never the raw path, so cardinality stays bounded.
+    //!
+    //! | name | type | labels | meaning |
+    //! |---|---|---|---|
+    //! | `http_requests_total` | counter | method, route, status | requests answered |
+    //! | `http_request_duration_seconds` | histogram | method, route, status | time to the response head |
+    //! | `http_requests_in_flight` | gauge | | requests being handled now |
+    //! | `db_query_duration_seconds` | histogram | query, outcome | one PostgreSQL query |
+    //! | `redis_operation_duration_seconds` | histogram | operation, outcome | one Redis call |
+    //! | `cache_lookups_total` | counter | view, result (`hit`, `miss`, `error`) | reader's view lookups |
+    //! | `publish_failures_total` | counter | | writer publishes to Redis that failed (the repair loop retries them) |
+    //! | `publish_repairs_total` | counter | | changes the repair loop republished |
+    //! | `publish_backlog_oldest_age_seconds` | gauge | | age of the oldest change not yet in Redis |
+    //! | `build_info` | gauge (always 1) | version | which build is running |
+
+    use std::time::{Duration, Instant};
+
+    use axum::extract::{MatchedPath, Request};
+    use axum::middleware::Next;
+    use axum::response::Response;
+    use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+    pub const HTTP_REQUESTS_TOTAL: &str = "http_requests_total";
+    pub const HTTP_REQUEST_DURATION_SECONDS: &str = "http_request_duration_seconds";
+    pub const HTTP_REQUESTS_IN_FLIGHT: &str = "http_requests_in_flight";
+    pub const DB_QUERY_DURATION_SECONDS: &str = "db_query_duration_seconds";
+    pub const REDIS_OPERATION_DURATION_SECONDS: &str = "redis_operation_duration_seconds";
+    pub const CACHE_LOOKUPS_TOTAL: &str = "cache_lookups_total";
+    pub const PUBLISH_FAILURES_TOTAL: &str = "publish_failures_total";
+    pub const PUBLISH_REPAIRS_TOTAL: &str = "publish_repairs_total";
+    pub const PUBLISH_BACKLOG_OLDEST_AGE_SECONDS: &str = "publish_backlog_oldest_age_seconds";
+    pub const BUILD_INFO: &str = "build_info";
+
+    /// Histogram buckets, in seconds: resolve 0.5 ms to 5 s. Set explicitly so the exporter
+    /// renders real histograms (it renders summaries otherwise), which Prometheus can
+    /// aggregate across instances with `histogram_quantile`.
+    pub const LATENCY_BUCKETS: &[f64] = &[
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    ];
+
+    /// Installs the global recorder with `service` as a label on every series, publishes
+    /// `build_info`, and returns the handle that renders `/metrics`.
+    pub fn install(service: &'static str) -> anyhow::Result<PrometheusHandle> {
+        let handle = PrometheusBuilder::new()
+            .add_global_label("service", service)
+            .set_buckets(LATENCY_BUCKETS)
+            .map_err(|error| anyhow::anyhow!("invalid histogram buckets: {error}"))?
+            .install_recorder()
+            .map_err(|error| anyhow::anyhow!("could not install the metrics recorder: {error}"))?;
+        ::metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        // Histograms are drained into their buckets on render and by this upkeep; without it
+        // a rarely scraped process would buffer every observation.
+        let upkeep = handle.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                every.tick().await;
+                upkeep.run_upkeep();
+            }
+        });
+        Ok(handle)
+    }
+
+    /// Middleware (`route_layer`) that counts and times every routed request.
+    pub async fn track_http(request: Request, next: Next) -> Response {
+        let route = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map(|matched| matched.as_str().to_owned())
+            .unwrap_or_else(|| "unmatched".to_owned());
+        let method = request.method().as_str().to_owned();
+        let started = Instant::now();
+        let in_flight = ::metrics::gauge!(HTTP_REQUESTS_IN_FLIGHT);
+        in_flight.increment(1.0);
+        let response = next.run(request).await;
+        in_flight.decrement(1.0);
+        record_http(method, route, response.status().as_u16(), started.elapsed());
+        response
+    }
+
+    /// Records one answered request; the fallback calls it for requests no route matched.
+    pub fn record_http(method: String, route: String, status: u16, took: Duration) {
+        let labels = [
+            ("method", method),
+            ("route", route),
+            ("status", status.to_string()),
+        ];
+        ::metrics::counter!(HTTP_REQUESTS_TOTAL, &labels).increment(1);
+        ::metrics::histogram!(HTTP_REQUEST_DURATION_SECONDS, &labels).record(took.as_secs_f64());
+    }
+
+    fn outcome(ok: bool) -> &'static str {
+        if ok {
+            "ok"
+        } else {
+            "error"
+        }
+    }
+
+    pub fn record_db_query(query: &'static str, took: Duration, ok: bool) {
+        ::metrics::histogram!(DB_QUERY_DURATION_SECONDS, "query" => query, "outcome" => outcome(ok))
+            .record(took.as_secs_f64());
+    }
+
+    pub fn record_redis_call(operation: &'static str, took: Duration, ok: bool) {
+        ::metrics::histogram!(
+            REDIS_OPERATION_DURATION_SECONDS,
+            "operation" => operation,
+            "outcome" => outcome(ok)
+        )
+        .record(took.as_secs_f64());
+    }
+
+    /// The reader's lookup of a cached view: `result` is `hit`, `miss` or `error`.
+    pub fn record_cache_lookup(view: &'static str, result: &'static str) {
+        ::metrics::counter!(CACHE_LOOKUPS_TOTAL, "view" => view, "result" => result).increment(1);
+    }
+
+    pub fn record_publish_failure() {
+        ::metrics::counter!(PUBLISH_FAILURES_TOTAL).increment(1);
+    }
+
+    pub fn record_publish_repairs(count: u64) {
+        ::metrics::counter!(PUBLISH_REPAIRS_TOTAL).increment(count);
+    }
+
+    pub fn set_publish_backlog_age(seconds: f64) {
+        ::metrics::gauge!(PUBLISH_BACKLOG_OLDEST_AGE_SECONDS).set(seconds);
+    }
+
+    /// Times a database query future and records it under `query`.
+    pub async fn time_query<T, E>(
+        query: &'static str,
+        run: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        let started = Instant::now();
+        let result = run.await;
+        record_db_query(query, started.elapsed(), result.is_ok());
+        result
+    }
+}

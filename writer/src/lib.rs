@@ -1,0 +1,102 @@
+//! The write side: `POST /transactions`.
+//!
+//! A request is validated, committed to PostgreSQL (transaction, balance and outbox entry in
+//! one statement), published to Redis, and only then answered with 201, so a read that follows
+//! the 201 finds the new views. See [`publisher`] for what happens when Redis is not there.
+
+pub mod publisher;
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use shared::cache::Cache;
+use shared::db;
+use shared::domain::{NewTransaction, TransactionId};
+use shared::error::{ApiError, JsonObject};
+use shared::http::{self, Limits};
+use shared::settings::Settings;
+use shared::telemetry::metrics as m;
+use sqlx::PgPool;
+
+use crate::publisher::Publisher;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub publisher: Publisher,
+}
+
+/// The writer's routes with the shared middleware. Everything but `POST /transactions` (and
+/// `GET /ping`, for health checks that bypass the proxy) is a JSON 404 or 405.
+pub fn app(state: AppState, limits: Limits) -> Router {
+    let routes = Router::new()
+        .route(
+            "/transactions",
+            post(create_transaction).fallback(http::unrouted),
+        )
+        .route("/ping", get(ping).fallback(http::unrouted))
+        .with_state(state);
+    http::with_middleware(routes, limits)
+}
+
+async fn ping() -> Response {
+    http::json_body(r#"{"status":"ok"}"#.into())
+}
+
+async fn create_transaction(
+    State(state): State<AppState>,
+    JsonObject(body): JsonObject,
+) -> Result<Response, ApiError> {
+    let new = NewTransaction::try_from(&body)?;
+    let recorded = m::time_query(
+        "record_transaction",
+        db::record_transaction(&state.pool, TransactionId::new_random(), new),
+    )
+    .await?;
+    // Committed: from here on the client gets its 201 whatever Redis does.
+    state.publisher.publish(&recorded).await;
+    Ok((StatusCode::CREATED, Json(recorded.transaction)).into_response())
+}
+
+/// Everything `main` does: connect, migrate, serve the API and the metrics until SIGTERM,
+/// then drain and stop the background tasks.
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let metrics = m::install(settings.service.name())?;
+    let pool = db::connect(&settings)?;
+    db::migrate_when_available(&pool, Duration::from_secs(60)).await?;
+    let cache = Cache::new(
+        &settings.redis_url,
+        &settings.redis_key_prefix,
+        settings.redis_timeout,
+    )?;
+    let (publisher, outbox_cleaner) = Publisher::start(pool.clone(), cache);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let repair = tokio::spawn(publisher::repair_loop(
+        pool.clone(),
+        publisher.clone(),
+        stop_rx.clone(),
+    ));
+
+    let state = AppState {
+        pool: pool.clone(),
+        publisher,
+    };
+    let app = app(state, Limits::from(&settings));
+    http::serve_until_signal(&settings, app, metrics, stop_tx).await?;
+
+    // No request can publish any more: stop the background tasks and flush the outbox
+    // deletions that are still queued.
+    let repair_ended = repair.await;
+    let cleaner_ended = outbox_cleaner.await;
+    tracing::info!(
+        repair_ok = repair_ended.is_ok(),
+        outbox_cleaner_ok = cleaner_ended.is_ok(),
+        "writer stopped"
+    );
+    pool.close().await;
+    Ok(())
+}

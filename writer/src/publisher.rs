@@ -1,0 +1,142 @@
+//! Getting committed changes into Redis, reliably.
+//!
+//! Each commit also writes an outbox row (same statement, same transaction). The request then
+//! publishes the change itself, before it answers, which is what makes read-your-writes hold.
+//! What happens next:
+//!
+//! - publish succeeded: the outbox row is deleted, in batches, by [`run_outbox_cleaner`];
+//! - publish failed (Redis down, timeout) or the process died before publishing: the row stays,
+//!   and [`repair_loop`] republishes it with the account's *current* state once it is older
+//!   than [`REPAIR_GRACE`]. Views are versioned, so republishing is always safe.
+//!
+//! So Redis always catches up with PostgreSQL, within about `REPAIR_GRACE + REPAIR_INTERVAL`
+//! of Redis being reachable again.
+
+use std::time::Duration;
+
+use shared::cache::Cache;
+use shared::db::{self, Recorded};
+use shared::telemetry::metrics as m;
+use sqlx::PgPool;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+/// Outbox rows younger than this are left to the request that is publishing them.
+pub const REPAIR_GRACE: Duration = Duration::from_secs(2);
+/// How often the repair loop looks for unpublished changes.
+pub const REPAIR_INTERVAL: Duration = Duration::from_secs(1);
+/// Changes republished per repair pass at most.
+const REPAIR_BATCH: i64 = 500;
+/// Outbox deletions are batched up to this many per statement.
+const CLEANUP_BATCH: usize = 512;
+/// Published ids waiting for their outbox deletion. If the queue is full the id is dropped:
+/// its row stays and gets republished later, which is harmless.
+const CLEANUP_QUEUE: usize = 16_384;
+
+#[derive(Clone)]
+pub struct Publisher {
+    cache: Cache,
+    published: mpsc::Sender<Uuid>,
+}
+
+impl Publisher {
+    /// Returns the publisher and the task that deletes published outbox rows. The task ends
+    /// once every clone of the publisher is dropped, after deleting what is still queued.
+    pub fn start(pool: PgPool, cache: Cache) -> (Self, JoinHandle<()>) {
+        let (published, queue) = mpsc::channel(CLEANUP_QUEUE);
+        let cleaner = tokio::spawn(run_outbox_cleaner(pool, queue));
+        (Self { cache, published }, cleaner)
+    }
+
+    /// Publishes one committed change. Never fails the request: a change that could not be
+    /// published stays in the outbox for the repair loop.
+    pub async fn publish(&self, recorded: &Recorded) -> bool {
+        match self
+            .cache
+            .publish(&recorded.transaction, &recorded.account)
+            .await
+        {
+            Ok(()) => {
+                let _ = self
+                    .published
+                    .try_send(recorded.transaction.transaction_id.as_uuid());
+                true
+            }
+            Err(error) => {
+                m::record_publish_failure();
+                tracing::warn!(
+                    %error,
+                    transaction_id = %recorded.transaction.transaction_id,
+                    "publish to Redis failed; the repair loop will retry it"
+                );
+                false
+            }
+        }
+    }
+}
+
+/// Deletes the outbox rows of published changes, many per statement.
+pub async fn run_outbox_cleaner(pool: PgPool, mut queue: mpsc::Receiver<Uuid>) {
+    let mut batch = Vec::with_capacity(CLEANUP_BATCH);
+    while queue.recv_many(&mut batch, CLEANUP_BATCH).await > 0 {
+        if let Err(error) = m::time_query("mark_published", db::mark_published(&pool, &batch)).await
+        {
+            // The rows stay; the repair loop will republish and delete them.
+            tracing::warn!(%error, count = batch.len(), "could not clear published outbox rows");
+        }
+        batch.clear();
+    }
+    tracing::info!("outbox cleaner stopped: no more publishers");
+}
+
+/// Republishes changes that were committed but not published, until `stop` turns true.
+pub async fn repair_loop(pool: PgPool, publisher: Publisher, mut stop: watch::Receiver<bool>) {
+    loop {
+        match repair_once(&pool, &publisher.cache).await {
+            // A full batch: there is likely more; go on at once.
+            Ok(done) if done as i64 == REPAIR_BATCH => continue,
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "outbox repair pass failed"),
+        }
+        tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => break,
+            () = tokio::time::sleep(REPAIR_INTERVAL) => {}
+        }
+    }
+    tracing::info!("outbox repair loop stopped");
+}
+
+/// One pass: republish what is overdue, delete what got through, update the backlog gauge.
+/// Returns how many changes it republished.
+pub async fn repair_once(pool: &PgPool, cache: &Cache) -> anyhow::Result<usize> {
+    let overdue = m::time_query(
+        "unpublished",
+        db::unpublished(pool, REPAIR_GRACE, REPAIR_BATCH),
+    )
+    .await?;
+    let mut republished = Vec::with_capacity(overdue.len());
+    for recorded in &overdue {
+        match cache
+            .publish(&recorded.transaction, &recorded.account)
+            .await
+        {
+            Ok(()) => republished.push(recorded.transaction.transaction_id.as_uuid()),
+            Err(error) => {
+                tracing::warn!(%error, "Redis still unavailable; will retry");
+                break;
+            }
+        }
+    }
+    if !republished.is_empty() {
+        m::time_query("mark_published", db::mark_published(pool, &republished)).await?;
+        m::record_publish_repairs(republished.len() as u64);
+        tracing::info!(
+            count = republished.len(),
+            "republished changes from the outbox"
+        );
+    }
+    let age = m::time_query("oldest_unpublished_age", db::oldest_unpublished_age(pool)).await?;
+    m::set_publish_backlog_age(age);
+    Ok(republished.len())
+}
