@@ -8,6 +8,8 @@ pub mod error;
 pub mod http;
 pub mod settings;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use error::ApiError;
 

@@ -1,0 +1,262 @@
+//! The read path: path validation through the router, cache misses and fills on the real
+//! PostgreSQL and Redis, the streamed list, and read-your-writes across writer and reader.
+
+use std::time::Duration;
+
+use axum::http::{header, Request, StatusCode};
+use axum::Router;
+use reader::{app, AppState};
+use serde_json::{json, Value};
+use shared::cache::Cache;
+use shared::db;
+use shared::domain::{AccountId, NewTransaction, TransactionId};
+use shared::testing::{self, error_message, get, post_json, status_and_json};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+use tower::ServiceExt;
+use uuid::Uuid;
+
+fn reader_app(pool: PgPool, cache: Cache) -> Router {
+    app(AppState { pool, cache }, testing::limits())
+}
+
+async fn send(app: &Router, request: Request<axum::body::Body>) -> (StatusCode, Value) {
+    status_and_json(app.clone().oneshot(request).await.expect("infallible")).await
+}
+
+/// Commits a transaction straight to PostgreSQL, without publishing it to Redis.
+async fn commit(pool: &PgPool, account_id: Uuid, amount: i64) -> db::Recorded {
+    db::record_transaction(
+        pool,
+        TransactionId::new_random(),
+        NewTransaction {
+            account_id: account_id.into(),
+            amount: amount.into(),
+        },
+    )
+    .await
+    .expect("committed")
+}
+
+fn unreachable_pool() -> PgPool {
+    PgPoolOptions::new()
+        .acquire_timeout(Duration::from_millis(500))
+        .connect_lazy("postgres://postgres@127.0.0.1:1/none")
+        .expect("valid url")
+}
+
+#[tokio::test]
+async fn ids_in_paths_that_are_not_uuids_get_400_naming_the_parameter() {
+    let app = reader_app(unreachable_pool(), testing::unreachable_cache());
+    for (uri, field) in [
+        ("/accounts/not-a-uuid", "account_id"),
+        ("/accounts/123", "account_id"),
+        ("/transactions/0afd02d3-6c59-46e7-b7bc", "transaction_id"),
+        ("/transactions/%FF%FE", "transaction_id"),
+    ] {
+        let (status, json) = send(&app, get(uri)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+        assert!(error_message(&json).contains(field), "{uri}: {json}");
+    }
+}
+
+#[tokio::test]
+async fn ping_answers_without_touching_the_database_or_redis() {
+    let app = reader_app(unreachable_pool(), testing::unreachable_cache());
+    let (status, json) = send(&app, get("/ping")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json, json!({"status": "ok"}));
+}
+
+#[tokio::test]
+async fn unknown_paths_and_methods_get_json_404_and_405() {
+    let app = reader_app(unreachable_pool(), testing::unreachable_cache());
+    let (status, json) = send(&app, get("/nope")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    error_message(&json);
+
+    let response = app
+        .clone()
+        .oneshot(post_json(
+            "/accounts/0afd02d3-6c59-46e7-b7bc-893c5e0b7ac2",
+            "{}",
+        ))
+        .await
+        .expect("infallible");
+    assert_eq!(response.headers()[header::ALLOW], "GET, HEAD");
+    let (status, json) = status_and_json(response).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    error_message(&json);
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn unknown_accounts_and_transactions_are_404(pool: PgPool) {
+    let app = reader_app(pool, testing::isolated_cache());
+    for uri in [
+        format!("/accounts/{}", Uuid::new_v4()),
+        format!("/transactions/{}", Uuid::new_v4()),
+    ] {
+        let (status, json) = send(&app, get(&uri)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
+        error_message(&json);
+    }
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn a_cache_miss_reads_postgres_and_fills_the_view(pool: PgPool) {
+    let cache = testing::isolated_cache();
+    let app = reader_app(pool.clone(), cache.clone());
+    let account_id = Uuid::new_v4();
+    let recorded = commit(&pool, account_id, 40).await;
+    let transaction_id = recorded.transaction.transaction_id;
+    assert!(cache
+        .account_view(account_id.into())
+        .await
+        .expect("redis")
+        .is_none());
+
+    let (status, account) = send(&app, get(&format!("/accounts/{account_id}"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(account, json!({"account_id": account_id, "balance": 40}));
+    let (status, transaction) = send(&app, get(&format!("/transactions/{transaction_id}"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(transaction["amount"], 40);
+
+    // Both views are now in Redis, exactly as served.
+    let cached = cache
+        .account_view(account_id.into())
+        .await
+        .expect("redis")
+        .expect("filled");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&cached).expect("json"),
+        account
+    );
+    let cached = cache
+        .transaction_view(transaction_id)
+        .await
+        .expect("redis")
+        .expect("filled");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&cached).expect("json"),
+        transaction
+    );
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn reads_fall_back_to_postgres_while_redis_is_down(pool: PgPool) {
+    let app = reader_app(pool.clone(), testing::unreachable_cache());
+    let account_id = Uuid::new_v4();
+    commit(&pool, account_id, 9).await;
+    let (status, account) = send(&app, get(&format!("/accounts/{account_id}"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(account["balance"], 9);
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn an_older_account_view_never_replaces_a_newer_one(pool: PgPool) {
+    let cache = testing::isolated_cache();
+    let account_id = Uuid::new_v4();
+    let first = commit(&pool, account_id, 1).await;
+    let second = commit(&pool, account_id, 2).await;
+    assert_eq!(second.account.version, first.account.version + 1);
+
+    // The newer change is published first; the older one (a slow reader's fill, or a
+    // republished change) arrives after it.
+    cache
+        .publish(&second.transaction, &second.account)
+        .await
+        .expect("publish");
+    cache
+        .publish(&first.transaction, &first.account)
+        .await
+        .expect("publish");
+    let stale = serde_json::to_vec(&first.account.account).expect("json");
+    cache
+        .fill_account(account_id.into(), first.account.version, &stale)
+        .await
+        .expect("fill");
+
+    let view = cache
+        .account_view(account_id.into())
+        .await
+        .expect("redis")
+        .expect("view");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&view).expect("json"),
+        json!({"account_id": account_id, "balance": 3})
+    );
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn the_list_streams_every_transaction_in_creation_order(pool: PgPool) {
+    let app = reader_app(pool.clone(), testing::isolated_cache());
+    let (status, empty) = send(&app, get("/transactions")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(empty, json!([]));
+
+    // Enough rows to span several chunks of the streamed body.
+    let account_id = Uuid::new_v4();
+    let mut created = Vec::new();
+    for amount in 1..=400 {
+        created.push(commit(&pool, account_id, amount).await.transaction);
+    }
+    let (status, listed) = send(&app, get("/transactions")).await;
+    assert_eq!(status, StatusCode::OK);
+    let listed = listed.as_array().expect("array");
+    assert_eq!(listed.len(), created.len());
+    for (listed, created) in listed.iter().zip(&created) {
+        assert_eq!(listed, &serde_json::to_value(created).expect("json"));
+    }
+}
+
+#[tokio::test]
+async fn the_list_answers_503_not_a_broken_200_when_the_database_is_down() {
+    let app = reader_app(unreachable_pool(), testing::unreachable_cache());
+    let (status, json) = send(&app, get("/transactions")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    error_message(&json);
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn every_read_after_a_201_reflects_that_write(pool: PgPool) {
+    let cache = testing::isolated_cache();
+    let (publisher, _cleaner) = writer::publisher::Publisher::start(pool.clone(), cache.clone());
+    let writer = writer::app(
+        writer::AppState {
+            pool: pool.clone(),
+            publisher,
+        },
+        testing::limits(),
+    );
+    let reader = reader_app(pool.clone(), cache);
+    let account_id = Uuid::new_v4();
+    let mut balance = 0;
+
+    // Read first, so the reader has cached a view that every write must then supersede.
+    commit(&pool, account_id, 1).await;
+    balance += 1;
+    let (_, account) = send(&reader, get(&format!("/accounts/{account_id}"))).await;
+    assert_eq!(account["balance"], balance);
+
+    for amount in [4, -3, 10, -20, 7, 1, -1, 100, -50, 2] {
+        let body = json!({"account_id": account_id, "amount": amount}).to_string();
+        let (status, created) = send(&writer, post_json("/transactions", body)).await;
+        assert_eq!(status, StatusCode::CREATED);
+        balance += amount;
+
+        let (status, account) = send(&reader, get(&format!("/accounts/{account_id}"))).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(account["balance"], balance, "after {amount}");
+        let transaction_id = created["transaction_id"].as_str().expect("id");
+        let (status, transaction) =
+            send(&reader, get(&format!("/transactions/{transaction_id}"))).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(transaction, created);
+    }
+    let account = db::load_account(&pool, AccountId::from(account_id))
+        .await
+        .expect("query")
+        .expect("account");
+    assert_eq!(account.account.balance, balance);
+}

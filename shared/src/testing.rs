@@ -1,0 +1,73 @@
+//! Helpers for the services' tests (feature `testing`, enabled only in dev-dependencies).
+//! Tests run against the real PostgreSQL (a fresh database per test, from `#[sqlx::test]`) and
+//! the real Redis (a fresh key prefix per test).
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use axum::response::Response;
+use http_body_util::BodyExt;
+use serde_json::Value;
+
+use crate::cache::Cache;
+use crate::http::Limits;
+
+/// The limits the services use by default.
+pub fn limits() -> Limits {
+    Limits {
+        body_limit_bytes: 16 * 1024,
+        request_timeout: Duration::from_secs(10),
+    }
+}
+
+/// A cache on the real Redis (`REDIS_URL`) under a key prefix no other test uses.
+pub fn isolated_cache() -> Cache {
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
+    let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+    Cache::new(&url, &prefix, Duration::from_secs(2)).expect("REDIS_URL is valid")
+}
+
+/// A cache whose Redis cannot be reached (nothing listens on port 1).
+pub fn unreachable_cache() -> Cache {
+    Cache::new("redis://127.0.0.1:1/0", "test:", Duration::from_millis(300)).expect("valid url")
+}
+
+pub fn post_json(uri: &str, body: impl Into<String>) -> Request<Body> {
+    Request::post(uri)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.into()))
+        .expect("valid request")
+}
+
+pub fn get(uri: &str) -> Request<Body> {
+    Request::get(uri)
+        .body(Body::empty())
+        .expect("valid request")
+}
+
+/// The response's status and its body parsed as JSON (`Value::Null` for an empty body).
+pub async fn status_and_json(response: Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body can be read")
+        .to_bytes();
+    let json = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).expect("body is JSON")
+    };
+    (status, json)
+}
+
+/// Asserts the shape every error has: `{"error": "<message>"}`, and returns the message.
+pub fn error_message(body: &Value) -> &str {
+    let message = body["error"]
+        .as_str()
+        .expect("error body has an `error` string");
+    assert!(!message.is_empty(), "error message is empty");
+    message
+}
