@@ -33,6 +33,7 @@ async fn commit(pool: &PgPool, account_id: Uuid, amount: i64) -> db::Recorded {
             account_id: account_id.into(),
             amount: amount.into(),
         },
+        None,
     )
     .await
     .expect("committed")

@@ -13,7 +13,9 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::domain::{Account, AccountId, AccountState, NewTransaction, Transaction, TransactionId};
+use crate::domain::{
+    Account, AccountId, AccountState, IdempotencyKey, NewTransaction, Transaction, TransactionId,
+};
 use crate::error::ApiError;
 use crate::settings::Settings;
 
@@ -68,12 +70,18 @@ pub enum RecordError {
     /// The new balance would not fit in a signed 64-bit integer; nothing was written.
     #[error("balance would overflow")]
     BalanceOverflow,
+    /// Another transaction already has this idempotency key (a concurrent retry won the race);
+    /// nothing was written. Look it up with [`find_by_idempotency_key`].
+    #[error("idempotency key already used")]
+    IdempotencyKeyTaken,
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
 
 /// SQLSTATE 22003 numeric_value_out_of_range: `bigint + bigint` overflowed.
 const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
+/// The unique index on `transactions.idempotency_key` (see the migrations).
+const IDEMPOTENCY_KEY_INDEX: &str = "transactions_idempotency_key_key";
 
 /// Inserts the transaction, applies it to its account's balance (creating the account on its
 /// first transaction) and records it in the outbox: one statement, so one atomic transaction in
@@ -92,8 +100,8 @@ WITH account AS (
             updated_at = now()
     RETURNING balance, version
 ), transaction AS (
-    INSERT INTO transactions (transaction_id, account_id, amount)
-    VALUES ($1, $2, $3)
+    INSERT INTO transactions (transaction_id, account_id, amount, idempotency_key)
+    VALUES ($1, $2, $3, $4)
     RETURNING created_at
 ), outbox AS (
     INSERT INTO publish_outbox (transaction_id) VALUES ($1)
@@ -105,11 +113,13 @@ pub async fn record_transaction(
     pool: &PgPool,
     transaction_id: TransactionId,
     new: NewTransaction,
+    idempotency_key: Option<&IdempotencyKey>,
 ) -> Result<Recorded, RecordError> {
     let row: (DateTime<Utc>, i64, i64) = sqlx::query_as(RECORD_TRANSACTION_SQL)
         .bind(transaction_id.as_uuid())
         .bind(new.account_id.as_uuid())
         .bind(new.amount.value())
+        .bind(idempotency_key.map(IdempotencyKey::as_str))
         .fetch_one(pool)
         .await
         .map_err(|error| match &error {
@@ -117,6 +127,9 @@ pub async fn record_transaction(
                 if db.code().as_deref() == Some(NUMERIC_VALUE_OUT_OF_RANGE) =>
             {
                 RecordError::BalanceOverflow
+            }
+            sqlx::Error::Database(db) if db.constraint() == Some(IDEMPOTENCY_KEY_INDEX) => {
+                RecordError::IdempotencyKeyTaken
             }
             _ => RecordError::Database(error),
         })?;
@@ -167,6 +180,21 @@ fn transaction_from_row(
         amount: amount.into(),
         created_at,
     }
+}
+
+/// The transaction an idempotency key created, if any.
+pub async fn find_by_idempotency_key(
+    pool: &PgPool,
+    key: &IdempotencyKey,
+) -> Result<Option<Transaction>, sqlx::Error> {
+    let row: Option<TransactionRow> = sqlx::query_as(
+        "SELECT transaction_id, account_id, amount, created_at FROM transactions
+         WHERE idempotency_key = $1",
+    )
+    .bind(key.as_str())
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(transaction_from_row))
 }
 
 pub async fn load_transaction(
@@ -290,6 +318,9 @@ impl From<RecordError> for ApiError {
                 "the account's balance would overflow a signed 64-bit integer; nothing was recorded"
                     .into(),
             ),
+            RecordError::IdempotencyKeyTaken => ApiError::Internal(anyhow::anyhow!(
+                "idempotency key conflict must be resolved by the caller"
+            )),
             RecordError::Database(error) => error.into(),
         }
     }

@@ -22,6 +22,8 @@ pub enum ValidationError {
     AmountNotAnInteger,
     #[error("amount must fit in a signed 64-bit integer")]
     AmountOutOfRange,
+    #[error("Idempotency-Key must be 1 to 255 printable ASCII characters")]
+    InvalidIdempotencyKey,
 }
 
 /// A UUID-based id, with the name of the field or path parameter it travels in.
@@ -128,6 +130,29 @@ impl Amount {
 impl From<i64> for Amount {
     fn from(amount: i64) -> Self {
         Self(amount)
+    }
+}
+
+/// A client-chosen key that makes a `POST /transactions` safe to retry: the same key with the
+/// same request applies it once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub const MAX_LEN: usize = 255;
+
+    pub fn parse(raw: &[u8]) -> Result<Self, ValidationError> {
+        let printable = raw.iter().all(|byte| (0x20..=0x7e).contains(byte));
+        match std::str::from_utf8(raw) {
+            Ok(key) if printable && !key.trim().is_empty() && key.len() <= Self::MAX_LEN => {
+                Ok(Self(key.to_owned()))
+            }
+            _ => Err(ValidationError::InvalidIdempotencyKey),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
@@ -288,6 +313,29 @@ mod tests {
             Amount::parse(&very_negative),
             Err(ValidationError::AmountOutOfRange)
         );
+    }
+
+    #[test]
+    fn idempotency_keys_are_bounded_printable_ascii() {
+        assert_eq!(
+            IdempotencyKey::parse(b"order-42/retry ok").map(|key| key.0),
+            Ok("order-42/retry ok".to_owned())
+        );
+        assert!(IdempotencyKey::parse(&[b'k'; 255]).is_ok());
+        for bad in [
+            &b""[..],
+            b"   ",
+            &[b'k'; 256],
+            b"tab\there",
+            "é".as_bytes(),
+            b"nul\0",
+        ] {
+            assert_eq!(
+                IdempotencyKey::parse(bad),
+                Err(ValidationError::InvalidIdempotencyKey),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -9,13 +9,13 @@ pub mod publisher;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use shared::cache::Cache;
-use shared::db;
-use shared::domain::{NewTransaction, TransactionId};
+use shared::db::{self, RecordError};
+use shared::domain::{IdempotencyKey, NewTransaction, Transaction, TransactionId};
 use shared::error::{ApiError, JsonObject};
 use shared::http::{self, Limits};
 use shared::settings::Settings;
@@ -47,19 +47,70 @@ async fn ping() -> Response {
     http::json_body(r#"{"status":"ok"}"#.into())
 }
 
+/// The optional header that makes a POST safe to retry.
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+/// Set on a 201 that replays an earlier request's result instead of applying it again.
+pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+
 async fn create_transaction(
     State(state): State<AppState>,
+    headers: HeaderMap,
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
     let new = NewTransaction::try_from(&body)?;
-    let recorded = m::time_query(
+    let key = headers
+        .get(IDEMPOTENCY_KEY)
+        .map(|value| IdempotencyKey::parse(value.as_bytes()))
+        .transpose()?;
+    if let Some(key) = &key {
+        // A retry of a request that already went through: answer as the first time.
+        let earlier = m::time_query(
+            "find_by_idempotency_key",
+            db::find_by_idempotency_key(&state.pool, key),
+        )
+        .await?;
+        if let Some(earlier) = earlier {
+            return replay(earlier, new);
+        }
+    }
+    let recorded = match m::time_query(
         "record_transaction",
-        db::record_transaction(&state.pool, TransactionId::new_random(), new),
+        db::record_transaction(&state.pool, TransactionId::new_random(), new, key.as_ref()),
     )
-    .await?;
+    .await
+    {
+        Ok(recorded) => recorded,
+        // A concurrent retry with the same key committed first; ours wrote nothing.
+        Err(RecordError::IdempotencyKeyTaken) => {
+            let key = key
+                .as_ref()
+                .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("key conflict without a key")))?;
+            let earlier = db::find_by_idempotency_key(&state.pool, key)
+                .await?
+                .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("idempotency key vanished")))?;
+            return replay(earlier, new);
+        }
+        Err(error) => return Err(error.into()),
+    };
     // Committed: from here on the client gets its 201 whatever Redis does.
     state.publisher.publish(&recorded).await;
     Ok((StatusCode::CREATED, Json(recorded.transaction)).into_response())
+}
+
+/// The answer to a request whose idempotency key was used before: the original transaction if
+/// the request is the same, else 422 (a key must not be reused for a different request).
+fn replay(earlier: Transaction, new: NewTransaction) -> Result<Response, ApiError> {
+    if earlier.account_id != new.account_id || earlier.amount != new.amount {
+        return Err(ApiError::Unprocessable(
+            "Idempotency-Key was already used with a different request body".into(),
+        ));
+    }
+    Ok((
+        StatusCode::CREATED,
+        [(IDEMPOTENT_REPLAYED, "true")],
+        Json(earlier),
+    )
+        .into_response())
 }
 
 /// Everything `main` does: connect, migrate, serve the API and the metrics until SIGTERM,
