@@ -8,17 +8,20 @@
 use std::io;
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
-use axum::http::header::CONTENT_TYPE;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::header::{CONTENT_TYPE, LINK};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
+use serde::Deserialize;
 use shared::cache::{Cache, CacheError};
-use shared::db;
+use shared::db::{self, ListFilter};
 use shared::domain::{AccountId, TransactionId};
 use shared::error::{ApiError, PathId};
-use shared::http::{self, Limits};
+use shared::http::{self, HttpConfig};
 use shared::settings::Settings;
 use shared::telemetry::metrics as m;
 use sqlx::PgPool;
@@ -30,9 +33,10 @@ pub struct AppState {
     pub cache: Cache,
 }
 
-pub fn app(state: AppState, limits: Limits) -> Router {
+pub fn app(state: AppState, config: HttpConfig) -> Router {
     let routes = Router::new()
         .route("/ping", get(ping).fallback(http::unrouted))
+        .route("/openapi.json", get(openapi).fallback(http::unrouted))
         .route(
             "/transactions",
             get(list_transactions).fallback(http::unrouted),
@@ -46,13 +50,21 @@ pub fn app(state: AppState, limits: Limits) -> Router {
             get(get_account).fallback(http::unrouted),
         )
         .with_state(state);
-    http::with_middleware(routes, limits)
+    http::with_middleware(routes, config)
 }
 
 /// Liveness: the process is up and serving. Deliberately touches neither PostgreSQL nor Redis,
 /// so the proxy's health checks do not flap with them.
 async fn ping() -> Response {
     http::json_body(Bytes::from_static(br#"{"status":"ok"}"#))
+}
+
+/// The OpenAPI document of the whole API (both services), built into the binary so that the
+/// document served always matches the build serving it.
+pub const OPENAPI_JSON: &[u8] = include_bytes!("../openapi.json");
+
+async fn openapi() -> Response {
+    http::json_body(Bytes::from_static(OPENAPI_JSON))
 }
 
 /// Looks a view up in Redis and counts the outcome. A Redis failure is a miss: the caller
@@ -90,9 +102,10 @@ fn serialize(view: &impl serde::Serialize) -> Result<Bytes, ApiError> {
 async fn get_account(
     State(state): State<AppState>,
     PathId(account_id): PathId<AccountId>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if let Some(body) = cached_view("account", state.cache.account_view(account_id).await) {
-        return Ok(http::json_body(body));
+        return Ok(http::conditional_json(&headers, body));
     }
     let found = m::time_query("load_account", db::load_account(&state.pool, account_id)).await?;
     let account = found
@@ -105,12 +118,13 @@ async fn get_account(
             .fill_account(account_id, account.version, &body)
             .await,
     );
-    Ok(http::json_body(body))
+    Ok(http::conditional_json(&headers, body))
 }
 
 async fn get_transaction(
     State(state): State<AppState>,
     PathId(transaction_id): PathId<TransactionId>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if let Some(body) = cached_view(
         "transaction",
@@ -130,7 +144,112 @@ async fn get_transaction(
         "transaction",
         state.cache.fill_transaction(transaction_id, &body).await,
     );
-    Ok(http::json_body(body))
+    Ok(http::conditional_json(&headers, body))
+}
+
+/// Query parameters of `GET /transactions`, all optional. Without any, the answer is every
+/// transaction (the contract).
+#[derive(Debug, Deserialize)]
+pub struct ListParams {
+    account_id: Option<String>,
+    limit: Option<String>,
+    after: Option<String>,
+}
+
+/// Largest page a client may ask for.
+pub const MAX_PAGE: i64 = 1000;
+
+impl TryFrom<ListParams> for ListFilter {
+    type Error = ApiError;
+
+    fn try_from(params: ListParams) -> Result<Self, ApiError> {
+        let account_id = params
+            .account_id
+            .as_deref()
+            .map(AccountId::parse)
+            .transpose()?;
+        let limit = params
+            .limit
+            .map(|raw| match raw.parse::<i64>() {
+                Ok(limit) if (1..=MAX_PAGE).contains(&limit) => Ok(limit),
+                _ => Err(ApiError::BadRequest(format!(
+                    "limit must be an integer from 1 to {MAX_PAGE}"
+                ))),
+            })
+            .transpose()?;
+        let before_seq = params
+            .after
+            .map(|cursor| parse_cursor(&cursor))
+            .transpose()?;
+        Ok(ListFilter {
+            account_id,
+            before_seq,
+            limit,
+        })
+    }
+}
+
+/// Cursors are opaque to clients: `c` and the position of the last transaction they received.
+fn cursor(seq: i64) -> String {
+    format!("c{seq}")
+}
+
+fn parse_cursor(raw: &str) -> Result<i64, ApiError> {
+    raw.strip_prefix('c')
+        .and_then(|seq| seq.parse::<i64>().ok())
+        .filter(|seq| *seq > 0)
+        .ok_or_else(|| {
+            ApiError::BadRequest(
+                "after must be a cursor taken from a previous page's Link header".into(),
+            )
+        })
+}
+
+/// `GET /transactions`: a JSON array, newest first.
+///
+/// - no `limit`: every selected transaction, streamed (see [`stream_list`]);
+/// - `limit=N`: one page of at most N, and a `Link: <…>; rel="next"` header when there may be
+///   more. Pages are keyed by position, not offset: transactions committed while a client pages
+///   through appear at the front of a new listing and never shift or repeat later pages.
+async fn list_transactions(
+    State(state): State<AppState>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(params) = params.map_err(|_| {
+        ApiError::BadRequest("query string is malformed; see the API's documentation".into())
+    })?;
+    let filter = ListFilter::try_from(params)?;
+    match filter.limit {
+        Some(limit) => list_page(&state.pool, filter, limit).await,
+        None => stream_list(state.pool, filter).await,
+    }
+}
+
+async fn list_page(pool: &PgPool, filter: ListFilter, limit: i64) -> Result<Response, ApiError> {
+    // One extra row tells whether there is a next page.
+    let probe = ListFilter {
+        limit: Some(limit + 1),
+        ..filter
+    };
+    let mut rows: Vec<(i64, _)> = m::time_query(
+        "list_transactions_page",
+        db::stream_transactions(pool, probe).try_collect(),
+    )
+    .await?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let page: Vec<_> = rows.iter().map(|(_, transaction)| transaction).collect();
+    let mut response = http::json_body(serialize(&page)?);
+    if let (true, Some((last_seq, _))) = (more, rows.last()) {
+        let mut next = format!("/transactions?limit={limit}&after={}", cursor(*last_seq));
+        if let Some(account_id) = filter.account_id {
+            next.push_str(&format!("&account_id={account_id}"));
+        }
+        let link = HeaderValue::from_str(&format!("<{next}>; rel=\"next\""))
+            .map_err(|error| ApiError::Internal(error.into()))?;
+        response.headers_mut().insert(LINK, link);
+    }
+    Ok(response)
 }
 
 /// Rows are serialized into chunks of about this size before they are sent.
@@ -139,13 +258,13 @@ const LIST_CHUNK_BYTES: usize = 32 * 1024;
 /// table's size, and a slow client slows the query down instead of filling memory.
 const LIST_CHUNKS_IN_FLIGHT: usize = 4;
 
-/// `GET /transactions`: a JSON array of every transaction, oldest first, streamed from
-/// PostgreSQL. The status is decided by the first chunk: if the database cannot be read the
-/// client gets a 503 instead of a 200 with a broken body. A failure later on aborts the body,
-/// so the client sees an incomplete response, never a silently truncated array.
-async fn list_transactions(State(state): State<AppState>) -> Result<Response, ApiError> {
+/// Streams the whole selection from PostgreSQL. The status is decided by the first chunk: if
+/// the database cannot be read the client gets a 503 instead of a 200 with a broken body. A
+/// failure later on aborts the body, so the client sees an incomplete response, never a silently
+/// truncated array.
+async fn stream_list(pool: PgPool, filter: ListFilter) -> Result<Response, ApiError> {
     let (chunks, mut received) = mpsc::channel::<Result<Bytes, sqlx::Error>>(LIST_CHUNKS_IN_FLIGHT);
-    tokio::spawn(produce_transaction_list(state.pool, chunks));
+    tokio::spawn(produce_transaction_list(pool, filter, chunks));
     let first = match received.recv().await {
         Some(Ok(chunk)) => chunk,
         Some(Err(error)) => return Err(error.into()),
@@ -171,14 +290,18 @@ async fn list_transactions(State(state): State<AppState>) -> Result<Response, Ap
         .into_response())
 }
 
-async fn produce_transaction_list(pool: PgPool, chunks: mpsc::Sender<Result<Bytes, sqlx::Error>>) {
-    let mut rows = db::stream_transactions(&pool);
+async fn produce_transaction_list(
+    pool: PgPool,
+    filter: ListFilter,
+    chunks: mpsc::Sender<Result<Bytes, sqlx::Error>>,
+) {
+    let mut rows = db::stream_transactions(&pool, filter);
     let mut buffer = Vec::with_capacity(LIST_CHUNK_BYTES + 256);
     buffer.push(b'[');
     let mut first = true;
     while let Some(row) = rows.next().await {
         let transaction = match row {
-            Ok(transaction) => transaction,
+            Ok((_, transaction)) => transaction,
             Err(error) => {
                 let _ = chunks.send(Err(error)).await;
                 return;
@@ -218,7 +341,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     };
     let pool = state.pool.clone();
     let (stop, _) = tokio::sync::watch::channel(false);
-    let app = app(state, Limits::from(&settings));
+    let app = app(state, HttpConfig::from(&settings));
     http::serve_until_signal(&settings, app, metrics, stop).await?;
     pool.close().await;
     tracing::info!("reader stopped");

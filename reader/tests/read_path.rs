@@ -17,7 +17,7 @@ use tower::ServiceExt;
 use uuid::Uuid;
 
 fn reader_app(pool: PgPool, cache: Cache) -> Router {
-    app(AppState { pool, cache }, testing::limits())
+    app(AppState { pool, cache }, testing::http_config())
 }
 
 async fn send(app: &Router, request: Request<axum::body::Body>) -> (StatusCode, Value) {
@@ -190,7 +190,7 @@ async fn an_older_account_view_never_replaces_a_newer_one(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
-async fn the_list_streams_every_transaction_in_creation_order(pool: PgPool) {
+async fn the_list_streams_every_transaction_newest_first(pool: PgPool) {
     let app = reader_app(pool.clone(), testing::isolated_cache());
     let (status, empty) = send(&app, get("/transactions")).await;
     assert_eq!(status, StatusCode::OK);
@@ -206,7 +206,7 @@ async fn the_list_streams_every_transaction_in_creation_order(pool: PgPool) {
     assert_eq!(status, StatusCode::OK);
     let listed = listed.as_array().expect("array");
     assert_eq!(listed.len(), created.len());
-    for (listed, created) in listed.iter().zip(&created) {
+    for (listed, created) in listed.iter().zip(created.iter().rev()) {
         assert_eq!(listed, &serde_json::to_value(created).expect("json"));
     }
 }
@@ -228,7 +228,7 @@ async fn every_read_after_a_201_reflects_that_write(pool: PgPool) {
             pool: pool.clone(),
             publisher,
         },
-        testing::limits(),
+        testing::http_config(),
     );
     let reader = reader_app(pool.clone(), cache);
     let account_id = Uuid::new_v4();
@@ -260,4 +260,117 @@ async fn every_read_after_a_201_reflects_that_write(pool: PgPool) {
         .expect("query")
         .expect("account");
     assert_eq!(account.account.balance, balance);
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn paging_with_limit_and_the_next_link_walks_every_transaction_once(pool: PgPool) {
+    let app = reader_app(pool.clone(), testing::isolated_cache());
+    let account_id = Uuid::new_v4();
+    for amount in 1..=7 {
+        commit(&pool, account_id, amount).await;
+    }
+    let other_account = Uuid::new_v4();
+    commit(&pool, other_account, 100).await;
+
+    let mut next = Some(format!("/transactions?account_id={account_id}&limit=3"));
+    let mut amounts = Vec::new();
+    let mut pages = 0;
+    while let Some(uri) = next.take() {
+        let response = app.clone().oneshot(get(&uri)).await.expect("infallible");
+        next = response.headers().get(header::LINK).map(|link| {
+            let link = link.to_str().expect("ascii");
+            assert!(link.ends_with(r#">; rel="next""#), "{link}");
+            link.trim_start_matches('<')
+                .split('>')
+                .next()
+                .expect("uri")
+                .to_owned()
+        });
+        let (status, page) = status_and_json(response).await;
+        assert_eq!(status, StatusCode::OK);
+        let page = page.as_array().expect("array").clone();
+        assert!(page.len() <= 3);
+        // A transaction committed between pages must not shift or repeat later pages.
+        if pages == 0 {
+            commit(&pool, account_id, 1000).await;
+        }
+        amounts.extend(page.iter().map(|t| t["amount"].as_i64().expect("amount")));
+        pages += 1;
+    }
+    assert_eq!(
+        amounts,
+        vec![7, 6, 5, 4, 3, 2, 1],
+        "newest first, each once"
+    );
+    assert_eq!(pages, 3);
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn invalid_list_parameters_get_400(pool: PgPool) {
+    let app = reader_app(pool, testing::isolated_cache());
+    for (query, expected) in [
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("limit=ten", "limit"),
+        ("after=42", "after"),
+        ("after=c-1", "after"),
+        ("account_id=nope", "account_id"),
+    ] {
+        let (status, json) = send(&app, get(&format!("/transactions?{query}"))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}");
+        assert!(error_message(&json).contains(expected), "{query}: {json}");
+    }
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn reads_carry_an_etag_and_answer_304_when_it_still_matches(pool: PgPool) {
+    let app = reader_app(pool.clone(), testing::isolated_cache());
+    let account_id = Uuid::new_v4();
+    commit(&pool, account_id, 5).await;
+    let uri = format!("/accounts/{account_id}");
+
+    let first = app.clone().oneshot(get(&uri)).await.expect("infallible");
+    let etag = first.headers()[header::ETAG].clone();
+    let revalidate = || {
+        Request::get(&uri)
+            .header(header::IF_NONE_MATCH, etag.clone())
+            .body(axum::body::Body::empty())
+            .expect("request")
+    };
+    let (status, body) =
+        status_and_json(app.clone().oneshot(revalidate()).await.expect("ok")).await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    assert_eq!(body, Value::Null, "a 304 has no body");
+
+    // The balance moves on: the old tag no longer matches (the writer's publish updates Redis;
+    // here the view is simply filled again from PostgreSQL after the key is gone).
+    let cache = testing::isolated_cache();
+    let app = reader_app(pool.clone(), cache);
+    commit(&pool, account_id, 1).await;
+    let (status, body) = status_and_json(app.oneshot(revalidate()).await.expect("ok")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["balance"], 6);
+}
+
+#[tokio::test]
+async fn cors_preflights_are_answered_for_browser_clients() {
+    let app = reader_app(unreachable_pool(), testing::unreachable_cache());
+    let preflight = Request::builder()
+        .method("OPTIONS")
+        .uri("/transactions")
+        .header(header::ORIGIN, "http://localhost:3000")
+        .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+        .header(
+            header::ACCESS_CONTROL_REQUEST_HEADERS,
+            "content-type, idempotency-key",
+        )
+        .body(axum::body::Body::empty())
+        .expect("request");
+    let response = app.oneshot(preflight).await.expect("infallible");
+    assert!(response.status().is_success());
+    assert_eq!(response.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+    let methods = response.headers()[header::ACCESS_CONTROL_ALLOW_METHODS]
+        .to_str()
+        .expect("ascii");
+    assert!(methods.contains("POST"), "{methods}");
 }

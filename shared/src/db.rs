@@ -211,16 +211,46 @@ pub async fn load_transaction(
     Ok(row.map(transaction_from_row))
 }
 
-/// Every transaction in creation order, row by row as PostgreSQL sends them: memory stays flat
-/// however many there are. Holds one pool connection until the stream ends or is dropped.
+/// Which transactions a listing returns. Listings are newest first, keyed by `seq`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    /// Only this account's transactions.
+    pub account_id: Option<AccountId>,
+    /// Only transactions older than this position (the paging cursor).
+    pub before_seq: Option<i64>,
+    /// At most this many.
+    pub limit: Option<i64>,
+}
+
+/// The transactions a filter selects, newest first, each with its `seq` (the cursor for the
+/// next page), row by row as PostgreSQL sends them: memory stays flat however many there are.
+/// Holds one pool connection until the stream ends or is dropped.
+///
+/// Two fixed statements rather than one with `$1 IS NULL OR …`, so that each keeps a plan that
+/// walks its index (`transactions_seq_key` or `transactions_account_seq_idx`) backwards.
 pub fn stream_transactions(
     pool: &PgPool,
-) -> impl Stream<Item = Result<Transaction, sqlx::Error>> + '_ {
-    sqlx::query_as::<_, TransactionRow>(
-        "SELECT transaction_id, account_id, amount, created_at FROM transactions ORDER BY seq",
+    filter: ListFilter,
+) -> impl Stream<Item = Result<(i64, Transaction), sqlx::Error>> + '_ {
+    let before = filter.before_seq.unwrap_or(i64::MAX);
+    let query = match filter.account_id {
+        Some(account_id) => sqlx::query_as::<_, (i64, Uuid, Uuid, i64, DateTime<Utc>)>(
+            "SELECT seq, transaction_id, account_id, amount, created_at FROM transactions
+             WHERE account_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
+        )
+        .bind(account_id.as_uuid()),
+        None => sqlx::query_as(
+            "SELECT seq, transaction_id, account_id, amount, created_at FROM transactions
+             WHERE seq < $1 ORDER BY seq DESC LIMIT $2",
+        ),
+    };
+    query.bind(before).bind(filter.limit).fetch(pool).map_ok(
+        |(seq, transaction_id, account_id, amount, created_at)| {
+            let transaction =
+                transaction_from_row((transaction_id, account_id, amount, created_at));
+            (seq, transaction)
+        },
     )
-    .fetch(pool)
-    .map_ok(transaction_from_row)
 }
 
 /// Removes published changes from the outbox.

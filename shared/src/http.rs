@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderName, Method, Uri};
+use axum::http::header::{CONTENT_TYPE, ETAG, IF_NONE_MATCH, LINK, LOCATION, RETRY_AFTER};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -17,6 +17,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
@@ -32,6 +33,7 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// with 404, so clients get the same answer whichever service nginx picked.
 pub const PUBLIC_ROUTES: &[(&str, &str)] = &[
     ("/ping", "GET, HEAD"),
+    ("/openapi.json", "GET, HEAD"),
     ("/transactions", "GET, HEAD, POST"),
     ("/transactions/{transaction_id}", "GET, HEAD"),
     ("/accounts/{account_id}", "GET, HEAD"),
@@ -83,34 +85,96 @@ pub fn json_body(body: Bytes) -> Response {
     ([(CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-/// Limits every service applies.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub body_limit_bytes: usize,
-    pub request_timeout: Duration,
+/// A 200 with a JSON view and its `ETag`, or a bodiless 304 when the client's `If-None-Match`
+/// already names that tag. The tag is a hash of the exact bytes served, so it changes exactly
+/// when the representation does, and every reader instance computes the same one.
+pub fn conditional_json(request_headers: &HeaderMap, body: Bytes) -> Response {
+    let etag = etag_of(&body);
+    let matches = request_headers
+        .get_all(IF_NONE_MATCH)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|tag| tag.trim().trim_start_matches("W/"))
+        .any(|tag| tag == "*" || tag == etag);
+    let etag = HeaderValue::from_str(&etag).expect("hex in quotes is a valid header value");
+    if matches {
+        return (StatusCode::NOT_MODIFIED, [(ETAG, etag)]).into_response();
+    }
+    let mut response = json_body(body);
+    response.headers_mut().insert(ETAG, etag);
+    response
 }
 
-impl From<&Settings> for Limits {
+/// `"<16 hex digits>"`: FNV-1a (64 bit) of the body. Not cryptographic; a tag only has to
+/// change when the bytes do.
+fn etag_of(body: &[u8]) -> String {
+    let hash = body.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("\"{hash:016x}\"")
+}
+
+/// What the shared middleware needs from the settings.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub body_limit_bytes: usize,
+    pub request_timeout: Duration,
+    /// Origins browsers may call from; empty means any (`*`).
+    pub cors_allowed_origins: Vec<HeaderValue>,
+}
+
+impl From<&Settings> for HttpConfig {
     fn from(settings: &Settings) -> Self {
         Self {
             body_limit_bytes: settings.body_limit_bytes,
             request_timeout: settings.request_timeout,
+            cors_allowed_origins: settings.cors_allowed_origins.clone(),
         }
     }
 }
 
-/// Wraps a service's routes in the shared middleware: metrics per matched route, JSON 404/405,
+/// CORS for browser clients. Preflights (`OPTIONS` with `Origin` and
+/// `Access-Control-Request-Method`) are answered here, before routing, so the writer answers the
+/// preflight of `POST /transactions` that nginx sends it. Plain `OPTIONS` requests still get 405.
+fn cors(origins: &[HeaderValue]) -> CorsLayer {
+    let layer = CorsLayer::new()
+        .allow_methods([Method::GET, Method::HEAD, Method::POST])
+        .allow_headers([
+            CONTENT_TYPE,
+            IF_NONE_MATCH,
+            X_REQUEST_ID,
+            HeaderName::from_static("idempotency-key"),
+        ])
+        .expose_headers([
+            LOCATION,
+            ETAG,
+            LINK,
+            RETRY_AFTER,
+            X_REQUEST_ID,
+            HeaderName::from_static("idempotent-replayed"),
+        ])
+        .max_age(Duration::from_secs(600));
+    if origins.is_empty() {
+        layer.allow_origin(AllowOrigin::any())
+    } else {
+        layer.allow_origin(AllowOrigin::list(origins.iter().cloned()))
+    }
+}
+
+/// Wraps a service's routes in the shared middleware: metrics per matched route, JSON 404/405, CORS,
 /// request ids (kept from nginx, or made here), a span per request, a request timeout, a body
 /// limit, and a panic guard that still answers with a JSON 500.
-pub fn with_middleware(routes: Router, limits: Limits) -> Router {
+pub fn with_middleware(routes: Router, config: HttpConfig) -> Router {
     routes
         .route_layer(middleware::from_fn(m::track_http))
         .fallback(unrouted)
         .layer(middleware::from_fn_with_state(
-            limits.request_timeout,
+            config.request_timeout,
             request_timeout,
         ))
-        .layer(DefaultBodyLimit::max(limits.body_limit_bytes))
+        .layer(DefaultBodyLimit::max(config.body_limit_bytes))
+        .layer(cors(&config.cors_allowed_origins))
         .layer(CatchPanicLayer::custom(|_| {
             tracing::error!("handler panicked");
             ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
@@ -268,6 +332,34 @@ mod tests {
         assert_eq!(allowed_methods("/transactions/anything"), Some("GET, HEAD"));
         assert_eq!(allowed_methods("/accounts/x"), Some("GET, HEAD"));
         assert_eq!(allowed_methods("/ping"), Some("GET, HEAD"));
+    }
+
+    #[test]
+    fn a_matching_if_none_match_gives_a_bodiless_304_with_the_same_tag() {
+        let body = Bytes::from_static(br#"{"balance":1}"#);
+        let fresh = conditional_json(&HeaderMap::new(), body.clone());
+        assert_eq!(fresh.status(), StatusCode::OK);
+        let etag = fresh.headers()[ETAG].clone();
+
+        for header in [
+            etag.to_str().expect("ascii").to_owned(),
+            format!("W/{}, \"x\"", etag.to_str().expect("ascii")),
+            "*".to_owned(),
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                IF_NONE_MATCH,
+                HeaderValue::from_str(&header).expect("header"),
+            );
+            let cached = conditional_json(&headers, body.clone());
+            assert_eq!(cached.status(), StatusCode::NOT_MODIFIED, "{header}");
+            assert_eq!(cached.headers()[ETAG], etag);
+        }
+
+        let mut headers = HeaderMap::new();
+        headers.insert(IF_NONE_MATCH, etag);
+        let changed = conditional_json(&headers, Bytes::from_static(br#"{"balance":2}"#));
+        assert_eq!(changed.status(), StatusCode::OK);
     }
 
     #[test]

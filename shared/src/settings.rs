@@ -7,6 +7,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
+use axum::http::HeaderValue;
 
 /// Which binary is reading its settings: the defaults for ports and pool sizes differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +54,9 @@ pub struct Settings {
     pub body_limit_bytes: usize,
     /// `LOG_FORMAT`: `json` (default) or `text`. The level comes from `RUST_LOG`.
     pub log_format: LogFormat,
+    /// `CORS_ALLOWED_ORIGINS`: comma-separated origins browsers may call from; `*` (default)
+    /// allows any, for local use.
+    pub cors_allowed_origins: Vec<HeaderValue>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,8 +110,31 @@ impl Settings {
             shutdown_timeout: env.millis("SHUTDOWN_TIMEOUT_MS", 10_000)?,
             body_limit_bytes: env.parse("BODY_LIMIT_BYTES", "16384")?,
             log_format: env.parse("LOG_FORMAT", "json")?,
+            cors_allowed_origins: parse_origins(&env.get("CORS_ALLOWED_ORIGINS", "*"))?,
         })
     }
+}
+
+/// `*` (any origin) becomes an empty list; anything else must be a list of `scheme://host[:port]`.
+fn parse_origins(raw: &str) -> anyhow::Result<Vec<HeaderValue>> {
+    if raw.trim() == "*" {
+        return Ok(Vec::new());
+    }
+    raw.split(',')
+        .map(str::trim)
+        .filter(|origin| !origin.is_empty())
+        .map(|origin| {
+            let valid = (origin.starts_with("http://") || origin.starts_with("https://"))
+                && !origin.ends_with('/');
+            anyhow::ensure!(
+                valid,
+                "CORS_ALLOWED_ORIGINS: `{origin}` is not an origin like https://app.example.com"
+            );
+            HeaderValue::from_str(origin).with_context(|| {
+                format!("CORS_ALLOWED_ORIGINS: `{origin}` is not a valid header value")
+            })
+        })
+        .collect()
 }
 
 /// A source of variables, where an unset and an empty variable both mean "use the default".
@@ -175,6 +202,22 @@ mod tests {
         assert_eq!(parsed.listen_addr.port(), 80);
         assert_eq!(parsed.db_pool_size, 3);
         assert_eq!(parsed.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn cors_origins_are_any_by_default_or_an_explicit_list() {
+        let any = settings(Service::Writer, &[]).expect("defaults");
+        assert!(any.cors_allowed_origins.is_empty());
+        let listed = settings(
+            Service::Writer,
+            &[(
+                "CORS_ALLOWED_ORIGINS",
+                "https://a.example, http://localhost:3000",
+            )],
+        )
+        .expect("valid");
+        assert_eq!(listed.cors_allowed_origins.len(), 2);
+        assert!(settings(Service::Writer, &[("CORS_ALLOWED_ORIGINS", "a.example")]).is_err());
     }
 
     #[test]

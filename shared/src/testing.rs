@@ -11,13 +11,14 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 
 use crate::cache::Cache;
-use crate::http::Limits;
+use crate::http::HttpConfig;
 
 /// The limits the services use by default.
-pub fn limits() -> Limits {
-    Limits {
+pub fn http_config() -> HttpConfig {
+    HttpConfig {
         body_limit_bytes: 16 * 1024,
         request_timeout: Duration::from_secs(10),
+        cors_allowed_origins: Vec::new(),
     }
 }
 

@@ -9,7 +9,8 @@ pub mod publisher;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderName, StatusCode};
+use axum::http::header::LOCATION;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -17,7 +18,7 @@ use shared::cache::Cache;
 use shared::db::{self, RecordError};
 use shared::domain::{IdempotencyKey, NewTransaction, Transaction, TransactionId};
 use shared::error::{ApiError, JsonObject};
-use shared::http::{self, Limits};
+use shared::http::{self, HttpConfig};
 use shared::settings::Settings;
 use shared::telemetry::metrics as m;
 use sqlx::PgPool;
@@ -32,7 +33,7 @@ pub struct AppState {
 
 /// The writer's routes with the shared middleware. Everything but `POST /transactions` (and
 /// `GET /ping`, for health checks that bypass the proxy) is a JSON 404 or 405.
-pub fn app(state: AppState, limits: Limits) -> Router {
+pub fn app(state: AppState, config: HttpConfig) -> Router {
     let routes = Router::new()
         .route(
             "/transactions",
@@ -40,7 +41,7 @@ pub fn app(state: AppState, limits: Limits) -> Router {
         )
         .route("/ping", get(ping).fallback(http::unrouted))
         .with_state(state);
-    http::with_middleware(routes, limits)
+    http::with_middleware(routes, config)
 }
 
 async fn ping() -> Response {
@@ -94,7 +95,24 @@ async fn create_transaction(
     };
     // Committed: from here on the client gets its 201 whatever Redis does.
     state.publisher.publish(&recorded).await;
-    Ok((StatusCode::CREATED, Json(recorded.transaction)).into_response())
+    Ok(created(recorded.transaction, false))
+}
+
+/// 201 with the transaction and its `Location`; `replayed` marks an idempotent replay.
+fn created(transaction: Transaction, replayed: bool) -> Response {
+    let location = format!("/transactions/{}", transaction.transaction_id);
+    let mut response = (
+        StatusCode::CREATED,
+        [(LOCATION, location)],
+        Json(transaction),
+    )
+        .into_response();
+    if replayed {
+        response
+            .headers_mut()
+            .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    }
+    response
 }
 
 /// The answer to a request whose idempotency key was used before: the original transaction if
@@ -105,12 +123,7 @@ fn replay(earlier: Transaction, new: NewTransaction) -> Result<Response, ApiErro
             "Idempotency-Key was already used with a different request body".into(),
         ));
     }
-    Ok((
-        StatusCode::CREATED,
-        [(IDEMPOTENT_REPLAYED, "true")],
-        Json(earlier),
-    )
-        .into_response())
+    Ok(created(earlier, true))
 }
 
 /// Everything `main` does: connect, migrate, serve the API and the metrics until SIGTERM,
@@ -136,7 +149,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         pool: pool.clone(),
         publisher,
     };
-    let app = app(state, Limits::from(&settings));
+    let app = app(state, HttpConfig::from(&settings));
     http::serve_until_signal(&settings, app, metrics, stop_tx).await?;
 
     // No request can publish any more: stop the background tasks and flush the outbox

@@ -19,7 +19,7 @@ use writer::{app, AppState};
 
 fn writer_app(pool: PgPool, cache: Cache) -> Router {
     let (publisher, _cleaner) = Publisher::start(pool.clone(), cache);
-    app(AppState { pool, publisher }, testing::limits())
+    app(AppState { pool, publisher }, testing::http_config())
 }
 
 /// A pool whose database cannot be reached: nothing listens on port 1.
