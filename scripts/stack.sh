@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The native stack: PostgreSQL, Redis, writer, reader and nginx on this machine, in the
-# background, with every log and pid under .stack/ (git-ignored).
+# The native stack: PostgreSQL, Redis, writer, reader and nginx on this machine, plus
+# Prometheus and node-exporter (scripts/monitoring.sh), in the background, with every log and
+# pid under .stack/ (git-ignored).
 #
 #   scripts/stack.sh start    build, start what is not running, wait until healthy (npm start)
 #   scripts/stack.sh stop     stop what `start` started (npm stop)
@@ -188,10 +189,12 @@ start() {
   start_service writer "$TARGET_DIR/release/writer" "$WRITER_ADDR" "$WRITER_METRICS_ADDR"
   start_service reader "$TARGET_DIR/release/reader" "$READER_ADDR" "$READER_METRICS_ADDR"
   start_nginx
-  say "stack is up: API $PROXY_URL, logs in $LOGS"
+  bash "$ROOT/scripts/monitoring.sh" start
+  say "stack is up: API $PROXY_URL, Prometheus http://127.0.0.1:9090, logs in $LOGS"
 }
 
 stop() {
+  bash "$ROOT/scripts/monitoring.sh" stop
   stop_pid nginx "$STATE/nginx.pid"
   stop_pid reader "$STATE/reader.pid"
   stop_pid writer "$STATE/writer.pid"

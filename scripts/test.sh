@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Every test (npm test): the Rust workspace's tests against real PostgreSQL and Redis, then the
-# API tests through nginx against the native stack. Starts what it needs and stops what it
+# Every test (npm test): checks of the container and CI files, the Rust workspace's tests
+# against real PostgreSQL and Redis, then the API tests through nginx against the native stack
+# and the monitoring tests against its Prometheus. Starts what it needs and stops what it
 # started; exits non-zero if anything failed.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -12,6 +13,9 @@ step() { printf '\n=== %s ===\n' "$*"; }
 
 step "dependencies (PostgreSQL, Redis, nginx)"
 bash scripts/stack.sh deps
+
+step "container and CI files (dclint, hadolint, yamllint, nginx -t, compose layout)"
+bash scripts/check-containers.sh
 
 step "cargo fmt --check and clippy"
 cargo fmt --all -- --check
@@ -30,6 +34,9 @@ bash scripts/stack.sh start
 
 step "API tests through nginx (${API_URL:-http://localhost:8080})"
 npm run --silent test:api
+
+step "monitoring: promtool checks, alert rule tests, every dashboard query against Prometheus"
+bash scripts/test-monitoring.sh
 
 echo
 echo "all tests passed"

@@ -331,6 +331,7 @@ async fn produce_transaction_list(
 
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let metrics = m::install(settings.service.name())?;
+    m::init_reader_series();
     let state = AppState {
         pool: db::connect(&settings)?,
         cache: Cache::new(

@@ -81,6 +81,7 @@ pub mod metrics {
             .map_err(|error| anyhow::anyhow!("invalid histogram buckets: {error}"))?
             .install_recorder()
             .map_err(|error| anyhow::anyhow!("could not install the metrics recorder: {error}"))?;
+        describe_all();
         ::metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         // Histograms are drained into their buckets on render and by this upkeep; without it
         // a rarely scraped process would buffer every observation.
@@ -93,6 +94,66 @@ pub mod metrics {
             }
         });
         Ok(handle)
+    }
+
+    /// The `# HELP` text of every metric (the table above, for Prometheus and `promtool`).
+    fn describe_all() {
+        use ::metrics::{describe_counter, describe_gauge, describe_histogram};
+        describe_counter!(
+            HTTP_REQUESTS_TOTAL,
+            "HTTP requests answered, by method, route template and status."
+        );
+        describe_histogram!(
+            HTTP_REQUEST_DURATION_SECONDS,
+            "Time from request to response head, in seconds."
+        );
+        describe_gauge!(HTTP_REQUESTS_IN_FLIGHT, "HTTP requests being handled now.");
+        describe_histogram!(
+            DB_QUERY_DURATION_SECONDS,
+            "Duration of one PostgreSQL query, in seconds, by query and outcome."
+        );
+        describe_histogram!(
+            REDIS_OPERATION_DURATION_SECONDS,
+            "Duration of one Redis call, in seconds, by operation and outcome."
+        );
+        describe_counter!(
+            CACHE_LOOKUPS_TOTAL,
+            "Reader lookups of cached views, by view and result (hit, miss, error)."
+        );
+        describe_counter!(
+            PUBLISH_FAILURES_TOTAL,
+            "Writer publishes to Redis that failed; the outbox repair loop retries them."
+        );
+        describe_counter!(
+            PUBLISH_REPAIRS_TOTAL,
+            "Changes the writer's repair loop republished from the outbox."
+        );
+        describe_gauge!(
+            PUBLISH_BACKLOG_OLDEST_AGE_SECONDS,
+            "Age in seconds of the oldest committed change not yet published to Redis."
+        );
+        describe_gauge!(
+            BUILD_INFO,
+            "Always 1; the version label says which build is running."
+        );
+    }
+
+    /// Creates the writer's publish series at zero, so that dashboards show 0 rather than
+    /// "no data" and `increase()` sees the first failure after a restart.
+    pub fn init_writer_series() {
+        ::metrics::counter!(PUBLISH_FAILURES_TOTAL).absolute(0);
+        ::metrics::counter!(PUBLISH_REPAIRS_TOTAL).absolute(0);
+        ::metrics::gauge!(PUBLISH_BACKLOG_OLDEST_AGE_SECONDS).set(0.0);
+    }
+
+    /// Creates the reader's cache-lookup series at zero, for the same reason.
+    pub fn init_reader_series() {
+        for view in ["account", "transaction"] {
+            for result in ["hit", "miss", "error"] {
+                ::metrics::counter!(CACHE_LOOKUPS_TOTAL, "view" => view, "result" => result)
+                    .absolute(0);
+            }
+        }
     }
 
     /// Middleware (`route_layer`) that counts and times every routed request.

@@ -130,6 +130,7 @@ fn replay(earlier: Transaction, new: NewTransaction) -> Result<Response, ApiErro
 /// then drain and stop the background tasks.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let metrics = m::install(settings.service.name())?;
+    m::init_writer_series();
     let pool = db::connect(&settings)?;
     db::migrate_when_available(&pool, Duration::from_secs(60)).await?;
     let cache = Cache::new(

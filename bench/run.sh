@@ -1,0 +1,370 @@
+#!/usr/bin/env bash
+# npm run bench: the stack measured against this machine's own limits, in one bounded run.
+# See bench/README.md for what each phase does and how to read the results.
+#
+#   BENCH_DURATION=20s           length of each measured phase (integer seconds, "s" optional)
+#   BENCH_WRITE_CONNECTIONS=32   HTTP write concurrency = pgbench clients
+#   BENCH_READ_CONNECTIONS=64    HTTP read concurrency (reads, mix, GET /ping)
+#   BENCH_THREADS=2              wrk threads and pgbench threads
+#   BENCH_HALF=0.5               the "half load" phases run at this fraction of the measured peak
+#   BENCH_BIG_LIST=0             1: also the 1,000,000-transaction phase (GET /transactions)
+#   BENCH_BIG_ROWS=1000000       rows in that phase
+#   BENCH_BIG_DURATION=10s       each of its two account-read measurements
+#   BENCH_DROP_SCRATCH=0         1: drop the cached scratch database bench_big at the end
+#   BENCH_SEED=42                seed of the load generators' random choices
+#
+# Exit status: 0 when every phase got only 2xx answers and no socket errors, 1 otherwise (the
+# table is printed either way). Targets that are missed are reported, not failed.
+set -euo pipefail
+
+BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$BENCH_DIR/.." && pwd)"
+STATE="${STACK_STATE_DIR:-$ROOT/.stack}"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+RESULTS="$BENCH_DIR/results"
+TMP="$RESULTS/tmp" # git-ignored: raw outputs of this run
+
+duration="${BENCH_DURATION:-20s}"
+SECS="${duration%s}"
+[[ "$SECS" =~ ^[0-9]+$ ]] && [ "$SECS" -gt 0 ] || { echo "BENCH_DURATION must be whole seconds, e.g. 20s" >&2; exit 2; }
+big_duration="${BENCH_BIG_DURATION:-10s}"
+BIG_SECS="${big_duration%s}"
+[[ "$BIG_SECS" =~ ^[0-9]+$ ]] || { echo "BENCH_BIG_DURATION must be whole seconds" >&2; exit 2; }
+WRITE_CONNS="${BENCH_WRITE_CONNECTIONS:-32}"
+READ_CONNS="${BENCH_READ_CONNECTIONS:-64}"
+THREADS="${BENCH_THREADS:-2}"
+HALF="${BENCH_HALF:-0.5}"
+ACCOUNTS_N=10000
+URL="${BENCH_URL:-http://127.0.0.1:8080}"
+PGHOST="${BENCH_PGHOST:-127.0.0.1}"
+PGPORT="${BENCH_PGPORT:-5432}"
+PGUSER="${BENCH_PGUSER:-postgres}"
+BIG_ROWS="${BENCH_BIG_ROWS:-1000000}"
+BIG_ADDR="127.0.0.1:18182"
+BIG_METRICS_ADDR="127.0.0.1:19282"
+BIG_REDIS_PREFIX="bench_big:"
+BIG_LOADER_VERSION="v1" # bump when big_list.sql changes, so a cached bench_big is rebuilt
+
+case "$URL" in
+  http://127.0.0.1:*|http://127.0.0.1/*|http://127.0.0.1) ;;
+  *) echo "BENCH_URL must point at 127.0.0.1 (load goes to the loopback only), got $URL" >&2; exit 2 ;;
+esac
+
+say() { printf '[bench] %s\n' "$*"; }
+die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
+
+psql_admin() { psql -h "$PGHOST" -p "$PGPORT" -U "$PGUSER" -d postgres -v ON_ERROR_STOP=1 -qAt "$@"; }
+psql_db() { local db="$1"; shift; psql -h "$PGHOST" -p "$PGPORT" -U "$PGUSER" -d "$db" -v ON_ERROR_STOP=1 -qAt "$@"; }
+
+# --- tools ----------------------------------------------------------------------------------
+
+PGBENCH=""
+ensure_tools() {
+  local missing=()
+  command -v wrk >/dev/null || missing+=(wrk)
+  command -v psql >/dev/null || missing+=(postgresql-client)
+  command -v curl >/dev/null || missing+=(curl)
+  command -v node >/dev/null || die "Node.js >= 20 is needed (it runs npm)"
+  command -v python3 >/dev/null || missing+=(python3 python3-venv)
+  PGBENCH="$(command -v pgbench || ls /usr/lib/postgresql/*/bin/pgbench 2>/dev/null | sort -V | tail -n 1 || true)"
+  [ -n "$PGBENCH" ] || missing+=(postgresql-contrib)
+  if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      say "installing ${missing[*]} with apt-get"
+      DEBIAN_FRONTEND=noninteractive apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+      PGBENCH="$(command -v pgbench || ls /usr/lib/postgresql/*/bin/pgbench 2>/dev/null | sort -V | tail -n 1 || true)"
+    else
+      die "missing: ${missing[*]} (Debian/Ubuntu: sudo apt-get install ${missing[*]})"
+    fi
+  fi
+  [ -n "$PGBENCH" ] || die "pgbench not found after installing postgresql-contrib"
+}
+
+# matplotlib for the chart, in a venv of its own (pinned).
+MATPLOTLIB_VERSION="3.10.9"
+PYTHON=python3
+ensure_chart_python() {
+  local venv="$STATE/bench-venv"
+  if ! "$venv/bin/python" -c "import matplotlib" 2>/dev/null; then
+    say "installing matplotlib $MATPLOTLIB_VERSION into $venv"
+    mkdir -p "$STATE"
+    if ! { python3 -m venv "$venv" && "$venv/bin/pip" install -q "matplotlib==$MATPLOTLIB_VERSION"; } >"$TMP/venv.log" 2>&1; then
+      say "warning: could not install matplotlib (see $TMP/venv.log); no chart this run"
+      return 0
+    fi
+  fi
+  PYTHON="$venv/bin/python"
+}
+
+# --- the stack --------------------------------------------------------------------------------
+
+STARTED_STACK=0
+SAMPLER_PID=""
+BIG_READER_PID=""
+
+cleanup() {
+  local status=$?
+  [ -n "$SAMPLER_PID" ] && kill -TERM "$SAMPLER_PID" 2>/dev/null && wait "$SAMPLER_PID" 2>/dev/null || true
+  stop_big_reader || true
+  psql_admin -c "DROP DATABASE IF EXISTS bench_limit" 2>/dev/null || true
+  if [ "${BENCH_DROP_SCRATCH:-0}" = 1 ]; then
+    psql_admin -c "DROP DATABASE IF EXISTS bench_big" 2>/dev/null || true
+  fi
+  if [ "$STARTED_STACK" = 1 ]; then
+    say "stopping the stack this benchmark started"
+    bash "$ROOT/scripts/stack.sh" stop || true
+  fi
+  exit $status
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+ensure_stack() {
+  if bash "$ROOT/scripts/stack.sh" status; then
+    say "using the running stack ($URL)"
+  else
+    say "the stack is not running: starting it (it is stopped again at the end)"
+    STARTED_STACK=1
+    bash "$ROOT/scripts/stack.sh" start
+  fi
+}
+
+service_pid() { # name -> pid of the running service, or nothing
+  local pidfile="$STATE/$1.pid"
+  [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null && cat "$pidfile"
+}
+
+# --- phases -----------------------------------------------------------------------------------
+
+PHASE_NO=0
+phase_file() { printf '%s/phases/%02d-%s' "$TMP" "$PHASE_NO" "$1"; }
+
+json_get() { # file python-expression-on-d
+  "$PYTHON" -c "import json,sys; d=json.load(open(sys.argv[1])); print($2)" "$1"
+}
+
+progress() { # result-json name
+  if [ -f "$1" ]; then
+    json_get "$1" "'%-24s %9.0f req/s  p50 %6.2f ms  p99 %6.2f ms  p99.9 %7.2f ms  errors %d' % ('$2', d['rps'] or 0, d['latency_ms']['p50'] or 0, d['latency_ms']['p99'] or 0, d['latency_ms']['p999'] or 0, sum(v for v in d['errors'].values()))" | sed 's/^/[bench] /'
+  else
+    say "$2: no result (see $TMP/logs)"
+  fi
+}
+
+write_meta() { # file name label connections rate tool
+  printf '{"name":"%s","label":"%s","connections":%s,"rate_target":%s,"tool":"%s","duration_s":%s}\n' \
+    "$2" "$3" "$4" "${5:-null}" "$6" "$SECS" >"$1"
+}
+
+# run_wrk name label connections script [rate] [base-url] [duration-s] [result-file]
+run_wrk() {
+  local name="$1" label="$2" conns="$3" script="$4" rate="${5:-}" base="${6:-$URL}" secs="${7:-$SECS}"
+  local out="${8:-}"
+  if [ -z "$out" ]; then
+    PHASE_NO=$((PHASE_NO + 1))
+    out="$(phase_file "$name").json"
+    write_meta "$(phase_file "$name").meta.json" "$name" "$label" "$conns" "$rate" wrk
+  fi
+  say "$label: ${secs} s, $conns connections${rate:+, capped at $rate req/s}"
+  BENCH_RESULT_FILE="$out" BENCH_LUA_DIR="$BENCH_DIR/lua" BENCH_RATE="$rate" BENCH_THREADS="$THREADS" \
+    BENCH_ACCOUNTS="$TMP/accounts.txt" BENCH_TX_IDS="$TMP/transaction-ids.txt" \
+    BENCH_SEED="${BENCH_SEED:-42}" \
+    timeout $((secs + 60)) wrk -t"$THREADS" -c"$conns" -d"${secs}s" --timeout 5s \
+    -s "$BENCH_DIR/lua/$script" "$base" >"$TMP/logs/$name.txt" 2>&1 || say "warning: wrk exited with $? (see $TMP/logs/$name.txt)"
+  progress "$out" "$name"
+}
+
+limit_write() {
+  # A fresh scratch database from the migrations, with the pool's 10,000 accounts already there,
+  # as they are in the stack's database by the time the HTTP writes run (seeded below).
+  psql_admin -c "DROP DATABASE IF EXISTS bench_limit" -c "CREATE DATABASE bench_limit"
+  local migration
+  for migration in "$ROOT"/shared/migrations/*.sql; do psql_db bench_limit -f "$migration"; done
+  psql_db bench_limit -c "INSERT INTO accounts (account_id, balance, version)
+    SELECT md5(n::text)::uuid, 0, 1 FROM generate_series(1, $ACCOUNTS_N) AS n" -c "CHECKPOINT"
+  "$PYTHON" "$BENCH_DIR/lib/bench.py" pgbench-script "$ROOT/shared/src/db.rs" "$TMP/record_transaction.pgbench" "$ACCOUNTS_N"
+
+  PHASE_NO=$((PHASE_NO + 1))
+  local name=limit_write base
+  base="$(phase_file "$name")"
+  write_meta "$base.meta.json" "$name" "limit  write  pgbench, same SQL (-M prepared)" "$WRITE_CONNS" "" pgbench
+  say "limit write: pgbench -M prepared, $WRITE_CONNS clients, ${SECS} s (script: $TMP/record_transaction.pgbench)"
+  mkdir -p "$TMP/pgbench-log"
+  (cd "$TMP/pgbench-log" && timeout $((SECS + 60)) "$PGBENCH" -h "$PGHOST" -p "$PGPORT" -U "$PGUSER" -n \
+    -M prepared -c "$WRITE_CONNS" -j "$THREADS" -T "$SECS" -l -f "$TMP/record_transaction.pgbench" \
+    bench_limit >"$TMP/logs/$name.txt" 2>&1) || say "warning: pgbench exited with $? (see $TMP/logs/$name.txt)"
+  "$PYTHON" "$BENCH_DIR/lib/bench.py" pgbench-result "$TMP/logs/$name.txt" "$TMP/pgbench-log" "$base.json"
+  rm -rf "$TMP/pgbench-log" # about 40 bytes per transaction; the percentiles are in the JSON
+  progress "$base.json" "$name"
+}
+
+seed_stack() {
+  say "seeding: one POST per account of the pool, collecting transaction ids"
+  node "$BENCH_DIR/lib/seed.mjs" "$URL" "$TMP/accounts.txt" "$TMP/transaction-ids.txt" "$WRITE_CONNS" ||
+    die "seeding the stack failed: the benchmark allows no errors"
+}
+
+half_rate() { # phase-name -> BENCH_HALF x its req/s, rounded
+  local file
+  file="$(ls "$TMP"/phases/*-"$1".json 2>/dev/null | head -n 1)"
+  [ -n "$file" ] || { echo ""; return; }
+  json_get "$file" "max(1, round((d['rps'] or 0) * $HALF))"
+}
+
+# --- GET /transactions over 1,000,000 rows (BENCH_BIG_LIST=1) ---------------------------------
+
+stop_big_reader() {
+  if [ -n "$BIG_READER_PID" ] && kill -0 "$BIG_READER_PID" 2>/dev/null; then
+    kill -TERM "$BIG_READER_PID" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$BIG_READER_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$BIG_READER_PID" 2>/dev/null || true
+    say "scratch reader stopped"
+  fi
+  BIG_READER_PID=""
+  # Its views in Redis (the stack's own keys have another prefix).
+  if command -v redis-cli >/dev/null && [ -d "$TMP/big" ]; then
+    redis-cli --scan --pattern "${BIG_REDIS_PREFIX}*" 2>/dev/null | xargs -r redis-cli del >/dev/null 2>&1 || true
+  fi
+}
+
+ensure_big_database() {
+  local have
+  have="$(psql_db bench_big -c "SELECT rows || ' ' || loader FROM bench_meta" 2>/dev/null || true)"
+  if [ "$have" = "$BIG_ROWS $BIG_LOADER_VERSION" ]; then
+    say "bench_big already holds $BIG_ROWS transactions: reusing it"
+    echo '{"loaded": false}' >"$TMP/big/load.json"
+    return
+  fi
+  say "creating bench_big from the migrations and loading $BIG_ROWS transactions"
+  local started=$SECONDS
+  psql_admin -c "DROP DATABASE IF EXISTS bench_big" -c "CREATE DATABASE bench_big"
+  local migration
+  for migration in "$ROOT"/shared/migrations/*.sql; do psql_db bench_big -f "$migration"; done
+  psql_db bench_big -v rows="$BIG_ROWS" -v loader="$BIG_LOADER_VERSION" -f "$BENCH_DIR/lib/big_list.sql"
+  printf '{"loaded": true, "seconds": %s}\n' "$((SECONDS - started))" >"$TMP/big/load.json"
+  say "loaded in $((SECONDS - started)) s"
+}
+
+big_list() {
+  mkdir -p "$TMP/big"
+  ensure_big_database
+  local binary="$TARGET_DIR/release/reader"
+  [ -x "$binary" ] || die "$binary is missing (npm start builds it)"
+  if curl -fsS -o /dev/null --max-time 1 "http://$BIG_ADDR/ping" 2>/dev/null; then
+    die "something already listens on $BIG_ADDR"
+  fi
+  DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/bench_big" LISTEN_ADDR="$BIG_ADDR" \
+    METRICS_ADDR="$BIG_METRICS_ADDR" REDIS_KEY_PREFIX="$BIG_REDIS_PREFIX" \
+    REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}" LOG_FORMAT=json RUST_LOG=info \
+    "$binary" >"$TMP/logs/big-reader.log" 2>&1 &
+  BIG_READER_PID=$!
+  for _ in $(seq 1 100); do curl -fsS -o /dev/null --max-time 1 "http://$BIG_ADDR/ping" 2>/dev/null && break; sleep 0.1; done
+  curl -fsS -o /dev/null --max-time 1 "http://$BIG_ADDR/ping" || die "scratch reader did not start (see $TMP/logs/big-reader.log)"
+  say "scratch reader (pid $BIG_READER_PID) on $BIG_ADDR, database bench_big"
+
+  local run
+  for run in 1 2; do
+    say "GET /transactions, run $run: streaming $BIG_ROWS transactions"
+    "$PYTHON" "$BENCH_DIR/lib/rss_sampler.py" "$TMP/big/stream-$run.rss.json" 50 reader="$BIG_READER_PID" &
+    local sampler=$!
+    sleep 0.3
+    curl -sS --max-time 300 -H 'Accept: application/json' \
+      -w '%{stderr}{"http_code":%{http_code},"size":%{size_download},"ttfb_s":%{time_starttransfer},"total_s":%{time_total}}' \
+      "http://$BIG_ADDR/transactions" 2>"$TMP/big/stream-$run.curl.json" |
+      python3 "$BENCH_DIR/lib/bench.py" count-stream "$TMP/big/stream-$run.count.json" || true
+    sleep 0.3
+    kill -TERM "$sampler" && wait "$sampler" || true
+    json_get "$TMP/big/stream-$run.curl.json" "'%d, %.2f s, %.0f tx/s' % (d['http_code'], d['total_s'], $BIG_ROWS / d['total_s'])" 2>/dev/null | sed 's/^/[bench]   /' || true
+  done
+
+  local kind id transactions
+  for kind in single big; do
+    id="$(psql_db bench_big -c "SELECT md5('$kind')::uuid")"
+    transactions="$(psql_db bench_big -c "SELECT version FROM accounts WHERE account_id = '$id'")"
+    printf '{"account_id":"%s","transactions":%s,"connections":%s,"duration_s":%s}\n' \
+      "$id" "$transactions" "$READ_CONNS" "$BIG_SECS" >"$TMP/big/account-$kind.meta.json"
+    # The cache-miss path: the query the reader runs when the view is not in Redis.
+    psql_db bench_big -c "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) SELECT balance, version FROM accounts WHERE account_id = '$id'" \
+      >"$TMP/big/explain-$kind.json"
+    curl -fsS -o /dev/null "http://$BIG_ADDR/accounts/$id" || die "GET /accounts/$id on the scratch reader failed"
+    BENCH_PATH="/accounts/$id" run_wrk "big_account_$kind" "GET /accounts/{id} with $transactions transactions" \
+      "$READ_CONNS" fixed_path.lua "" "http://$BIG_ADDR" "$BIG_SECS" "$TMP/big/account-$kind.json"
+  done
+  "$PYTHON" - "$TMP/big" <<'EOF'
+import json, sys, os
+out = {}
+for kind in ("single", "big"):
+    try:
+        plan = json.load(open(os.path.join(sys.argv[1], f"explain-{kind}.json")))[0]
+    except (OSError, ValueError):
+        continue
+    node = plan["Plan"]
+    out[kind] = {"execution_ms": plan.get("Execution Time"), "plan": node.get("Node Type") +
+                 (f" using {node['Index Name']}" if node.get("Index Name") else ""),
+                 "buffers": node.get("Shared Hit Blocks", 0) + node.get("Shared Read Blocks", 0)}
+json.dump(out, open(os.path.join(sys.argv[1], "explain.json"), "w"))
+EOF
+  stop_big_reader
+}
+
+# --- main -------------------------------------------------------------------------------------
+
+main() {
+  rm -rf "$TMP"
+  mkdir -p "$TMP/phases" "$TMP/logs"
+  ensure_tools
+  ensure_chart_python
+  ensure_stack
+  local writer_pid reader_pid loadavg
+  writer_pid="$(service_pid writer || true)"
+  reader_pid="$(service_pid reader || true)"
+  loadavg="$(cut -d' ' -f1-3 /proc/loadavg)"
+  say "machine: $(nproc) cores, load average $loadavg (other work on the machine skews the figures)"
+  "$PYTHON" "$BENCH_DIR/lib/bench.py" accounts "$ACCOUNTS_N" "$TMP/accounts.txt"
+
+  local samplers=()
+  [ -n "$writer_pid" ] && samplers+=("writer=$writer_pid")
+  [ -n "$reader_pid" ] && samplers+=("reader=$reader_pid")
+  if [ ${#samplers[@]} -gt 0 ]; then
+    "$PYTHON" "$BENCH_DIR/lib/rss_sampler.py" "$TMP/rss.json" 100 "${samplers[@]}" &
+    SAMPLER_PID=$!
+  else
+    say "warning: no writer/reader pid files in $STATE: RSS not recorded"
+  fi
+
+  # 1. The limits of the parts.
+  limit_write
+  run_wrk limit_read "limit  read   GET /ping via nginx" "$READ_CONNS" ping.lua
+
+  # 2. The stack through nginx.
+  seed_stack
+  run_wrk stack_write "stack  write  POST /transactions" "$WRITE_CONNS" write.lua
+  run_wrk stack_account_read "stack  read   GET /accounts/{id}" "$READ_CONNS" account_read.lua
+  run_wrk stack_transaction_read "stack  read   GET /transactions/{id}" "$READ_CONNS" transaction_read.lua
+  run_wrk stack_mix "stack  mix    90% GET / 10% POST" "$READ_CONNS" mix.lua
+
+  # 3. Latency at half of the peak the stack just reached (rate-capped wrk, see common.lua).
+  run_wrk half_write "half   write  POST /transactions" "$WRITE_CONNS" write.lua "$(half_rate stack_write)"
+  run_wrk half_account_read "half   read   GET /accounts/{id}" "$READ_CONNS" account_read.lua "$(half_rate stack_account_read)"
+
+  if [ -n "$SAMPLER_PID" ]; then
+    kill -TERM "$SAMPLER_PID" && wait "$SAMPLER_PID" || true
+    SAMPLER_PID=""
+  fi
+
+  # 4. GET /transactions over a million rows, on a scratch reader.
+  if [ "${BENCH_BIG_LIST:-0}" = 1 ]; then
+    big_list
+  else
+    say "skipping the 1,000,000-transaction phase (BENCH_BIG_LIST=1 runs it)"
+  fi
+
+  BENCH_ROOT="$ROOT" BENCH_DURATION_S="$SECS" BENCH_THREADS="$THREADS" BENCH_HALF="$HALF" \
+    BENCH_WRITE_CONNECTIONS="$WRITE_CONNS" BENCH_READ_CONNECTIONS="$READ_CONNS" \
+    BENCH_ACCOUNTS_N="$ACCOUNTS_N" BENCH_URL="$URL" BENCH_LOADAVG="$loadavg" \
+    BENCH_BIG_ROWS="$BIG_ROWS" BENCH_BIG_ADDR="$BIG_ADDR" \
+    "$PYTHON" "$BENCH_DIR/lib/bench.py" report "$TMP" "$RESULTS"
+}
+
+main "$@"

@@ -1,0 +1,579 @@
+// The docker compose layout, checked without a Docker engine: parses docker-compose.yml and
+// the files it points at, and asserts what the containers issue promises. Runs in
+// scripts/check-containers.sh (npm run check:containers) with `node --test ops-tests/`.
+import { test, describe } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync, readFileSync, readdirSync, statSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { parse as parseYaml } from "yaml";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const rel = (p) => path.relative(ROOT, p) || ".";
+const read = (p) => readFileSync(path.resolve(ROOT, p), "utf8");
+const readYaml = (p) => parseYaml(read(p));
+
+const compose = readYaml("docker-compose.yml");
+const services = compose.services ?? {};
+
+// --- interpolation (${VAR:-default} and friends), as docker compose does it ------------------
+
+const VARIABLE = /\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)/g;
+
+/** The value with every variable replaced by its default (unset environment, as in CI). */
+function interpolate(value) {
+  if (typeof value !== "string") return value;
+  return value.replace(VARIABLE, (match, name, op, arg) => {
+    if (match === "$$") return "$";
+    if (op === ":-" || op === "-") return arg;
+    return "";
+  });
+}
+
+/** Every [name, default-or-undefined] referenced anywhere in a parsed document. */
+function variables(node, found = []) {
+  if (typeof node === "string") {
+    for (const m of node.matchAll(VARIABLE)) {
+      if (m[0] === "$$") continue;
+      const name = m[1] ?? m[4];
+      found.push([name, m[2] === ":-" || m[2] === "-" ? m[3] : undefined]);
+    }
+  } else if (Array.isArray(node)) {
+    node.forEach((item) => variables(item, found));
+  } else if (node && typeof node === "object") {
+    Object.entries(node).forEach(([key, value]) => {
+      variables(key, found);
+      variables(value, found);
+    });
+  }
+  return found;
+}
+
+// --- normalised views of the compose file -----------------------------------------------------
+
+function networksOf(name) {
+  const networks = services[name]?.networks;
+  if (!networks) return [];
+  return Array.isArray(networks) ? networks : Object.keys(networks);
+}
+
+function sharesNetwork(a, b) {
+  return networksOf(a).some((network) => networksOf(b).includes(network));
+}
+
+function environmentOf(name) {
+  const env = services[name]?.environment ?? {};
+  if (!Array.isArray(env)) return Object.fromEntries(Object.entries(env).map(([k, v]) => [k, String(v ?? "")]));
+  return Object.fromEntries(
+    env.map((entry) => {
+      const at = entry.indexOf("=");
+      return at < 0 ? [entry, ""] : [entry.slice(0, at), entry.slice(at + 1)];
+    }),
+  );
+}
+
+/** [{ source, target, readOnly, kind: "bind" | "volume" }] */
+function mountsOf(name) {
+  return (services[name]?.volumes ?? []).map((entry) => {
+    if (typeof entry === "object") {
+      return {
+        source: interpolate(entry.source ?? ""),
+        target: entry.target,
+        readOnly: entry.read_only === true,
+        kind: entry.type === "bind" ? "bind" : "volume",
+      };
+    }
+    const parts = interpolate(entry).split(":");
+    const [source, target, mode = ""] = parts.length === 1 ? ["", parts[0]] : parts;
+    const kind = /^[./~]/.test(source) ? "bind" : "volume";
+    return { source, target, readOnly: mode.split(",").includes("ro"), kind };
+  });
+}
+
+/** The host path that a path inside a service's container comes from (a bind mount), or null. */
+function hostPathOf(name, containerPath) {
+  const candidates = mountsOf(name)
+    .filter((m) => m.kind === "bind" && m.source.startsWith("."))
+    .filter((m) => containerPath === m.target || containerPath.startsWith(m.target.replace(/\/$/, "") + "/"))
+    .sort((a, b) => b.target.length - a.target.length);
+  if (candidates.length === 0) return null;
+  const mount = candidates[0];
+  return path.resolve(ROOT, mount.source, path.posix.relative(mount.target, containerPath));
+}
+
+/** [{ hostIp, published, target }] */
+function portsOf(name) {
+  return (services[name]?.ports ?? []).map((entry) => {
+    if (typeof entry === "object") {
+      return {
+        hostIp: entry.host_ip ?? "",
+        published: String(interpolate(String(entry.published ?? ""))),
+        target: String(entry.target),
+      };
+    }
+    let spec = String(interpolate(String(entry))).replace(/\/(tcp|udp)$/, "");
+    let hostIp = "";
+    const ipv6 = spec.match(/^\[([^\]]+)\]:(.*)$/);
+    if (ipv6) [, hostIp, spec] = ipv6;
+    const parts = spec.split(":");
+    if (parts.length === 3) [hostIp] = parts.splice(0, 1);
+    if (parts.length === 1) return { hostIp, published: "(random)", target: parts[0] };
+    return { hostIp, published: parts[0], target: parts[1] };
+  });
+}
+
+function dependsOn(name) {
+  const deps = services[name]?.depends_on ?? {};
+  if (Array.isArray(deps)) return Object.fromEntries(deps.map((d) => [d, "service_started"]));
+  return Object.fromEntries(Object.entries(deps).map(([d, spec]) => [d, spec?.condition ?? "service_started"]));
+}
+
+function healthTest(name) {
+  const check = services[name]?.healthcheck;
+  if (!check || check.disable === true) return null;
+  const cmd = Array.isArray(check.test) ? check.test : ["CMD-SHELL", check.test];
+  if (!cmd[0] || cmd[0] === "NONE") return null;
+  return cmd.slice(1).join(" ");
+}
+
+function portOfAddr(addr) {
+  return String(addr).split(":").pop();
+}
+
+function commandFlag(name, flag) {
+  const command = services[name]?.command ?? [];
+  const args = Array.isArray(command) ? command : String(command).split(/\s+/);
+  const arg = args.map(interpolate).find((a) => a.startsWith(`--${flag}=`));
+  return arg?.slice(flag.length + 3);
+}
+
+function isDir(p) {
+  return existsSync(p) && statSync(p).isDirectory();
+}
+
+function yamlFilesIn(dir) {
+  return readdirSync(dir)
+    .filter((f) => /\.ya?ml$/.test(f))
+    .map((f) => path.join(dir, f));
+}
+
+/** Files matching a simple glob (`*` within the last path segment) in a host directory. */
+function globFiles(hostPattern) {
+  const dir = path.dirname(hostPattern);
+  const re = new RegExp(
+    "^" + path.basename(hostPattern).replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*").replace(/\?/g, ".") + "$",
+  );
+  return isDir(dir) ? readdirSync(dir).filter((f) => re.test(f)) : [];
+}
+
+// --- the layout the issue asks for --------------------------------------------------------
+
+const EXPECTED_SERVICES = ["grafana", "nginx", "node-exporter", "postgres", "prometheus", "reader", "redis", "writer"];
+const APP = ["nginx", "writer", "reader", "postgres", "redis"];
+const MONITORING = ["prometheus", "grafana", "node-exporter", "writer", "reader"];
+const PUBLISHED = { nginx: ["8080"], grafana: ["3000"], prometheus: ["9090"] };
+const API_PORT = { writer: "8081", reader: "8082" };
+const METRICS_PORT = { writer: "9181", reader: "9182" };
+
+describe("services and networks", () => {
+  test("exactly the eight services", () => {
+    assert.deepEqual(Object.keys(services).sort(), EXPECTED_SERVICES);
+  });
+
+  test("two networks, app and monitoring, both declared", () => {
+    assert.deepEqual(Object.keys(compose.networks ?? {}).sort(), ["app", "monitoring"]);
+    for (const name of EXPECTED_SERVICES) {
+      assert.equal(services[name].network_mode, undefined, `${name} must not use network_mode`);
+      for (const network of networksOf(name)) {
+        assert.ok(network in compose.networks, `${name} joins undeclared network ${network}`);
+      }
+    }
+  });
+
+  test("app network: nginx, writer, reader, postgres, redis — and nothing else", () => {
+    const members = EXPECTED_SERVICES.filter((s) => networksOf(s).includes("app"));
+    assert.deepEqual(members.sort(), [...APP].sort());
+  });
+
+  test("monitoring network: prometheus, grafana, node-exporter, writer, reader — and nothing else", () => {
+    const members = EXPECTED_SERVICES.filter((s) => networksOf(s).includes("monitoring"));
+    assert.deepEqual(members.sort(), [...MONITORING].sort());
+  });
+
+  test("postgres and redis are not on the monitoring network; grafana and node-exporter not on app", () => {
+    for (const name of ["postgres", "redis"]) assert.ok(!networksOf(name).includes("monitoring"), name);
+    for (const name of ["grafana", "node-exporter"]) assert.ok(!networksOf(name).includes("app"), name);
+  });
+
+  test("every service has a restart policy", () => {
+    for (const name of EXPECTED_SERVICES) {
+      assert.match(String(services[name].restart ?? ""), /^(unless-stopped|always|on-failure(:\d+)?)$/, name);
+    }
+  });
+});
+
+describe("ports", () => {
+  test("only nginx 8080, grafana 3000 and prometheus 9090 are published", () => {
+    const published = Object.fromEntries(
+      EXPECTED_SERVICES.map((name) => [name, portsOf(name).map((p) => p.target)]).filter(([, p]) => p.length > 0),
+    );
+    assert.deepEqual(published, PUBLISHED);
+  });
+
+  test("published ports keep their number on the host and are bound to loopback", () => {
+    for (const name of Object.keys(PUBLISHED)) {
+      for (const port of portsOf(name)) {
+        assert.equal(port.published, port.target, `${name}: host port ${port.published} → ${port.target}`);
+        assert.equal(port.hostIp, "127.0.0.1", `${name}: port ${port.target} bound to "${port.hostIp}"`);
+      }
+    }
+  });
+});
+
+describe("mounts", () => {
+  test("every mounted repository file or directory exists", () => {
+    const missing = [];
+    for (const name of EXPECTED_SERVICES) {
+      for (const mount of mountsOf(name).filter((m) => m.kind === "bind" && m.source.startsWith("."))) {
+        const host = path.resolve(ROOT, mount.source);
+        assert.ok(host === ROOT || host.startsWith(ROOT + path.sep), `${name}: ${mount.source} is outside the repo`);
+        if (!existsSync(host)) missing.push(`${name}: ${mount.source} → ${mount.target}`);
+      }
+    }
+    assert.deepEqual(missing, [], `mounted paths missing from the repository:\n  ${missing.join("\n  ")}`);
+  });
+
+  test("repository files are mounted read-only", () => {
+    for (const name of EXPECTED_SERVICES) {
+      for (const mount of mountsOf(name).filter((m) => m.kind === "bind")) {
+        assert.ok(mount.readOnly, `${name}: ${mount.source} → ${mount.target} should be :ro`);
+      }
+    }
+  });
+
+  test("host system paths only for node-exporter (/, /proc, /sys, read-only)", () => {
+    for (const name of EXPECTED_SERVICES) {
+      for (const mount of mountsOf(name).filter((m) => m.kind === "bind" && m.source.startsWith("/"))) {
+        assert.equal(name, "node-exporter", `${name} mounts host path ${mount.source}`);
+        assert.ok(["/", "/proc", "/sys"].includes(mount.source), `node-exporter mounts ${mount.source}`);
+        assert.ok(mount.readOnly, `node-exporter: ${mount.source} must be read-only`);
+      }
+    }
+  });
+
+  test("named volumes are declared, and hold the PostgreSQL, Prometheus and Grafana data", () => {
+    const declared = Object.keys(compose.volumes ?? {});
+    for (const name of EXPECTED_SERVICES) {
+      for (const mount of mountsOf(name).filter((m) => m.kind === "volume" && m.source)) {
+        assert.ok(declared.includes(mount.source), `${name}: volume ${mount.source} is not declared`);
+      }
+    }
+    const dataDirs = { postgres: "/var/lib/postgresql/data", prometheus: "/prometheus", grafana: "/var/lib/grafana" };
+    for (const [name, dir] of Object.entries(dataDirs)) {
+      const mount = mountsOf(name).find((m) => m.target === dir);
+      assert.ok(mount && mount.kind === "volume" && mount.source, `${name}: ${dir} must be a named volume`);
+    }
+  });
+});
+
+describe("images", () => {
+  const pinned = (image) => {
+    if (/@sha256:[0-9a-f]{64}$/.test(image)) return true;
+    const tag = image.includes(":") && image.split("/").pop().split(":")[1];
+    return Boolean(tag) && tag !== "latest" && /\d/.test(tag);
+  };
+
+  test("every pulled image is pinned to a version (no :latest, no bare name)", () => {
+    for (const name of EXPECTED_SERVICES.filter((s) => !services[s].build)) {
+      const image = interpolate(services[name].image ?? "");
+      assert.ok(image, `${name} has neither image nor build`);
+      assert.ok(pinned(image), `${name}: image "${image}" is not pinned to a version`);
+    }
+  });
+
+  test("writer and reader are built from docker/service.Dockerfile, one target each", () => {
+    const dockerfile = read("docker/service.Dockerfile");
+    const stages = [...dockerfile.matchAll(/^FROM\s+\S+\s+AS\s+(\S+)/gim)].map((m) => m[1].toLowerCase());
+    for (const name of ["writer", "reader"]) {
+      const build = services[name].build;
+      assert.equal(typeof build, "object", `${name}: build must be a mapping`);
+      assert.equal(path.resolve(ROOT, build.context), ROOT, `${name}: the build context is the repository root`);
+      assert.equal(build.dockerfile, "docker/service.Dockerfile");
+      assert.equal(build.target, name);
+      assert.ok(stages.includes(name), `docker/service.Dockerfile has no stage "${name}"`);
+    }
+  });
+
+  test("every FROM in the Dockerfiles is pinned, or an earlier stage", () => {
+    const dockerfile = read("docker/service.Dockerfile");
+    const stages = [];
+    for (const [, image, stage] of dockerfile.matchAll(/^FROM\s+(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?/gim)) {
+      assert.ok(stages.includes(image) || pinned(image), `FROM ${image} is not pinned`);
+      if (stage) stages.push(stage);
+    }
+  });
+
+  test("one version everywhere: Cargo.toml, the Dockerfile's VERSION, compose and .env.example", () => {
+    const version = read("Cargo.toml").match(/^version\s*=\s*"([^"]+)"/m)?.[1];
+    assert.ok(version, "no version in Cargo.toml");
+    assert.equal(read("docker/service.Dockerfile").match(/^ARG VERSION=(\S+)/m)?.[1], version, "Dockerfile ARG VERSION");
+    for (const name of ["writer", "reader"]) {
+      assert.equal(interpolate(services[name].build.args.VERSION), version, `${name} build arg VERSION`);
+    }
+    assert.match(read(".env.example"), new RegExp(`^#?\\s*VERSION=${version.replace(/\./g, "\\.")}$`, "m"));
+  });
+
+  test(".dockerignore lets in the Cargo workspace only", () => {
+    const lines = read(".dockerignore")
+      .split("\n")
+      .map((l) => l.trim())
+      .filter((l) => l && !l.startsWith("#"));
+    assert.equal(lines[0], "*", ".dockerignore should start by excluding everything");
+    const members = JSON.parse(read("Cargo.toml").match(/^members\s*=\s*(\[[^\]]*\])/m)[1]);
+    for (const entry of ["Cargo.toml", "Cargo.lock", ...members.map((m) => `${m}/`)]) {
+      assert.ok(lines.includes(`!${entry}`), `.dockerignore must re-include ${entry}`);
+    }
+    assert.ok(lines.includes("**/target/"), ".dockerignore must exclude target/ inside the members");
+  });
+});
+
+describe("health and start-up order", () => {
+  test("health checks on postgres, redis, writer, reader, nginx (and the monitoring services)", () => {
+    for (const name of EXPECTED_SERVICES) assert.ok(healthTest(name), `${name} has no health check`);
+  });
+
+  test("writer and reader are probed on /health of their metrics port", () => {
+    for (const name of ["writer", "reader"]) {
+      assert.ok(
+        healthTest(name).includes(`http://127.0.0.1:${METRICS_PORT[name]}/health`),
+        `${name}: health check "${healthTest(name)}"`,
+      );
+    }
+  });
+
+  test("depends_on waits for health: nginx on both services, the services on their stores", () => {
+    const healthy = (deps) => Object.fromEntries(deps.map((d) => [d, "service_healthy"]));
+    assert.deepEqual(dependsOn("nginx"), healthy(["reader", "writer"]));
+    assert.deepEqual(dependsOn("writer"), healthy(["postgres", "redis"]));
+    const reader = dependsOn("reader");
+    assert.equal(reader.postgres, "service_healthy");
+    assert.equal(reader.redis, "service_healthy");
+    assert.equal(dependsOn("grafana").prometheus, "service_healthy");
+  });
+
+  test("every service_healthy dependency has a health check", () => {
+    for (const name of EXPECTED_SERVICES) {
+      for (const [dep, condition] of Object.entries(dependsOn(name))) {
+        assert.ok(dep in services, `${name} depends on unknown service ${dep}`);
+        if (condition === "service_healthy") assert.ok(healthTest(dep), `${name} waits for ${dep}, which has no health check`);
+      }
+    }
+  });
+});
+
+describe("writer and reader configuration", () => {
+  for (const name of ["writer", "reader"]) {
+    test(`${name}: listens on all interfaces, reaches postgres and redis by their compose names`, () => {
+      const env = environmentOf(name);
+      assert.equal(env.LISTEN_ADDR, `0.0.0.0:${API_PORT[name]}`);
+      assert.equal(env.METRICS_ADDR, `0.0.0.0:${METRICS_PORT[name]}`);
+      assert.equal(env.DATABASE_URL, "postgres://postgres:${POSTGRES_PASSWORD:-postgres}@postgres:5432/transactions");
+      assert.equal(env.REDIS_URL, "redis://redis:6379/0");
+      assert.ok(sharesNetwork(name, "postgres") && sharesNetwork(name, "redis"), `${name} cannot reach its stores`);
+    });
+  }
+
+  test("postgres creates the transactions database with the same password", () => {
+    const env = environmentOf("postgres");
+    assert.equal(env.POSTGRES_DB, "transactions");
+    assert.equal(env.POSTGRES_USER ?? "postgres", "postgres");
+    assert.equal(env.POSTGRES_PASSWORD, "${POSTGRES_PASSWORD:-postgres}");
+  });
+});
+
+describe("nginx", () => {
+  test("uses the shared nginx.conf, with nginx/compose as its env/", () => {
+    const mounts = mountsOf("nginx");
+    const find = (target) => mounts.find((m) => m.target === target);
+    assert.equal(path.resolve(ROOT, find("/etc/nginx/nginx.conf")?.source ?? ""), path.join(ROOT, "nginx/nginx.conf"));
+    assert.equal(path.resolve(ROOT, find("/etc/nginx/env")?.source ?? ""), path.join(ROOT, "nginx/compose"));
+    const conf = read("nginx/nginx.conf");
+    assert.match(conf, /include\s+env\/upstreams\.conf;/);
+    assert.match(conf, /include\s+env\/listen\.conf;/);
+  });
+
+  test("every upstream server is a compose service on nginx's network, at its LISTEN_ADDR port", () => {
+    const servers = [...read("nginx/compose/upstreams.conf").matchAll(/^\s*server\s+([^\s:;]+):(\d+)/gm)];
+    assert.ok(servers.length >= 2, "no upstream servers in nginx/compose/upstreams.conf");
+    for (const [, host, port] of servers) {
+      assert.ok(host in services, `upstream ${host} is not a compose service`);
+      assert.ok(sharesNetwork("nginx", host), `nginx and ${host} share no network`);
+      assert.equal(portOfAddr(environmentOf(host).LISTEN_ADDR), port, `${host}: LISTEN_ADDR vs upstream port ${port}`);
+    }
+  });
+
+  test("nginx listens in the container on the published port", () => {
+    const listen = read("nginx/compose/listen.conf").match(/^\s*listen\s+(?:[\d.]+:)?(\d+)/m)?.[1];
+    assert.equal(listen, PUBLISHED.nginx[0]);
+  });
+});
+
+describe("prometheus", () => {
+  const configHost = hostPathOf("prometheus", commandFlag("prometheus", "config.file") ?? "/etc/prometheus/prometheus.yml");
+
+  test("its configuration is monitoring/prometheus/prometheus.yml, mounted", () => {
+    assert.ok(configHost, "prometheus: --config.file is not inside a bind mount");
+    assert.equal(rel(configHost), "monitoring/prometheus/prometheus.yml");
+    assert.ok(existsSync(configHost), "monitoring/prometheus/prometheus.yml is missing (the monitoring files must exist)");
+  });
+
+  test("every scrape target is a compose service sharing a network with prometheus", () => {
+    assert.ok(configHost && existsSync(configHost), "monitoring/prometheus/prometheus.yml is missing");
+    const config = parseYaml(readFileSync(configHost, "utf8"));
+    const jobs = config.scrape_configs ?? [];
+    assert.ok(jobs.length > 0, "no scrape_configs");
+    const seen = new Set();
+    for (const job of jobs) {
+      assert.ok(job.static_configs, `job ${job.job_name}: only static_configs can be checked here`);
+      for (const target of job.static_configs.flatMap((c) => c.targets ?? [])) {
+        const [host, port] = target.split(":");
+        assert.ok(host in services, `job ${job.job_name}: target ${target} is not a compose service`);
+        assert.ok(sharesNetwork("prometheus", host), `job ${job.job_name}: prometheus and ${host} share no network`);
+        if (host in METRICS_PORT) {
+          assert.equal(port, portOfAddr(environmentOf(host).METRICS_ADDR), `${target}: not ${host}'s METRICS_ADDR`);
+        }
+        seen.add(host);
+      }
+    }
+    for (const host of ["writer", "reader", "node-exporter"]) assert.ok(seen.has(host), `${host} is not scraped`);
+  });
+
+  test("its rule files are mounted and exist", () => {
+    assert.ok(configHost && existsSync(configHost), "monitoring/prometheus/prometheus.yml is missing");
+    const config = parseYaml(readFileSync(configHost, "utf8"));
+    const configDir = path.posix.dirname(commandFlag("prometheus", "config.file") ?? "/etc/prometheus/prometheus.yml");
+    for (const pattern of config.rule_files ?? []) {
+      const host = hostPathOf("prometheus", path.posix.resolve(configDir, pattern));
+      assert.ok(host, `rule_files ${pattern}: not inside a mount`);
+      assert.ok(globFiles(host).length > 0, `rule_files ${pattern}: no file matches in ${rel(path.dirname(host))}`);
+    }
+  });
+});
+
+describe("grafana", () => {
+  const env = environmentOf("grafana");
+  const provisioning = hostPathOf("grafana", "/etc/grafana/provisioning");
+
+  test("admin password from the environment, anonymous access and sign-up off", () => {
+    assert.match(env.GF_SECURITY_ADMIN_PASSWORD ?? "", /^\$\{GRAFANA_ADMIN_PASSWORD:-[^}]+\}$/);
+    assert.equal(env.GF_AUTH_ANONYMOUS_ENABLED, "false");
+    assert.equal(env.GF_USERS_ALLOW_SIGN_UP, "false");
+  });
+
+  test("provisioning (datasources, dashboards) is mounted from monitoring/grafana/provisioning", () => {
+    assert.ok(provisioning, "/etc/grafana/provisioning is not mounted");
+    assert.equal(rel(provisioning), "monitoring/grafana/provisioning");
+    for (const kind of ["datasources", "dashboards"]) {
+      const dir = path.join(provisioning, kind);
+      assert.ok(isDir(dir), `${rel(dir)} is missing`);
+      assert.ok(yamlFilesIn(dir).length > 0, `${rel(dir)} has no YAML file`);
+    }
+  });
+
+  test("the provisioned datasources point at services on grafana's network", () => {
+    const dir = path.join(provisioning ?? "", "datasources");
+    assert.ok(provisioning && isDir(dir), "monitoring/grafana/provisioning/datasources is missing");
+    const datasources = yamlFilesIn(dir).flatMap((f) => parseYaml(readFileSync(f, "utf8"))?.datasources ?? []);
+    assert.ok(datasources.some((d) => d.type === "prometheus"), "no Prometheus datasource");
+    for (const ds of datasources.filter((d) => d.url)) {
+      const url = new URL(interpolate(ds.url));
+      assert.ok(url.hostname in services, `datasource ${ds.name}: ${url.hostname} is not a compose service`);
+      assert.ok(sharesNetwork("grafana", url.hostname), `datasource ${ds.name}: grafana cannot reach ${url.hostname}`);
+    }
+  });
+
+  test("the dashboard providers read mounted directories that hold dashboards", () => {
+    const dir = path.join(provisioning ?? "", "dashboards");
+    assert.ok(provisioning && isDir(dir), "monitoring/grafana/provisioning/dashboards is missing");
+    const providers = yamlFilesIn(dir).flatMap((f) => parseYaml(readFileSync(f, "utf8"))?.providers ?? []);
+    assert.ok(providers.length > 0, "no dashboard provider");
+    for (const provider of providers) {
+      const inContainer = provider.options?.path;
+      assert.ok(inContainer, `provider ${provider.name}: no options.path`);
+      const host = hostPathOf("grafana", inContainer);
+      assert.ok(host && isDir(host), `provider ${provider.name}: ${inContainer} is not a mounted directory`);
+      assert.ok(readdirSync(host).some((f) => f.endsWith(".json")), `${rel(host)} has no dashboard`);
+    }
+  });
+
+  test("the home dashboard is ledger-overview, mounted where the provider reads it", () => {
+    const home = env.GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH;
+    assert.equal(home, "/var/lib/grafana/dashboards/ledger-overview.json");
+    const host = hostPathOf("grafana", home);
+    assert.ok(host, `${home} is not inside a mount`);
+    assert.equal(rel(host), "monitoring/grafana/dashboards/ledger-overview.json");
+    assert.ok(existsSync(host), "monitoring/grafana/dashboards/ledger-overview.json is missing");
+    assert.equal(JSON.parse(readFileSync(host, "utf8")).uid, "ledger-overview");
+  });
+});
+
+describe(".env.example", () => {
+  const example = read(".env.example");
+  const documented = new Map(
+    [...example.matchAll(/^#?\s*([A-Z][A-Z0-9_]*)=(.*)$/gm)].map(([, name, value]) => [name, value.trim()]),
+  );
+
+  test("documents every variable docker-compose.yml reads", () => {
+    const used = [...new Set(variables(compose).map(([name]) => name))].sort();
+    const missing = used.filter((name) => !documented.has(name));
+    assert.deepEqual(missing, [], `not in .env.example: ${missing.join(", ")}`);
+  });
+
+  test("shows each variable's compose default, and compose uses one default per variable", () => {
+    const defaults = new Map();
+    for (const [name, fallback] of variables(compose)) {
+      if (fallback === undefined) continue;
+      if (defaults.has(name)) assert.equal(fallback, defaults.get(name), `${name} has two defaults in compose`);
+      defaults.set(name, fallback);
+    }
+    for (const [name, fallback] of defaults) {
+      assert.equal(documented.get(name), fallback, `.env.example ${name} should show the compose default`);
+    }
+  });
+
+  test(".env is git-ignored", () => {
+    assert.match(read(".gitignore"), /^\/?\.env$/m);
+  });
+});
+
+describe("CI workflow", () => {
+  const workflow = readYaml(".github/workflows/ci.yml");
+  const steps = Object.values(workflow.jobs).flatMap((job) => job.steps ?? []);
+  const runs = (re) => steps.filter((s) => re.test(s.run ?? ""));
+
+  test("brings the stack up with docker compose, waits for health, runs the API tests", () => {
+    assert.ok(runs(/docker compose up\b.*--build.*--wait|docker compose up\b.*--wait.*--build/).length > 0);
+    const api = runs(/npm run test:api/);
+    assert.ok(api.length > 0, "no step runs npm run test:api");
+    const job = Object.values(workflow.jobs).find((j) => (j.steps ?? []).some((s) => api.includes(s)));
+    assert.match(String(job.env?.API_URL ?? api[0].env?.API_URL), /^http:\/\/localhost:8080\/?$/);
+  });
+
+  test("prints the compose logs on failure and always tears down with volumes", () => {
+    assert.ok(runs(/docker compose logs/).some((s) => /failure\(\)/.test(s.if ?? "")), "no `docker compose logs` on failure");
+    assert.ok(runs(/docker compose down -v/).some((s) => /always\(\)/.test(s.if ?? "")), "no `docker compose down -v` always");
+  });
+
+  test("cargo test runs against PostgreSQL and Redis service containers with the compose images", () => {
+    const job = Object.values(workflow.jobs).find((j) => (j.steps ?? []).some((s) => /cargo test/.test(s.run ?? "")));
+    assert.ok(job, "no job runs cargo test");
+    assert.equal(job.services?.postgres?.image, services.postgres.image);
+    assert.equal(job.services?.redis?.image, services.redis.image);
+    assert.match(job.env?.DATABASE_URL ?? "", /^postgres:\/\/postgres:[^@]+@localhost:5432\/\w+$/);
+  });
+
+  test("the Rust toolchain is the Dockerfile's", () => {
+    const image = read("docker/service.Dockerfile").match(/^FROM\s+rust:(\d+\.\d+\.\d+)/m)?.[1];
+    assert.equal(String(workflow.env?.RUST_TOOLCHAIN), image);
+  });
+});

@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# Native monitoring: Prometheus and node-exporter on this machine, in the background, with their
+# data, logs and pids under .stack/ (git-ignored), like scripts/stack.sh.
+#
+#   scripts/monitoring.sh start    start what is not running, wait until ready (npm start)
+#   scripts/monitoring.sh stop     stop what `start` started (npm stop)
+#   scripts/monitoring.sh status   print what runs; exit 0 if both answer
+#
+# Prometheus (127.0.0.1:9090) reads monitoring/prometheus/prometheus.native.yml, which differs
+# from the container config only in target addresses, and the same rule files. Running `start`
+# twice is harmless: a running Prometheus only gets its configuration and rules reloaded.
+# Grafana is not run natively; docker compose provisions it from monitoring/grafana/.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STATE="${STACK_STATE_DIR:-$ROOT/.stack}"
+LOGS="$STATE/logs"
+
+PROMETHEUS_ADDR="127.0.0.1:9090"
+NODE_EXPORTER_ADDR="127.0.0.1:9100"
+PROMETHEUS_CONFIG="$ROOT/monitoring/prometheus/prometheus.native.yml"
+PROMETHEUS_DATA="$STATE/prometheus"
+PROMETHEUS_PID="$STATE/prometheus.pid"
+NODE_EXPORTER_PID="$STATE/node-exporter.pid"
+
+say() { printf '[monitoring] %s\n' "$*"; }
+die() { printf '[monitoring] error: %s\n' "$*" >&2; exit 1; }
+
+# --- tools --------------------------------------------------------------------------------
+
+# Debian's binary names first, then the upstream ones (release tarballs).
+find_binary() { # name...
+  local name
+  for name in "$@"; do
+    if command -v "$name" >/dev/null 2>&1; then command -v "$name"; return 0; fi
+  done
+  return 1
+}
+
+ensure_packages() {
+  local packages=()
+  find_binary prometheus >/dev/null || packages+=(prometheus)
+  find_binary promtool >/dev/null || packages+=(prometheus)
+  find_binary prometheus-node-exporter node_exporter >/dev/null || packages+=(prometheus-node-exporter)
+  command -v curl >/dev/null 2>&1 || packages+=(curl)
+  [ ${#packages[@]} -eq 0 ] && return 0
+  mapfile -t packages < <(printf "%s\n" "${packages[@]}" | sort -u)
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing ${packages[*]} with apt-get"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+    # Debian starts (and on systemd enables) its own services on install, with its own
+    # configuration and on the same ports; this script runs its own instances instead.
+    local unit
+    for unit in prometheus prometheus-node-exporter; do
+      if [ -d /run/systemd/system ]; then
+        systemctl disable --now "$unit" >/dev/null 2>&1 || true
+      elif command -v invoke-rc.d >/dev/null 2>&1; then
+        invoke-rc.d "$unit" stop >/dev/null 2>&1 || true
+      fi
+    done
+    return 0
+  fi
+  die "missing: ${packages[*]}. Install them, e.g. on Debian/Ubuntu: sudo apt-get install ${packages[*]}
+  (then stop the services the packages start: sudo systemctl disable --now prometheus prometheus-node-exporter)"
+}
+
+# --- processes ------------------------------------------------------------------------------
+
+pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+wait_http() { # url, seconds
+  local deadline=$((SECONDS + ${2:-30}))
+  until curl -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null; do
+    [ $SECONDS -lt $deadline ] || return 1
+    sleep 0.2
+  done
+}
+
+answers() { curl -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null; }
+
+stop_pid() { # name pidfile
+  local name="$1" pidfile="$2" pid
+  pid_alive "$pidfile" || { rm -f "$pidfile"; return 0; }
+  pid="$(cat "$pidfile")"
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then
+    say "$name did not stop within 15 s; killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$pidfile"
+  say "$name stopped"
+}
+
+start_node_exporter() {
+  local url="http://$NODE_EXPORTER_ADDR/metrics"
+  if pid_alive "$NODE_EXPORTER_PID"; then
+    say "node-exporter already running (pid $(cat "$NODE_EXPORTER_PID"))"
+    return 0
+  fi
+  answers "$url" && die "something else already listens on $NODE_EXPORTER_ADDR (Debian's prometheus-node-exporter service? stop it: service prometheus-node-exporter stop)"
+  local binary; binary="$(find_binary prometheus-node-exporter node_exporter)"
+  # The systemd collector needs a running systemd and the dashboards do not use it.
+  nohup "$binary" --web.listen-address="$NODE_EXPORTER_ADDR" --no-collector.systemd \
+    >>"$LOGS/node-exporter.log" 2>&1 &
+  echo $! >"$NODE_EXPORTER_PID"
+  if ! wait_http "$url" 30; then
+    tail -n 20 "$LOGS/node-exporter.log" >&2 || true
+    die "node-exporter did not start; see $LOGS/node-exporter.log"
+  fi
+  say "node-exporter up on $NODE_EXPORTER_ADDR"
+}
+
+start_prometheus() {
+  local url="http://$PROMETHEUS_ADDR"
+  promtool check config "$PROMETHEUS_CONFIG" >/dev/null 2>&1 \
+    || { promtool check config "$PROMETHEUS_CONFIG" >&2 || true; die "$PROMETHEUS_CONFIG is invalid"; }
+  if pid_alive "$PROMETHEUS_PID"; then
+    # Picks up changed scrape configuration and rule files (--web.enable-lifecycle).
+    curl -fsS -o /dev/null --max-time 10 -X POST "$url/-/reload" \
+      || die "Prometheus (pid $(cat "$PROMETHEUS_PID")) did not reload its configuration; see $LOGS/prometheus.log"
+    say "Prometheus already running (pid $(cat "$PROMETHEUS_PID")); configuration reloaded"
+    return 0
+  fi
+  answers "$url/-/ready" && die "something else already listens on $PROMETHEUS_ADDR (Debian's prometheus service? stop it: service prometheus stop)"
+  mkdir -p "$PROMETHEUS_DATA"
+  local binary; binary="$(find_binary prometheus)"
+  # Console templates are not used; Debian's defaults (/etc/prometheus/consoles...) do no harm.
+  nohup "$binary" \
+    --config.file="$PROMETHEUS_CONFIG" \
+    --storage.tsdb.path="$PROMETHEUS_DATA" \
+    --storage.tsdb.retention.time=7d \
+    --web.listen-address="$PROMETHEUS_ADDR" \
+    --web.enable-lifecycle \
+    >>"$LOGS/prometheus.log" 2>&1 &
+  echo $! >"$PROMETHEUS_PID"
+  if ! wait_http "$url/-/ready" 60; then
+    tail -n 20 "$LOGS/prometheus.log" >&2 || true
+    die "Prometheus did not become ready; see $LOGS/prometheus.log"
+  fi
+  say "Prometheus up on $url (config $PROMETHEUS_CONFIG, data in $PROMETHEUS_DATA)"
+}
+
+start() {
+  mkdir -p "$LOGS"
+  ensure_packages
+  start_node_exporter
+  start_prometheus
+}
+
+stop() {
+  stop_pid prometheus "$PROMETHEUS_PID"
+  stop_pid node-exporter "$NODE_EXPORTER_PID"
+}
+
+status() {
+  local rc=0
+  if answers "http://$PROMETHEUS_ADDR/-/ready"; then
+    say "Prometheus answers on http://$PROMETHEUS_ADDR$(pid_alive "$PROMETHEUS_PID" && echo " (pid $(cat "$PROMETHEUS_PID"))")"
+  else
+    say "Prometheus is not answering on http://$PROMETHEUS_ADDR"; rc=1
+  fi
+  if answers "http://$NODE_EXPORTER_ADDR/metrics"; then
+    say "node-exporter answers on http://$NODE_EXPORTER_ADDR$(pid_alive "$NODE_EXPORTER_PID" && echo " (pid $(cat "$NODE_EXPORTER_PID"))")"
+  else
+    say "node-exporter is not answering on http://$NODE_EXPORTER_ADDR"; rc=1
+  fi
+  return $rc
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  status) status ;;
+  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+esac

@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# The monitoring tests (part of npm test): Prometheus configuration and alert rules, the Grafana
+# provisioning and dashboards, the services' metrics, and every dashboard query against the
+# running Prometheus. Needs the native stack and monitoring up (npm start, or
+# `bash scripts/stack.sh start && bash scripts/monitoring.sh start`); starts nothing itself.
+#
+# Runs every check, prints what each one checks, and exits non-zero if any failed.
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+PROMETHEUS_URL="${PROMETHEUS_URL:-http://127.0.0.1:9090}"
+API_URL="${API_URL:-http://127.0.0.1:8080}"
+WRITER_METRICS_URL="${WRITER_METRICS_URL:-http://127.0.0.1:9181/metrics}"
+READER_METRICS_URL="${READER_METRICS_URL:-http://127.0.0.1:9182/metrics}"
+export PROMETHEUS_URL API_URL
+
+PROM_DIR=monitoring/prometheus
+CONTAINER_CONFIG="$PROM_DIR/prometheus.yml"
+NATIVE_CONFIG="$PROM_DIR/prometheus.native.yml"
+
+failed=()
+step() { printf '\n=== %s ===\n' "$*"; }
+check() { # description, command...
+  local what="$1"; shift
+  if "$@"; then
+    printf -- '--- ok: %s\n' "$what"
+  else
+    printf -- '--- FAILED: %s\n' "$what"
+    failed+=("$what")
+  fi
+}
+
+for tool in promtool python3 node curl; do
+  command -v "$tool" >/dev/null 2>&1 || {
+    echo "error: $tool is missing (Debian: apt-get install prometheus python3 python3-yaml nodejs curl)" >&2
+    exit 1
+  }
+done
+python3 -c 'import yaml' 2>/dev/null || { echo "error: PyYAML is missing (Debian: apt-get install python3-yaml)" >&2; exit 1; }
+
+# --- Prometheus: configuration and rules ------------------------------------------------------
+
+step "promtool check config: container ($CONTAINER_CONFIG) and native ($NATIVE_CONFIG)"
+check "container config is valid" promtool check config "$CONTAINER_CONFIG"
+check "native config is valid" promtool check config "$NATIVE_CONFIG"
+
+step "promtool check rules $PROM_DIR/rules/*.yml"
+check "alert rules are valid" promtool check rules "$PROM_DIR"/rules/*.yml
+
+step "promtool test rules $PROM_DIR/tests/*.test.yml"
+check "alert rule unit tests pass" promtool test rules "$PROM_DIR"/tests/*.test.yml
+
+step "native and container configs differ only in target addresses"
+# Each container address and the native address it stands for.
+same_but_targets() {
+  local -A native_of=(
+    ["writer:9181"]="127.0.0.1:9181"
+    ["reader:9182"]="127.0.0.1:9182"
+    ["node-exporter:9100"]="127.0.0.1:9100"
+  )
+  local script=() address ok=0
+  for address in "${!native_of[@]}"; do
+    # Every mapped address must really be there, or the comparison would prove nothing.
+    grep -qF "\"$address\"" "$CONTAINER_CONFIG" || { echo "$CONTAINER_CONFIG has no target \"$address\""; ok=1; }
+    grep -qF "\"${native_of[$address]}\"" "$NATIVE_CONFIG" || { echo "$NATIVE_CONFIG has no target \"${native_of[$address]}\""; ok=1; }
+    script+=(-e "s/\"${address}\"/\"${native_of[$address]}\"/g")
+  done
+  if ! diff -u --label "$CONTAINER_CONFIG (addresses mapped to native)" --label "$NATIVE_CONFIG" \
+      <(sed "${script[@]}" "$CONTAINER_CONFIG") "$NATIVE_CONFIG"; then
+    echo "the two configs differ in more than target addresses: change both together"
+    ok=1
+  fi
+  [ $ok = 0 ] && echo "identical apart from ${#native_of[@]} target addresses"
+  return $ok
+}
+check "prometheus.native.yml = prometheus.yml with native target addresses" same_but_targets
+
+# --- Grafana: provisioning files and dashboards ------------------------------------------------
+
+step "Grafana provisioning (YAML) and dashboards (JSON) parse; datasource uids"
+grafana_files() {
+  python3 - <<'PY'
+import glob, json, sys, yaml
+
+ok = True
+datasources = {}
+for path in sorted(glob.glob("monitoring/grafana/provisioning/**/*.y*ml", recursive=True)):
+    try:
+        doc = yaml.safe_load(open(path))
+    except yaml.YAMLError as error:
+        print(f"{path}: not valid YAML: {error}"); ok = False; continue
+    if not isinstance(doc, dict) or doc.get("apiVersion") != 1:
+        print(f"{path}: expected a mapping with apiVersion: 1"); ok = False; continue
+    for ds in doc.get("datasources") or []:
+        if not ds.get("uid"):
+            print(f"{path}: datasource {ds.get('name')} has no pinned uid"); ok = False
+        else:
+            datasources[ds["uid"]] = ds.get("type")
+    for provider in doc.get("providers") or []:
+        if provider.get("type") != "file" or not (provider.get("options") or {}).get("path"):
+            print(f"{path}: provider {provider.get('name')} is not a file provider with a path"); ok = False
+    print(f"{path}: ok")
+if not datasources:
+    print("no datasources provisioned"); ok = False
+print(f"datasource uids: {datasources}")
+
+uids = set()
+for path in sorted(glob.glob("monitoring/grafana/dashboards/**/*.json", recursive=True)):
+    try:
+        dashboard = json.load(open(path))
+    except json.JSONDecodeError as error:
+        print(f"{path}: not valid JSON: {error}"); ok = False; continue
+    uid = dashboard.get("uid")
+    if not uid or uid in uids:
+        print(f"{path}: missing or duplicate dashboard uid {uid!r}"); ok = False
+    uids.add(uid)
+    refs = 0
+    def check(where, ds):
+        global ok, refs
+        refs += 1
+        if not isinstance(ds, dict) or ds.get("uid") not in datasources or ds.get("type") != datasources[ds.get("uid")]:
+            print(f"{path}: {where}: datasource {ds!r} is not a provisioned {{type, uid}}"); ok = False
+    def walk(panels):
+        for panel in panels or []:
+            check(f"panel {panel.get('title')!r}", panel.get("datasource"))
+            for target in panel.get("targets") or []:
+                check(f"panel {panel.get('title')!r} target {target.get('refId')}", target.get("datasource"))
+            walk(panel.get("panels"))
+    walk(dashboard.get("panels"))
+    for variable in (dashboard.get("templating") or {}).get("list") or []:
+        if variable.get("type") == "query":
+            check(f"variable {variable.get('name')}", variable.get("datasource"))
+    print(f"{path}: uid {uid}, {refs} datasource references, all provisioned")
+
+sys.exit(0 if ok else 1)
+PY
+}
+check "provisioning and dashboards parse; every datasource uid is provisioned" grafana_files
+# For the node tests: the provisioned datasources ({uid: type}) and Grafana's minimum interval.
+GRAFANA_DATASOURCES="$(python3 -c '
+import glob, json, yaml
+found = {}
+for path in glob.glob("monitoring/grafana/provisioning/datasources/*.y*ml"):
+    for ds in (yaml.safe_load(open(path)) or {}).get("datasources") or []:
+        if ds.get("uid"): found[ds["uid"]] = ds.get("type")
+print(json.dumps(found))' 2>/dev/null || echo '{}')"
+GRAFANA_TIME_INTERVAL="$(python3 -c '
+import yaml
+doc = yaml.safe_load(open("monitoring/grafana/provisioning/datasources/prometheus.yml"))
+print(doc["datasources"][0].get("jsonData", {}).get("timeInterval", "15s"))' 2>/dev/null || echo 15s)"
+export GRAFANA_DATASOURCES GRAFANA_TIME_INTERVAL
+
+# --- the running services and Prometheus ---------------------------------------------------------
+
+step "promtool check metrics on each service's scrape"
+check_metrics() { # name url
+  local body
+  body="$(curl -fsS --max-time 5 "$2")" || { echo "$1: cannot scrape $2 (is the stack up? npm start)"; return 1; }
+  printf '%s: %s samples from %s\n' "$1" "$(grep -cEv '^(#|$)' <<<"$body")" "$2"
+  # promtool prints lint problems (missing HELP, bad names...) and exits non-zero on any.
+  promtool check metrics <<<"$body"
+}
+check "writer metrics pass promtool check metrics" check_metrics writer "$WRITER_METRICS_URL"
+check "reader metrics pass promtool check metrics" check_metrics reader "$READER_METRICS_URL"
+
+step "every dashboard query returns data from Prometheus ($PROMETHEUS_URL), after traffic through nginx ($API_URL)"
+prometheus_ready() {
+  curl -fsS -o /dev/null --max-time 3 "$PROMETHEUS_URL/-/ready" && return 0
+  echo "Prometheus is not ready at $PROMETHEUS_URL (bash scripts/monitoring.sh start)"
+  return 1
+}
+dashboard_queries() {
+  prometheus_ready || return 1
+  node --test --test-reporter=spec --test-concurrency=1 monitoring/tests/
+}
+check "dashboard structure and every panel query (node --test monitoring/tests/)" dashboard_queries
+
+echo
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "monitoring tests FAILED (${#failed[@]}):"
+  printf '  - %s\n' "${failed[@]}"
+  exit 1
+fi
+echo "all monitoring tests passed"
