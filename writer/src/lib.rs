@@ -63,16 +63,8 @@ async fn create_transaction(
         .get(IDEMPOTENCY_KEY)
         .map(|value| IdempotencyKey::parse(value.as_bytes()))
         .transpose()?;
-    if let Some(key) = &key {
-        // A retry of a request that already went through: answer as the first time.
-        let earlier = m::time_query(
-            "find_by_idempotency_key",
-            db::find_by_idempotency_key(&state.pool, key),
-        )
-        .await?;
-        if let Some(earlier) = earlier {
-            return replay(earlier, new);
-        }
+    if let Some(replayed) = replay_if_known(&state.pool, key.as_ref(), new).await? {
+        return Ok(replayed);
     }
     let recorded = match m::time_query(
         "record_transaction",
@@ -83,13 +75,13 @@ async fn create_transaction(
         Ok(recorded) => recorded,
         // A concurrent retry with the same key committed first; ours wrote nothing.
         Err(RecordError::IdempotencyKeyTaken) => {
-            let key = key
-                .as_ref()
-                .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("key conflict without a key")))?;
-            let earlier = db::find_by_idempotency_key(&state.pool, key)
+            return replay_if_known(&state.pool, key.as_ref(), new)
                 .await?
-                .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("idempotency key vanished")))?;
-            return replay(earlier, new);
+                .ok_or_else(|| {
+                    ApiError::Internal(anyhow::anyhow!(
+                        "idempotency key conflict, but no transaction has the key"
+                    ))
+                });
         }
         Err(error) => return Err(error.into()),
     };
@@ -113,6 +105,23 @@ fn created(transaction: Transaction, replayed: bool) -> Response {
             .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
     }
     response
+}
+
+/// If `key` already created a transaction, the answer to this retry of it.
+async fn replay_if_known(
+    pool: &PgPool,
+    key: Option<&IdempotencyKey>,
+    new: NewTransaction,
+) -> Result<Option<Response>, ApiError> {
+    let Some(key) = key else {
+        return Ok(None);
+    };
+    let earlier = m::time_query(
+        "find_by_idempotency_key",
+        db::find_by_idempotency_key(pool, key),
+    )
+    .await?;
+    earlier.map(|earlier| replay(earlier, new)).transpose()
 }
 
 /// The answer to a request whose idempotency key was used before: the original transaction if
