@@ -25,6 +25,9 @@ NODE_EXPORTER_PID="$STATE/node-exporter.pid"
 
 say() { printf '[monitoring] %s\n' "$*"; }
 die() { printf '[monitoring] error: %s\n' "$*" >&2; exit 1; }
+# pid_alive, wait_http, stop_pid
+# shellcheck source=scripts/lib/process.sh
+. "$ROOT/scripts/lib/process.sh"
 
 # --- tools --------------------------------------------------------------------------------
 
@@ -67,31 +70,7 @@ ensure_packages() {
 
 # --- processes ------------------------------------------------------------------------------
 
-pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
-
-wait_http() { # url, seconds
-  local deadline=$((SECONDS + ${2:-30}))
-  until curl -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null; do
-    [ $SECONDS -lt $deadline ] || return 1
-    sleep 0.2
-  done
-}
-
 answers() { curl -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null; }
-
-stop_pid() { # name pidfile
-  local name="$1" pidfile="$2" pid
-  pid_alive "$pidfile" || { rm -f "$pidfile"; return 0; }
-  pid="$(cat "$pidfile")"
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$pid" 2>/dev/null; then
-    say "$name did not stop within 15 s; killing it"
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$pidfile"
-  say "$name stopped"
-}
 
 start_node_exporter() {
   local url="http://$NODE_EXPORTER_ADDR/metrics"

@@ -29,6 +29,9 @@ PROXY_URL="http://127.0.0.1:8080"
 
 say() { printf '[stack] %s\n' "$*"; }
 die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
+# pid_alive, wait_http, stop_pid
+# shellcheck source=scripts/lib/process.sh
+. "$ROOT/scripts/lib/process.sh"
 
 # --- tools --------------------------------------------------------------------------------
 
@@ -110,16 +113,6 @@ ensure_redis() {
 
 # --- our processes --------------------------------------------------------------------------
 
-pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
-
-wait_http() { # url, what, seconds
-  local deadline=$((SECONDS + ${3:-30}))
-  until curl -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null; do
-    [ $SECONDS -lt $deadline ] || return 1
-    sleep 0.2
-  done
-}
-
 # start_service name binary listen metrics
 start_service() {
   local name="$1" binary="$2" listen="$3" metrics="$4" pidfile="$STATE/$1.pid"
@@ -134,7 +127,7 @@ start_service() {
   fi
   LISTEN_ADDR="$listen" METRICS_ADDR="$metrics" nohup "$binary" >>"$LOGS/$name.log" 2>&1 &
   echo $! >"$pidfile"
-  if ! wait_http "http://$listen/ping" "$name" 90; then
+  if ! wait_http "http://$listen/ping" 90; then
     tail -n 20 "$LOGS/$name.log" >&2 || true
     die "$name did not become healthy; see $LOGS/$name.log"
   fi
@@ -156,22 +149,8 @@ start_nginx() {
   else
     nohup "$nginx_bin" "${args[@]}" -g "pid $pidfile; daemon off;" >>"$LOGS/nginx.access.log" 2>>"$LOGS/nginx.error.log" &
   fi
-  wait_http "$PROXY_URL/ping" nginx 30 || die "nginx did not answer on $PROXY_URL; see $LOGS/nginx.error.log"
+  wait_http "$PROXY_URL/ping" 30 || die "nginx did not answer on $PROXY_URL; see $LOGS/nginx.error.log"
   say "nginx up on $PROXY_URL"
-}
-
-stop_pid() { # name pidfile
-  local name="$1" pidfile="$2" pid
-  pid_alive "$pidfile" || { rm -f "$pidfile"; return 0; }
-  pid="$(cat "$pidfile")"
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$pid" 2>/dev/null; then
-    say "$name did not stop within 15 s; killing it"
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$pidfile"
-  say "$name stopped"
 }
 
 build() {

@@ -35,6 +35,9 @@ bash scripts/stack.sh start
 step "API tests through nginx (${API_URL:-http://localhost:8080})"
 npm run --silent test:api
 
+step "schemathesis: the live stack against its OpenAPI document (reader/openapi.json)"
+bash scripts/test-schemathesis.sh
+
 step "monitoring: promtool checks, alert rule tests, every dashboard query against Prometheus"
 bash scripts/test-monitoring.sh
 

@@ -130,7 +130,7 @@ async fn get_transaction(
         "transaction",
         state.cache.transaction_view(transaction_id).await,
     ) {
-        return Ok(http::json_body(body));
+        return Ok(http::conditional_json(&headers, body));
     }
     let found = m::time_query(
         "load_transaction",

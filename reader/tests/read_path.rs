@@ -1,8 +1,6 @@
 //! The read path: path validation through the router, cache misses and fills on the real
 //! PostgreSQL and Redis, the streamed list, and read-your-writes across writer and reader.
 
-use std::time::Duration;
-
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use reader::{app, AppState};
@@ -10,18 +8,13 @@ use serde_json::{json, Value};
 use shared::cache::Cache;
 use shared::db;
 use shared::domain::{AccountId, NewTransaction, TransactionId};
-use shared::testing::{self, error_message, get, post_json, status_and_json};
-use sqlx::postgres::PgPoolOptions;
+use shared::testing::{self, error_message, get, post_json, send, status_and_json};
 use sqlx::PgPool;
 use tower::ServiceExt;
 use uuid::Uuid;
 
 fn reader_app(pool: PgPool, cache: Cache) -> Router {
     app(AppState { pool, cache }, testing::http_config())
-}
-
-async fn send(app: &Router, request: Request<axum::body::Body>) -> (StatusCode, Value) {
-    status_and_json(app.clone().oneshot(request).await.expect("infallible")).await
 }
 
 /// Commits a transaction straight to PostgreSQL, without publishing it to Redis.
@@ -39,16 +32,9 @@ async fn commit(pool: &PgPool, account_id: Uuid, amount: i64) -> db::Recorded {
     .expect("committed")
 }
 
-fn unreachable_pool() -> PgPool {
-    PgPoolOptions::new()
-        .acquire_timeout(Duration::from_millis(500))
-        .connect_lazy("postgres://postgres@127.0.0.1:1/none")
-        .expect("valid url")
-}
-
 #[tokio::test]
 async fn ids_in_paths_that_are_not_uuids_get_400_naming_the_parameter() {
-    let app = reader_app(unreachable_pool(), testing::unreachable_cache());
+    let app = reader_app(testing::unreachable_pool(), testing::unreachable_cache());
     for (uri, field) in [
         ("/accounts/not-a-uuid", "account_id"),
         ("/accounts/123", "account_id"),
@@ -63,7 +49,7 @@ async fn ids_in_paths_that_are_not_uuids_get_400_naming_the_parameter() {
 
 #[tokio::test]
 async fn ping_answers_without_touching_the_database_or_redis() {
-    let app = reader_app(unreachable_pool(), testing::unreachable_cache());
+    let app = reader_app(testing::unreachable_pool(), testing::unreachable_cache());
     let (status, json) = send(&app, get("/ping")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(json, json!({"status": "ok"}));
@@ -71,7 +57,7 @@ async fn ping_answers_without_touching_the_database_or_redis() {
 
 #[tokio::test]
 async fn unknown_paths_and_methods_get_json_404_and_405() {
-    let app = reader_app(unreachable_pool(), testing::unreachable_cache());
+    let app = reader_app(testing::unreachable_pool(), testing::unreachable_cache());
     let (status, json) = send(&app, get("/nope")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     error_message(&json);
@@ -213,7 +199,7 @@ async fn the_list_streams_every_transaction_newest_first(pool: PgPool) {
 
 #[tokio::test]
 async fn the_list_answers_503_not_a_broken_200_when_the_database_is_down() {
-    let app = reader_app(unreachable_pool(), testing::unreachable_cache());
+    let app = reader_app(testing::unreachable_pool(), testing::unreachable_cache());
     let (status, json) = send(&app, get("/transactions")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     error_message(&json);
@@ -352,9 +338,53 @@ async fn reads_carry_an_etag_and_answer_304_when_it_still_matches(pool: PgPool) 
     assert_eq!(body["balance"], 6);
 }
 
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn transaction_reads_carry_an_etag_from_the_cache_too(pool: PgPool) {
+    let app = reader_app(pool.clone(), testing::isolated_cache());
+    let recorded = commit(&pool, Uuid::new_v4(), 5).await;
+    let uri = format!("/transactions/{}", recorded.transaction.transaction_id);
+
+    // The first read misses and fills the view; the second is served from Redis.
+    let from_database = app.clone().oneshot(get(&uri)).await.expect("infallible");
+    let from_cache = app.clone().oneshot(get(&uri)).await.expect("infallible");
+    let etag = from_database.headers()[header::ETAG].clone();
+    assert_eq!(from_cache.headers()[header::ETAG], etag);
+
+    let revalidate = Request::get(&uri)
+        .header(header::IF_NONE_MATCH, etag)
+        .body(axum::body::Body::empty())
+        .expect("request");
+    let (status, _) = status_and_json(app.oneshot(revalidate).await.expect("ok")).await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+}
+
+#[tokio::test]
+async fn a_plain_options_request_is_a_405_not_a_preflight() {
+    let app = reader_app(testing::unreachable_pool(), testing::unreachable_cache());
+    let options = Request::builder()
+        .method("OPTIONS")
+        .uri("/transactions")
+        .body(axum::body::Body::empty())
+        .expect("request");
+    let response = app.clone().oneshot(options).await.expect("infallible");
+    assert_eq!(response.headers()[header::ALLOW], "GET, HEAD, POST");
+    let (status, json) = status_and_json(response).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    error_message(&json);
+
+    let options = Request::builder()
+        .method("OPTIONS")
+        .uri("/nope")
+        .header(header::ORIGIN, "http://localhost:3000")
+        .body(axum::body::Body::empty())
+        .expect("request");
+    let (status, _) = status_and_json(app.oneshot(options).await.expect("infallible")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
 #[tokio::test]
 async fn cors_preflights_are_answered_for_browser_clients() {
-    let app = reader_app(unreachable_pool(), testing::unreachable_cache());
+    let app = reader_app(testing::unreachable_pool(), testing::unreachable_cache());
     let preflight = Request::builder()
         .method("OPTIONS")
         .uri("/transactions")

@@ -134,9 +134,24 @@ impl From<&Settings> for HttpConfig {
     }
 }
 
+/// `CorsLayer` answers every `OPTIONS` as a preflight; only real preflights (with `Origin` and
+/// `Access-Control-Request-Method`) may reach it. Any other `OPTIONS` gets what any other
+/// unsupported method gets: 405 with the public `Allow` list, or 404.
+async fn refuse_plain_options(request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let is_preflight = headers.contains_key(axum::http::header::ORIGIN)
+        && headers.contains_key(axum::http::header::ACCESS_CONTROL_REQUEST_METHOD);
+    if request.method() == Method::OPTIONS && !is_preflight {
+        let (method, uri) = (request.method().clone(), request.uri().clone());
+        return unrouted(None, method, uri).await;
+    }
+    next.run(request).await
+}
+
 /// CORS for browser clients. Preflights (`OPTIONS` with `Origin` and
 /// `Access-Control-Request-Method`) are answered here, before routing, so the writer answers the
-/// preflight of `POST /transactions` that nginx sends it. Plain `OPTIONS` requests still get 405.
+/// preflight of `POST /transactions` that nginx sends it. Plain `OPTIONS` requests still get 405
+/// (see [`refuse_plain_options`]).
 fn cors(origins: &[HeaderValue]) -> CorsLayer {
     let layer = CorsLayer::new()
         .allow_methods([Method::GET, Method::HEAD, Method::POST])
@@ -175,6 +190,7 @@ pub fn with_middleware(routes: Router, config: HttpConfig) -> Router {
         ))
         .layer(DefaultBodyLimit::max(config.body_limit_bytes))
         .layer(cors(&config.cors_allowed_origins))
+        .layer(middleware::from_fn(refuse_plain_options))
         .layer(CatchPanicLayer::custom(|_| {
             tracing::error!("handler panicked");
             ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()

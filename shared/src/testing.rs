@@ -34,6 +34,21 @@ pub fn unreachable_cache() -> Cache {
     Cache::new("redis://127.0.0.1:1/0", "test:", Duration::from_millis(300)).expect("valid url")
 }
 
+/// A pool whose database cannot be reached (nothing listens on port 1): every query fails
+/// after a short acquire timeout.
+pub fn unreachable_pool() -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(Duration::from_millis(500))
+        .connect_lazy("postgres://postgres@127.0.0.1:1/none")
+        .expect("valid url")
+}
+
+/// Sends one request through a router and returns the status and the JSON body.
+pub async fn send(app: &axum::Router, request: Request<Body>) -> (StatusCode, Value) {
+    use tower::ServiceExt;
+    status_and_json(app.clone().oneshot(request).await.expect("infallible")).await
+}
+
 pub fn post_json(uri: &str, body: impl Into<String>) -> Request<Body> {
     Request::post(uri)
         .header(header::CONTENT_TYPE, "application/json")

@@ -9,8 +9,7 @@ use serde_json::{json, Value};
 use shared::cache::Cache;
 use shared::db;
 use shared::domain::AccountId;
-use shared::testing::{self, error_message, post_json, status_and_json};
-use sqlx::postgres::PgPoolOptions;
+use shared::testing::{self, error_message, post_json, send, status_and_json};
 use sqlx::PgPool;
 use tower::ServiceExt;
 use uuid::Uuid;
@@ -22,18 +21,6 @@ fn writer_app(pool: PgPool, cache: Cache) -> Router {
     app(AppState { pool, publisher }, testing::http_config())
 }
 
-/// A pool whose database cannot be reached: nothing listens on port 1.
-fn unreachable_pool() -> PgPool {
-    PgPoolOptions::new()
-        .acquire_timeout(Duration::from_millis(500))
-        .connect_lazy("postgres://postgres@127.0.0.1:1/none")
-        .expect("valid url")
-}
-
-async fn send(app: &Router, request: Request<axum::body::Body>) -> (StatusCode, Value) {
-    status_and_json(app.clone().oneshot(request).await.expect("infallible")).await
-}
-
 fn transaction_body(account_id: Uuid, amount: i64) -> String {
     json!({"account_id": account_id, "amount": amount}).to_string()
 }
@@ -42,7 +29,7 @@ fn transaction_body(account_id: Uuid, amount: i64) -> String {
 
 #[tokio::test]
 async fn bad_bodies_are_refused_with_400_and_a_message_naming_the_problem() {
-    let app = writer_app(unreachable_pool(), testing::unreachable_cache());
+    let app = writer_app(testing::unreachable_pool(), testing::unreachable_cache());
     let cases = [
         ("", "empty"),
         ("   ", "empty"),
@@ -84,7 +71,7 @@ async fn bad_bodies_are_refused_with_400_and_a_message_naming_the_problem() {
 
 #[tokio::test]
 async fn a_body_not_declared_as_json_is_refused_with_415() {
-    let app = writer_app(unreachable_pool(), testing::unreachable_cache());
+    let app = writer_app(testing::unreachable_pool(), testing::unreachable_cache());
     for content_type in [None, Some("application/xml"), Some("text/plain")] {
         let mut request = Request::post("/transactions");
         if let Some(content_type) = content_type {
@@ -105,7 +92,7 @@ async fn a_body_not_declared_as_json_is_refused_with_415() {
 
 #[tokio::test]
 async fn a_body_over_the_limit_is_refused_with_413() {
-    let app = writer_app(unreachable_pool(), testing::unreachable_cache());
+    let app = writer_app(testing::unreachable_pool(), testing::unreachable_cache());
     let padding = "x".repeat(20 * 1024);
     let body = format!(
         r#"{{"account_id": "{}", "amount": 1, "pad": "{padding}"}}"#,
@@ -118,7 +105,7 @@ async fn a_body_over_the_limit_is_refused_with_413() {
 
 #[tokio::test]
 async fn other_methods_get_405_with_the_public_allow_list() {
-    let app = writer_app(unreachable_pool(), testing::unreachable_cache());
+    let app = writer_app(testing::unreachable_pool(), testing::unreachable_cache());
     for (method, uri, allow) in [
         ("PUT", "/transactions", "GET, HEAD, POST"),
         ("DELETE", "/transactions", "GET, HEAD, POST"),
@@ -149,7 +136,7 @@ async fn other_methods_get_405_with_the_public_allow_list() {
 
 #[tokio::test]
 async fn unknown_paths_get_a_json_404() {
-    let app = writer_app(unreachable_pool(), testing::unreachable_cache());
+    let app = writer_app(testing::unreachable_pool(), testing::unreachable_cache());
     let (status, json) = send(&app, post_json("/nope", "{}")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     error_message(&json);
@@ -157,7 +144,7 @@ async fn unknown_paths_get_a_json_404() {
 
 #[tokio::test]
 async fn an_unreachable_database_gives_a_quick_503_with_retry_after() {
-    let app = writer_app(unreachable_pool(), testing::unreachable_cache());
+    let app = writer_app(testing::unreachable_pool(), testing::unreachable_cache());
     let started = std::time::Instant::now();
     let response = app
         .oneshot(post_json(
@@ -493,7 +480,7 @@ async fn concurrent_retries_of_one_key_apply_it_once(pool: PgPool) {
 
 #[tokio::test]
 async fn a_malformed_idempotency_key_is_refused_with_400() {
-    let app = writer_app(unreachable_pool(), testing::unreachable_cache());
+    let app = writer_app(testing::unreachable_pool(), testing::unreachable_cache());
     let long = "k".repeat(256);
     for key in ["", "   ", long.as_str()] {
         let (status, json) = send(
