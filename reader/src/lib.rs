@@ -258,7 +258,8 @@ const LIST_CHUNK_BYTES: usize = 32 * 1024;
 /// table's size, and a slow client slows the query down instead of filling memory.
 const LIST_CHUNKS_IN_FLIGHT: usize = 4;
 
-/// Streams the whole selection from PostgreSQL. The status is decided by the first chunk: if
+/// Streams the whole selection from PostgreSQL, batch by batch (see [`LIST_BATCH_ROWS`]).
+/// The status is decided by the first chunk: if
 /// the database cannot be read the client gets a 503 instead of a 200 with a broken body. A
 /// failure later on aborts the body, so the client sees an incomplete response, never a silently
 /// truncated array.
@@ -290,39 +291,63 @@ async fn stream_list(pool: PgPool, filter: ListFilter) -> Result<Response, ApiEr
         .into_response())
 }
 
+/// Rows read per statement. Each batch is its own short query whose rows are read at once, so a
+/// listing of any length is never cut by `DB_STATEMENT_TIMEOUT_MS`, and a slow client holds a
+/// little memory (one batch) but no database connection.
+const LIST_BATCH_ROWS: i64 = 2_000;
+
 async fn produce_transaction_list(
     pool: PgPool,
     filter: ListFilter,
     chunks: mpsc::Sender<Result<Bytes, sqlx::Error>>,
 ) {
-    let mut rows = db::stream_transactions(&pool, filter);
     let mut buffer = Vec::with_capacity(LIST_CHUNK_BYTES + 256);
     buffer.push(b'[');
     let mut first = true;
-    while let Some(row) = rows.next().await {
-        let transaction = match row {
-            Ok((_, transaction)) => transaction,
+    let mut position = filter;
+    loop {
+        let batch = ListFilter {
+            limit: Some(LIST_BATCH_ROWS),
+            ..position
+        };
+        let rows: Vec<(i64, _)> = match m::time_query(
+            "list_transactions_batch",
+            db::stream_transactions(&pool, batch).try_collect(),
+        )
+        .await
+        {
+            Ok(rows) => rows,
             Err(error) => {
                 let _ = chunks.send(Err(error)).await;
                 return;
             }
         };
-        if !first {
-            buffer.push(b',');
-        }
-        first = false;
-        if let Err(error) = serde_json::to_writer(&mut buffer, &transaction) {
-            let _ = chunks.send(Err(sqlx::Error::Decode(Box::new(error)))).await;
-            return;
-        }
-        if buffer.len() >= LIST_CHUNK_BYTES {
-            let chunk = Bytes::from(std::mem::replace(
-                &mut buffer,
-                Vec::with_capacity(LIST_CHUNK_BYTES + 256),
-            ));
-            if chunks.send(Ok(chunk)).await.is_err() {
-                return; // The client went away; dropping `rows` ends the query.
+        for (_, transaction) in &rows {
+            if !first {
+                buffer.push(b',');
             }
+            first = false;
+            if let Err(error) = serde_json::to_writer(&mut buffer, transaction) {
+                let _ = chunks.send(Err(sqlx::Error::Decode(Box::new(error)))).await;
+                return;
+            }
+            if buffer.len() >= LIST_CHUNK_BYTES {
+                let chunk = Bytes::from(std::mem::replace(
+                    &mut buffer,
+                    Vec::with_capacity(LIST_CHUNK_BYTES + 256),
+                ));
+                if chunks.send(Ok(chunk)).await.is_err() {
+                    return; // The client went away.
+                }
+            }
+        }
+        // Newest first: the next batch starts below the oldest row of this one. Rows committed
+        // meanwhile have higher positions and are not part of this listing.
+        match rows.last() {
+            Some((seq, _)) if rows.len() as i64 == LIST_BATCH_ROWS => {
+                position.before_seq = Some(*seq);
+            }
+            _ => break,
         }
     }
     buffer.push(b']');

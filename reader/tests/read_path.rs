@@ -404,3 +404,37 @@ async fn cors_preflights_are_answered_for_browser_clients() {
         .expect("ascii");
     assert!(methods.contains("POST"), "{methods}");
 }
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn a_list_longer_than_one_batch_is_complete_and_in_order(pool: PgPool) {
+    let account_id = Uuid::new_v4();
+    let rows: i64 = 4_500; // more than two of the reader's batches
+    sqlx::query("INSERT INTO accounts (account_id, balance, version) VALUES ($1, $2, $3)")
+        .bind(account_id)
+        .bind(rows * (rows + 1) / 2)
+        .bind(rows)
+        .execute(&pool)
+        .await
+        .expect("account");
+    sqlx::query(
+        "INSERT INTO transactions (transaction_id, account_id, amount)
+         SELECT gen_random_uuid(), $1, i FROM generate_series(1, $2::bigint) AS i",
+    )
+    .bind(account_id)
+    .bind(rows)
+    .execute(&pool)
+    .await
+    .expect("transactions");
+    let app = reader_app(pool, testing::isolated_cache());
+
+    let (status, listed) = send(&app, get("/transactions")).await;
+    assert_eq!(status, StatusCode::OK);
+    let amounts: Vec<i64> = listed
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|transaction| transaction["amount"].as_i64().expect("amount"))
+        .collect();
+    let expected: Vec<i64> = (1..=rows).rev().collect();
+    assert_eq!(amounts, expected, "every row once, newest first");
+}
