@@ -7,9 +7,10 @@
 #   BENCH_READ_CONNECTIONS=64    HTTP read concurrency (reads, mix, GET /ping)
 #   BENCH_THREADS=2              wrk threads and pgbench threads
 #   BENCH_HALF=0.5               the "half load" phases run at this fraction of the measured peak
-#   BENCH_BIG_LIST=0             1: also the 1,000,000-transaction phase (GET /transactions)
+#   BENCH_BIG_LIST=0             1: also the 1,000,000-transaction phase (GET /transactions);
+#                                only: that phase alone
 #   BENCH_BIG_ROWS=1000000       rows in that phase
-#   BENCH_BIG_DURATION=10s       each of its two account-read measurements
+#   BENCH_BIG_DURATION=5s        each of its six account-read measurements (A B A B A B)
 #   BENCH_DROP_SCRATCH=0         1: drop the cached scratch database bench_big at the end
 #   BENCH_SEED=42                seed of the load generators' random choices
 #
@@ -27,7 +28,7 @@ TMP="$RESULTS/tmp" # git-ignored: raw outputs of this run
 duration="${BENCH_DURATION:-20s}"
 SECS="${duration%s}"
 [[ "$SECS" =~ ^[0-9]+$ ]] && [ "$SECS" -gt 0 ] || { echo "BENCH_DURATION must be whole seconds, e.g. 20s" >&2; exit 2; }
-big_duration="${BENCH_BIG_DURATION:-10s}"
+big_duration="${BENCH_BIG_DURATION:-5s}"
 BIG_SECS="${big_duration%s}"
 [[ "$BIG_SECS" =~ ^[0-9]+$ ]] || { echo "BENCH_BIG_DURATION must be whole seconds" >&2; exit 2; }
 WRITE_CONNS="${BENCH_WRITE_CONNECTIONS:-32}"
@@ -120,14 +121,28 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+stack_status() { bash "$ROOT/scripts/stack.sh" status 2>/dev/null; }
+
 ensure_stack() {
-  if bash "$ROOT/scripts/stack.sh" status; then
+  if stack_status; then
     say "using the running stack ($URL)"
-  else
-    say "the stack is not running: starting it (it is stopped again at the end)"
-    STARTED_STACK=1
-    bash "$ROOT/scripts/stack.sh" start
+    return
   fi
+  # Some of it may be running and just restarting (another session's `npm start` or tests):
+  # wait for that instead of starting a second copy, and never stop it afterwards.
+  local name
+  for name in writer reader nginx; do
+    if service_pid "$name" >/dev/null; then
+      say "the stack does not answer but its $name is running: waiting up to 60 s for it"
+      for _ in $(seq 1 60); do stack_status && break; sleep 1; done
+      stack_status || die "the stack is running but does not answer on $URL"
+      say "using the running stack ($URL)"
+      return
+    fi
+  done
+  say "the stack is not running: starting it (it is stopped again at the end)"
+  STARTED_STACK=1
+  bash "$ROOT/scripts/stack.sh" start
 }
 
 service_pid() { # name -> pid of the running service, or nothing
@@ -135,10 +150,35 @@ service_pid() { # name -> pid of the running service, or nothing
   [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null && cat "$pidfile"
 }
 
+# BENCH_PIDS for bench/lib/cpu_meter.py: which processes are the stack's (others may run their
+# own nginx, writer, Redis or PostgreSQL on this machine; those count as "other").
+stack_pids() {
+  local pids=() pid datadir
+  pid="$(service_pid writer || true)"; [ -n "$pid" ] && pids+=("$pid:writer")
+  pid="$(service_pid reader || true)"; [ -n "$pid" ] && pids+=("$pid:reader")
+  pid="$(service_pid nginx || true)"; [ -n "$pid" ] && pids+=("$pid:nginx")
+  pid="$(redis-cli -u "${REDIS_URL:-redis://127.0.0.1:6379/0}" info server 2>/dev/null | tr -d '\r' | sed -n 's/^process_id://p')"
+  [ -n "$pid" ] && pids+=("$pid:redis")
+  datadir="$(psql_admin -c "SHOW data_directory" 2>/dev/null || true)"
+  pid="$(head -n 1 "$datadir/postmaster.pid" 2>/dev/null || true)"
+  [ -n "$pid" ] && pids+=("$pid:postgres")
+  [ -n "$BIG_READER_PID" ] && pids+=("$BIG_READER_PID:reader")
+  local IFS=,
+  echo "${pids[*]}"
+}
+
 # --- phases -----------------------------------------------------------------------------------
 
 PHASE_NO=0
 phase_file() { printf '%s/phases/%02d-%s' "$TMP" "$PHASE_NO" "$1"; }
+
+# cpu_metered result-json command...: runs the load generator and writes, next to the result,
+# the CPU seconds every component used meanwhile (bench/lib/cpu_meter.py).
+cpu_metered() {
+  local out="${1%.json}.cpu.json"
+  shift
+  BENCH_PIDS="$(stack_pids)" "$PYTHON" "$BENCH_DIR/lib/cpu_meter.py" run "$out" -- "$@"
+}
 
 json_get() { # file python-expression-on-d
   "$PYTHON" -c "import json,sys; d=json.load(open(sys.argv[1])); print($2)" "$1"
@@ -170,7 +210,7 @@ run_wrk() {
   BENCH_RESULT_FILE="$out" BENCH_LUA_DIR="$BENCH_DIR/lua" BENCH_RATE="$rate" BENCH_THREADS="$THREADS" \
     BENCH_ACCOUNTS="$TMP/accounts.txt" BENCH_TX_IDS="$TMP/transaction-ids.txt" \
     BENCH_SEED="${BENCH_SEED:-42}" \
-    timeout $((secs + 60)) wrk -t"$THREADS" -c"$conns" -d"${secs}s" --timeout 5s \
+    cpu_metered "$out" timeout $((secs + 60)) wrk -t"$THREADS" -c"$conns" -d"${secs}s" --timeout 5s \
     -s "$BENCH_DIR/lua/$script" "$base" >"$TMP/logs/$name.txt" 2>&1 || say "warning: wrk exited with $? (see $TMP/logs/$name.txt)"
   progress "$out" "$name"
 }
@@ -191,7 +231,7 @@ limit_write() {
   write_meta "$base.meta.json" "$name" "limit  write  pgbench, same SQL (-M prepared)" "$WRITE_CONNS" "" pgbench
   say "limit write: pgbench -M prepared, $WRITE_CONNS clients, ${SECS} s (script: $TMP/record_transaction.pgbench)"
   mkdir -p "$TMP/pgbench-log"
-  (cd "$TMP/pgbench-log" && timeout $((SECS + 60)) "$PGBENCH" -h "$PGHOST" -p "$PGPORT" -U "$PGUSER" -n \
+  (cd "$TMP/pgbench-log" && cpu_metered "$base.json" timeout $((SECS + 60)) "$PGBENCH" -h "$PGHOST" -p "$PGPORT" -U "$PGUSER" -n \
     -M prepared -c "$WRITE_CONNS" -j "$THREADS" -T "$SECS" -l -f "$TMP/record_transaction.pgbench" \
     bench_limit >"$TMP/logs/$name.txt" 2>&1) || say "warning: pgbench exited with $? (see $TMP/logs/$name.txt)"
   "$PYTHON" "$BENCH_DIR/lib/bench.py" pgbench-result "$TMP/logs/$name.txt" "$TMP/pgbench-log" "$base.json"
@@ -278,7 +318,9 @@ big_list() {
     json_get "$TMP/big/stream-$run.curl.json" "'%d, %.2f s, %.0f tx/s' % (d['http_code'], d['total_s'], $BIG_ROWS / d['total_s'])" 2>/dev/null | sed 's/^/[bench]   /' || true
   done
 
-  local kind id transactions
+  # Reads of one account with 1 and one with rows/10 transactions, alternated (A B A B A B) so
+  # that a change in background load hits both alike.
+  local kind id transactions round
   for kind in single big; do
     id="$(psql_db bench_big -c "SELECT md5('$kind')::uuid")"
     transactions="$(psql_db bench_big -c "SELECT version FROM accounts WHERE account_id = '$id'")"
@@ -288,8 +330,15 @@ big_list() {
     psql_db bench_big -c "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) SELECT balance, version FROM accounts WHERE account_id = '$id'" \
       >"$TMP/big/explain-$kind.json"
     curl -fsS -o /dev/null "http://$BIG_ADDR/accounts/$id" || die "GET /accounts/$id on the scratch reader failed"
-    BENCH_PATH="/accounts/$id" run_wrk "big_account_$kind" "GET /accounts/{id} with $transactions transactions" \
-      "$READ_CONNS" fixed_path.lua "" "http://$BIG_ADDR" "$BIG_SECS" "$TMP/big/account-$kind.json"
+  done
+  for round in 1 2 3; do
+    for kind in single big; do
+      id="$(json_get "$TMP/big/account-$kind.meta.json" "d['account_id']")"
+      transactions="$(json_get "$TMP/big/account-$kind.meta.json" "d['transactions']")"
+      BENCH_PATH="/accounts/$id" run_wrk "big_account_${kind}_$round" \
+        "round $round: GET /accounts/{id} with $transactions transactions" \
+        "$READ_CONNS" fixed_path.lua "" "http://$BIG_ADDR" "$BIG_SECS" "$TMP/big/account-$kind-$round.json"
+    done
   done
   "$PYTHON" - "$TMP/big" <<'EOF'
 import json, sys, os
@@ -308,24 +357,10 @@ EOF
   stop_big_reader
 }
 
-# --- main -------------------------------------------------------------------------------------
-
-main() {
-  rm -rf "$TMP"
-  mkdir -p "$TMP/phases" "$TMP/logs"
-  ensure_tools
-  ensure_chart_python
-  ensure_stack
-  local writer_pid reader_pid loadavg
-  writer_pid="$(service_pid writer || true)"
-  reader_pid="$(service_pid reader || true)"
-  loadavg="$(cut -d' ' -f1-3 /proc/loadavg)"
-  say "machine: $(nproc) cores, load average $loadavg (other work on the machine skews the figures)"
-  "$PYTHON" "$BENCH_DIR/lib/bench.py" accounts "$ACCOUNTS_N" "$TMP/accounts.txt"
-
+main_phases() { # writer-pid reader-pid
   local samplers=()
-  [ -n "$writer_pid" ] && samplers+=("writer=$writer_pid")
-  [ -n "$reader_pid" ] && samplers+=("reader=$reader_pid")
+  [ -n "$1" ] && samplers+=("writer=$1")
+  [ -n "$2" ] && samplers+=("reader=$2")
   if [ ${#samplers[@]} -gt 0 ]; then
     "$PYTHON" "$BENCH_DIR/lib/rss_sampler.py" "$TMP/rss.json" 100 "${samplers[@]}" &
     SAMPLER_PID=$!
@@ -353,8 +388,29 @@ main() {
     SAMPLER_PID=""
   fi
 
+}
+
+# --- main -------------------------------------------------------------------------------------
+
+main() {
+  rm -rf "$TMP"
+  mkdir -p "$TMP/phases" "$TMP/logs"
+  ensure_tools
+  ensure_chart_python
+  ensure_stack
+  local writer_pid reader_pid loadavg
+  writer_pid="$(service_pid writer || true)"
+  reader_pid="$(service_pid reader || true)"
+  loadavg="$(cut -d' ' -f1-3 /proc/loadavg)"
+  say "machine: $(nproc) cores, load average $loadavg (other work on the machine skews the figures)"
+  "$PYTHON" "$BENCH_DIR/lib/bench.py" accounts "$ACCOUNTS_N" "$TMP/accounts.txt"
+
+  if [ "${BENCH_BIG_LIST:-0}" != only ]; then
+    main_phases "$writer_pid" "$reader_pid"
+  fi
+
   # 4. GET /transactions over a million rows, on a scratch reader.
-  if [ "${BENCH_BIG_LIST:-0}" = 1 ]; then
+  if [ "${BENCH_BIG_LIST:-0}" = 1 ] || [ "${BENCH_BIG_LIST:-0}" = only ]; then
     big_list
   else
     say "skipping the 1,000,000-transaction phase (BENCH_BIG_LIST=1 runs it)"

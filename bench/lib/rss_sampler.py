@@ -3,8 +3,9 @@
 
     rss_sampler.py OUT.json INTERVAL_MS name=pid [name=pid ...]
 
-For each process: the values at the start, the highest VmRSS seen, the VmHWM at the end (the
-kernel's own peak since the process started, which also catches spikes between samples), and
+For each process: the values at the start, the highest VmRSS seen, the VmHWM at the end and the
+highest VmHWM seen (the kernel's own peak since the process started, which also catches spikes
+between samples; the kernel updates it lazily, so a later reading can be a little lower), and
 the number of samples. Sizes in KiB, as /proc reports them.
 """
 import json
@@ -41,6 +42,7 @@ def main():
             "hwm_start_kib": first.get("VmHWM"),
             "rss_max_kib": first.get("VmRSS"),
             "hwm_end_kib": first.get("VmHWM"),
+            "hwm_max_kib": first.get("VmHWM"),
             "samples": 1 if first else 0,
             "exited": not first,
         }
@@ -56,6 +58,7 @@ def main():
             entry["samples"] += 1
             entry["rss_max_kib"] = max(entry["rss_max_kib"] or 0, values["VmRSS"])
             entry["hwm_end_kib"] = values["VmHWM"]
+            entry["hwm_max_kib"] = max(entry["hwm_max_kib"] or 0, values["VmHWM"])
             entry["rss_end_kib"] = values["VmRSS"]
     for entry in result.values():
         entry["seconds"] = round(time.monotonic() - started, 3)
