@@ -32,14 +32,19 @@ const BIN = path.join(STATE, 'bin');
 const NGINX_PREFIX = path.join(STATE, 'nginx');
 const TARGET_DIR = process.env.CARGO_TARGET_DIR || path.join(ROOT, 'target');
 
+/**
+ * FAULTS_PORT_OFFSET (default 0) moves every port by the same amount, for a machine where
+ * something else already holds one of them (startStack says which).
+ */
+const OFFSET = Number.parseInt(process.env.FAULTS_PORT_OFFSET ?? '0', 10) || 0;
 export const PORTS = {
-  pg: 55432,
-  redis: 56379,
-  proxy: 18080,
-  writer: 18081,
-  reader: 18082,
-  writerMetrics: 19181,
-  readerMetrics: 19182,
+  pg: 55432 + OFFSET,
+  redis: 56379 + OFFSET,
+  proxy: 18080 + OFFSET,
+  writer: 18081 + OFFSET,
+  reader: 18082 + OFFSET,
+  writerMetrics: 19181 + OFFSET,
+  readerMetrics: 19182 + OFFSET,
 };
 export const API = `http://127.0.0.1:${PORTS.proxy}`;
 export const DATABASE = 'faults';
@@ -246,7 +251,6 @@ export const pg = {
       [
         '',
         '# fault-test cluster (fault-tests/harness.mjs)',
-        `port = ${PORTS.pg}`,
         "listen_addresses = '127.0.0.1'",
         "unix_socket_directories = ''",
         'max_connections = 80',
@@ -259,7 +263,7 @@ export const pg = {
   },
 
   async isReady() {
-    const result = await run('pg_isready', ['-q', '-h', '127.0.0.1', '-p', String(PORTS.pg), '-t', '2'], { timeoutMs: 10_000 });
+    const result = await run('pg_isready', ['-q', '-U', 'postgres', '-h', '127.0.0.1', '-p', String(PORTS.pg), '-t', '2'], { timeoutMs: 10_000 });
     return result.code === 0;
   },
 
@@ -270,7 +274,7 @@ export const pg = {
       const { uid, gid } = await postgresIds();
       fs.chownSync(logFile, uid, gid);
     }
-    const result = await asPostgres('pg_ctl', ['-D', PGDATA, '-l', logFile, '-w', '-t', '90', 'start'], { timeoutMs: 120_000 });
+    const result = await asPostgres('pg_ctl', ['-D', PGDATA, '-l', logFile, '-o', `-p ${PORTS.pg}`, '-w', '-t', '90', 'start'], { timeoutMs: 120_000 });
     if (result.code !== 0) throw new Error(`pg_ctl start failed: ${result.stderr}${result.stdout}\n${tail(logFile)}`);
     await waitFor('PostgreSQL to accept connections', () => pg.isReady(), { timeoutMs: 60_000, intervalMs: 200 });
   },
@@ -345,6 +349,15 @@ export function holdAccountLock(accountId, holdMs) {
   const done = new Promise((resolve) => child.on('exit', (code) => resolve({ code, out })));
   child.stdin.end(script);
   return { locked, done };
+}
+
+/** Waits until some session of `application` (writer/reader) waits for a row lock. */
+export async function waitForLockWaiter(application = 'writer', timeoutMs = 15_000) {
+  await waitFor(
+    `a ${application} statement waiting for a row lock`,
+    async () => Number(await sqlValue(`SELECT count(*) FROM pg_stat_activity WHERE application_name = '${application}' AND wait_event_type = 'Lock'`)) > 0,
+    { timeoutMs, intervalMs: 25 },
+  );
 }
 
 // --- Redis ---------------------------------------------------------------------------------
@@ -625,7 +638,7 @@ function tail(file, lines = 20) {
  * Stops whatever an earlier, aborted run left behind, identified by its pid file under
  * .stack/faults (and, for safety, its command line), then checks that every port is free.
  */
-export async function cleanupStale() {
+export async function cleanupStale({ checkPorts = true } = {}) {
   fs.mkdirSync(LOGS, { recursive: true });
   const nginxPid = readPid(nginx.pidfile);
   if (nginxPid && pidAlive(nginxPid) && cmdline(nginxPid).includes(NGINX_PREFIX)) {
@@ -654,11 +667,14 @@ export async function cleanupStale() {
       await pg.stop('immediate');
     }
   }
+  if (!checkPorts) return;
   const busy = [];
   for (const [what, port] of Object.entries(PORTS)) {
     if (await portAnswers(port)) busy.push(`${what} ${port}`);
   }
-  if (busy.length) throw new Error(`ports still in use by something this harness did not start: ${busy.join(', ')}`);
+  if (busy.length) {
+    throw new Error(`ports in use by something this harness did not start: ${busy.join(', ')} (stop it, or set FAULTS_PORT_OFFSET to move every fault-test port, e.g. FAULTS_PORT_OFFSET=1000)`);
+  }
 }
 
 /**
@@ -765,6 +781,20 @@ export function isDocumented503(res) {
   );
 }
 
+/**
+ * The classification of an "unavailable, retry later" answer, or undefined if it is not one.
+ * Only the documented 503 counts: a 502 or 504 (what nginx said before 65fb433 fixed its
+ * `error_page 502 503 504 =503`) is unexpected.
+ */
+export function unavailableClass(res) {
+  return isDocumented503(res) ? 'documented-503' : undefined;
+}
+
+/** A "retry later" answer a client must handle. */
+export function isRetryLater(res) {
+  return unavailableClass(res) !== undefined;
+}
+
 /** A 4xx whose body is a JSON error object. */
 export function isJsonError(res, statuses) {
   return (
@@ -777,6 +807,80 @@ export function isJsonError(res, statuses) {
 
 export function describeResponse(res) {
   return `${res.status}${res.error ? ` (${res.error})` : ''} ${res.text?.slice(0, 200) ?? ''}${res.retryAfter ? ` [Retry-After ${res.retryAfter}]` : ''}`;
+}
+
+// --- raw HTTP/1.1 over a socket (what fetch refuses to send) ----------------------------------
+
+/** Parses one HTTP/1.1 response (head, then a chunked or plain body up to the end). */
+export function parseHttpResponse(raw) {
+  const headEnd = raw.indexOf('\r\n\r\n');
+  if (headEnd < 0) return { status: 0, headers: {}, body: Buffer.alloc(0), complete: false, text: '' };
+  const head = raw.subarray(0, headEnd).toString('latin1').split('\r\n');
+  const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(head[0])?.[1] ?? 0);
+  const headers = {};
+  for (const line of head.slice(1)) {
+    const colon = line.indexOf(':');
+    if (colon > 0) headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
+  }
+  let body = raw.subarray(headEnd + 4);
+  let complete = true;
+  if (/chunked/i.test(headers['transfer-encoding'] ?? '')) {
+    const parts = [];
+    let offset = 0;
+    complete = false;
+    for (;;) {
+      const lineEnd = body.indexOf('\r\n', offset);
+      if (lineEnd < 0) break;
+      const size = Number.parseInt(body.subarray(offset, lineEnd).toString('latin1'), 16);
+      if (Number.isNaN(size)) break;
+      if (size === 0) {
+        complete = true;
+        break;
+      }
+      if (lineEnd + 2 + size > body.length) break;
+      parts.push(body.subarray(lineEnd + 2, lineEnd + 2 + size));
+      offset = lineEnd + 2 + size + 2;
+    }
+    body = Buffer.concat(parts);
+  } else if (headers['content-length'] !== undefined) {
+    complete = body.length >= Number(headers['content-length']);
+  }
+  const contentType = headers['content-type'] ?? '';
+  let json;
+  if (/^application\/json/i.test(contentType)) {
+    try {
+      json = JSON.parse(body.toString('utf8'));
+    } catch {
+      json = undefined;
+    }
+  }
+  return { status, headers, body, json, complete, retryAfter: headers['retry-after'], text: body.toString('utf8') };
+}
+
+/**
+ * Sends raw bytes (a Buffer, or a string taken as latin1 so any byte can be written) and reads
+ * until the server closes or `timeoutMs`. Returns the parsed response plus { ms, error, closed }.
+ */
+export function rawExchange(payload, { port = PORTS.proxy, timeoutMs = 15_000 } = {}) {
+  return new Promise((resolve) => {
+    const started = performance.now();
+    const chunks = [];
+    let settled = false;
+    const socket = net.connect({ host: '127.0.0.1', port });
+    const finish = (extra) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      socket.destroy();
+      resolve({ ...parseHttpResponse(Buffer.concat(chunks)), ms: performance.now() - started, ...extra });
+    };
+    const timer = setTimeout(() => finish({ error: 'timeout', closed: false }), timeoutMs);
+    socket.on('connect', () => socket.write(typeof payload === 'string' ? Buffer.from(payload, 'latin1') : payload));
+    socket.on('data', (chunk) => chunks.push(chunk));
+    socket.on('end', () => finish({ closed: true }));
+    socket.on('close', () => finish({ closed: true }));
+    socket.on('error', (error) => finish({ error: error.code ?? error.message, closed: true }));
+  });
 }
 
 // --- the bounded client loop ------------------------------------------------------------------
@@ -836,6 +940,8 @@ export class Ledger {
  *   - GET /accounts/{id} (share `readRatio`), checked against what the clients know:
  *     sum(acked before the read was sent) <= balance <= sum(sent before the answer came);
  *   - GET /transactions/{id} of an acknowledged transaction (share `txReadRatio`).
+ * `readers` more workers only read (80% accounts, 20% transactions), so reads go on while
+ * every writer is busy retrying.
  * Every response is recorded in `responses` with its classification:
  *   ok | documented-503 | stale (a read below the acknowledged sum) | unexpected.
  * Returns { ledger, responses, stop(): Promise<summary>, done }.
@@ -843,6 +949,7 @@ export class Ledger {
 export function startLoad({
   ledger,
   workers = 8,
+  readers = 0,
   durationMs = 60_000,
   count = Infinity,
   readRatio = 0.3,
@@ -884,8 +991,8 @@ export function startLoad({
         cls = 'ok';
         ledger.markAcked(op, t, res);
       }
-    } else if (isDocumented503(res)) {
-      cls = 'documented-503';
+    } else if (unavailableClass(res)) {
+      cls = unavailableClass(res);
     }
     op.attempts.push({ status: res.status, ms: res.ms, cls, at: sentAt - t0 });
     record('post', res, { cls, sentAt, key: op.key, replayed: res.replayed });
@@ -922,8 +1029,8 @@ export function startLoad({
       else cls = 'ok';
     } else if (res.status === 404 && lower === 0 && typeof res.json?.error === 'string') {
       cls = 'ok';
-    } else if (isDocumented503(res)) {
-      cls = 'documented-503';
+    } else if (unavailableClass(res)) {
+      cls = unavailableClass(res);
     }
     record('get-account', res, { cls, sentAt, account, balance, lower, upper });
   }
@@ -942,24 +1049,30 @@ export function startLoad({
       } catch {
         cls = 'unexpected';
       }
-    } else if (isDocumented503(res)) {
-      cls = 'documented-503';
+    } else if (unavailableClass(res)) {
+      cls = unavailableClass(res);
     }
     record('get-transaction', res, { cls, sentAt });
   }
 
-  async function worker() {
+  async function worker(readOnly) {
     while (!stopping && Date.now() - t0 < durationMs && started < count) {
       started += 1;
       const dice = Math.random();
-      if (dice < readRatio) await readAccount();
+      if (readOnly) {
+        if (dice < 0.8) await readAccount();
+        else await readTransaction();
+      } else if (dice < readRatio) await readAccount();
       else if (dice < readRatio + txReadRatio) await readTransaction();
       else await post();
       if (thinkMs) await sleep(thinkMs);
     }
   }
 
-  const done = Promise.all(Array.from({ length: workers }, () => worker())).then(() => summarize(responses, Date.now() - t0));
+  const done = Promise.all([
+    ...Array.from({ length: workers }, () => worker(false)),
+    ...Array.from({ length: readers }, () => worker(true)),
+  ]).then(() => summarize(responses, Date.now() - t0));
   return {
     ledger,
     responses,
@@ -985,6 +1098,15 @@ export function summarize(responses, elapsedMs) {
   return { elapsedMs, total: responses.length, byKind };
 }
 
+/**
+ * Reads that showed a balance older than a write acknowledged before the read was sent. Every
+ * 201 (first attempt or idempotent replay) is published before it is answered, so there must be
+ * none outside a documented Redis write pause.
+ */
+export function staleReads(load) {
+  return load.responses.filter((r) => r.cls === 'stale');
+}
+
 /** Responses that are neither correct nor a documented 503 (stale reads listed separately). */
 export function unexpected(responses) {
   return responses.filter((r) => r.cls === 'unexpected');
@@ -997,9 +1119,12 @@ export function formatResponses(list, max = 10) {
     .join('\n');
 }
 
-/** The [start, end] (ms since the load's t0) of the 503s in `responses`, with their count. */
+/**
+ * The [first sent, last answered] (ms since the load's t0) of the "retry later" answers
+ * (documented 503s) in `responses`, with their count.
+ */
 export function window503(responses, kinds) {
-  const list = responses.filter((r) => r.status === 503 && (!kinds || kinds.includes(r.kind)));
+  const list = responses.filter((r) => r.cls === 'documented-503' && (!kinds || kinds.includes(r.kind)));
   if (!list.length) return { count: 0, firstAt: undefined, lastAt: undefined, lengthMs: 0 };
   const firstAt = Math.min(...list.map((r) => r.sentAt ?? r.at));
   const lastAt = Math.max(...list.map((r) => r.at));
@@ -1068,10 +1193,16 @@ export async function waitOutboxDrained({ timeoutMs = 15_000 } = {}) {
  *   - balance = sum(amount) for every account (SQL);
  *   - through nginx, every account's balance equals its SQL balance (allowing the repair
  *     loop `convergeMs` to catch up), every acknowledged transaction reads back identical, and
- *     GET /transactions lists exactly the database's transactions.
- * Returns figures: { acked, committed, committedUnacked, convergeMs }.
+ *     GET /transactions lists exactly the database's transactions;
+ *   - the publish outbox drains (everything committed reaches Redis).
+ * Returns figures: { acked, committed, committedUnacked, convergeMs, outboxDrainMs }.
  */
-export async function assertInvariants(ledger, { convergeMs = 15_000, extraTransactions = 0, checkList = true } = {}) {
+export async function assertInvariants(ledgerOrLedgers, { convergeMs = 15_000, extraTransactions = 0, checkList = true, outboxDrains = true } = {}) {
+  const ledgers = Array.isArray(ledgerOrLedgers) ? ledgerOrLedgers : [ledgerOrLedgers];
+  const ledger = {
+    ops: new Map(ledgers.flatMap((l) => [...l.ops.entries()])),
+    acked: () => ledgers.flatMap((l) => l.acked()),
+  };
   const rows = await sql('SELECT transaction_id, account_id, amount, idempotency_key FROM transactions');
   const byId = new Map();
   const byKey = new Map();
@@ -1131,7 +1262,35 @@ export async function assertInvariants(ledger, { convergeMs = 15_000, extraTrans
     assert.equal(res.json.length, rows.length, 'GET /transactions lists every transaction of the database');
     assert.equal(new Set(res.json.map((t) => t.transaction_id)).size, rows.length, 'GET /transactions lists each transaction once');
   }
-  return { acked: acked.length, committed: rows.length, committedUnacked, convergeMs: converge };
+  // Nothing is left unpublished: the repair loop empties the outbox once Redis is reachable.
+  const outboxDrainMs = outboxDrains ? await waitOutboxDrained({ timeoutMs: convergeMs }) : undefined;
+  return { acked: acked.length, committed: rows.length, committedUnacked, convergeMs: converge, outboxDrainMs };
+}
+
+/**
+ * POSTs one transaction with an Idempotency-Key through nginx, retrying the same key on 503 or
+ * a network error until it is acknowledged (bounded); records it in `ledger`. Returns the op.
+ */
+export async function postAcked(ledger, account, amount, { timeoutMs = 60_000 } = {}) {
+  const op = ledger.newOp(account, amount);
+  const giveUpAt = Date.now() + timeoutMs;
+  for (;;) {
+    ledger.markSent(op);
+    const res = await request('POST', '/transactions', {
+      body: `{"account_id":"${account}","amount":${amount}}`,
+      headers: { 'idempotency-key': op.key },
+    });
+    op.attempts.push({ status: res.status, ms: res.ms });
+    if (res.status === 201) {
+      assert.equal(res.json?.account_id, account, `POST answered for another account: ${res.text}`);
+      assert.equal(res.json?.amount, amount, `POST answered another amount: ${res.text}`);
+      ledger.markAcked(op, res.json, res);
+      return op;
+    }
+    assert.ok(res.status === 0 || isRetryLater(res), `POST /transactions: neither 201 nor a documented 503: ${describeResponse(res)}`);
+    assert.ok(Date.now() < giveUpAt, `POST /transactions not acknowledged within ${timeoutMs} ms: ${describeResponse(res)}`);
+    await sleep(500);
+  }
 }
 
 /** Fresh account ids. */

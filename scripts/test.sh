@@ -41,5 +41,8 @@ bash scripts/test-schemathesis.sh
 step "monitoring: promtool checks, alert rule tests, every dashboard query against Prometheus"
 bash scripts/test-monitoring.sh
 
+step "fault tests: Redis and PostgreSQL outages, SIGKILL and SIGTERM under load, hostile input (own servers on other ports)"
+bash scripts/test-faults.sh
+
 echo
 echo "all tests passed"

@@ -18,6 +18,7 @@
 //! The stream is at-least-once: a change may appear twice (e.g. republished after a crash),
 //! so consumers deduplicate by `transaction_id`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -64,10 +65,31 @@ return 1
 pub enum CacheError {
     #[error("redis call timed out")]
     Timeout,
+    /// A recent call timed out or lost its connection; calls fail fast for a moment instead of
+    /// each waiting for its own timeout.
+    #[error("redis marked unavailable after a recent failure")]
+    Unavailable,
     #[error(transparent)]
     Redis(#[from] redis::RedisError),
     #[error("could not serialize a view: {0}")]
     Serialize(#[from] serde_json::Error),
+}
+
+impl CacheError {
+    /// Redis could not be reached or did not answer (as opposed to refusing one command, e.g.
+    /// when it is out of memory, which says nothing about the next call).
+    fn means_unreachable(&self) -> bool {
+        match self {
+            Self::Timeout | Self::Unavailable => true,
+            Self::Redis(error) => {
+                error.is_io_error()
+                    || error.is_timeout()
+                    || error.is_connection_dropped()
+                    || error.is_connection_refusal()
+            }
+            Self::Serialize(_) => false,
+        }
+    }
 }
 
 /// Where this deployment's keys live.
@@ -103,7 +125,15 @@ pub struct Cache {
     timeout: Duration,
     set_account: std::sync::Arc<Script>,
     publish: std::sync::Arc<Script>,
+    /// Milliseconds since `epoch` before which calls fail fast (see [`UNAVAILABLE_BACKOFF`]).
+    unavailable_until_ms: std::sync::Arc<AtomicU64>,
+    epoch: Instant,
 }
+
+/// After a timeout or a lost connection, how long reads and fills fail fast. While Redis is
+/// down, a read then goes straight to PostgreSQL instead of waiting `REDIS_TIMEOUT_MS` twice
+/// (lookup and fill). Publishes are exempt (see `call`): each one tries, within its timeout.
+pub const UNAVAILABLE_BACKOFF: Duration = Duration::from_secs(1);
 
 impl Cache {
     pub fn new(redis_url: &str, key_prefix: &str, timeout: Duration) -> anyhow::Result<Self> {
@@ -116,6 +146,8 @@ impl Cache {
             timeout,
             set_account: std::sync::Arc::new(Script::new(SET_ACCOUNT_LUA)),
             publish: std::sync::Arc::new(Script::new(PUBLISH_LUA)),
+            unavailable_until_ms: Default::default(),
+            epoch: Instant::now(),
         })
     }
 
@@ -133,12 +165,21 @@ impl Cache {
     }
 
     /// Runs one Redis operation with the timeout and records its duration and outcome.
+    /// `fail_fast`: fail at once while Redis is marked unavailable (reads and fills); a publish
+    /// passes `false` and always tries: a write that skipped a Redis that is back would leave
+    /// the view a reader just refilled older than the write it acknowledged.
     async fn call<T>(
         &self,
         operation: &'static str,
+        fail_fast: bool,
         run: impl AsyncFnOnce(ConnectionManager) -> redis::RedisResult<T>,
     ) -> Result<T, CacheError> {
         let started = Instant::now();
+        let now_ms = self.epoch.elapsed().as_millis() as u64;
+        if fail_fast && now_ms < self.unavailable_until_ms.load(Ordering::Relaxed) {
+            m::record_redis_call(operation, started.elapsed(), false);
+            return Err(CacheError::Unavailable);
+        }
         let result = match tokio::time::timeout(self.timeout, async {
             let connection = self.connection().await?;
             Ok::<_, CacheError>(run(connection).await?)
@@ -148,6 +189,10 @@ impl Cache {
             Ok(result) => result,
             Err(_) => Err(CacheError::Timeout),
         };
+        if result.as_ref().is_err_and(CacheError::means_unreachable) {
+            let until = now_ms + UNAVAILABLE_BACKOFF.as_millis() as u64;
+            self.unavailable_until_ms.store(until, Ordering::Relaxed);
+        }
         m::record_redis_call(operation, started.elapsed(), result.is_ok());
         result
     }
@@ -165,7 +210,7 @@ impl Cache {
             self.keys.transaction(transaction.transaction_id),
             self.keys.events(),
         );
-        self.call("publish", async |mut connection| {
+        self.call("publish", false, async |mut connection| {
             self.publish
                 .key(account_key)
                 .key(transaction_key)
@@ -187,7 +232,7 @@ impl Cache {
     pub async fn account_view(&self, id: AccountId) -> Result<Option<Bytes>, CacheError> {
         let key = self.keys.account(id);
         let body: Option<Vec<u8>> = self
-            .call("get_account", async |mut connection| {
+            .call("get_account", true, async |mut connection| {
                 redis::cmd("HGET")
                     .arg(key)
                     .arg("body")
@@ -207,7 +252,7 @@ impl Cache {
         body: &[u8],
     ) -> Result<(), CacheError> {
         let key = self.keys.account(account_id);
-        self.call("fill_account", async |mut connection| {
+        self.call("fill_account", true, async |mut connection| {
             self.set_account
                 .key(key)
                 .arg(version)
@@ -223,7 +268,7 @@ impl Cache {
     pub async fn transaction_view(&self, id: TransactionId) -> Result<Option<Bytes>, CacheError> {
         let key = self.keys.transaction(id);
         let body: Option<Vec<u8>> = self
-            .call("get_transaction", async |mut connection| {
+            .call("get_transaction", true, async |mut connection| {
                 redis::cmd("GET")
                     .arg(key)
                     .query_async(&mut connection)
@@ -237,7 +282,7 @@ impl Cache {
     /// change, so there is nothing to order.
     pub async fn fill_transaction(&self, id: TransactionId, body: &[u8]) -> Result<(), CacheError> {
         let key = self.keys.transaction(id);
-        self.call("fill_transaction", async |mut connection| {
+        self.call("fill_transaction", true, async |mut connection| {
             redis::cmd("SET")
                 .arg(key)
                 .arg(body)
@@ -249,9 +294,47 @@ impl Cache {
 
     /// `PING`, for readiness checks.
     pub async fn ping(&self) -> Result<(), CacheError> {
-        self.call("ping", async |mut connection| {
+        self.call("ping", true, async |mut connection| {
             redis::cmd("PING").query_async::<()>(&mut connection).await
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn after_a_timeout_calls_fail_fast_instead_of_each_waiting_for_its_own() {
+        // A "Redis" that accepts connections and never answers.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = silent.local_addr().expect("address");
+        let held = tokio::spawn(async move {
+            let mut sockets = Vec::new();
+            while let Ok((socket, _)) = silent.accept().await {
+                sockets.push(socket);
+            }
+        });
+        let cache = Cache::new(
+            &format!("redis://{address}/0"),
+            "test:",
+            Duration::from_millis(300),
+        )
+        .expect("valid url");
+        let id = AccountId::from(uuid::Uuid::new_v4());
+
+        let started = Instant::now();
+        let first = cache.account_view(id).await;
+        assert!(matches!(first, Err(CacheError::Timeout)), "{first:?}");
+        assert!(started.elapsed() >= Duration::from_millis(300));
+
+        let started = Instant::now();
+        let second = cache.account_view(id).await;
+        assert!(matches!(second, Err(CacheError::Unavailable)), "{second:?}");
+        assert!(started.elapsed() < Duration::from_millis(100));
+        held.abort();
     }
 }

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use shared::cache::Cache;
-use shared::db::{self, RecordError};
+use shared::db::{self, RecordError, Recorded};
 use shared::domain::{IdempotencyKey, NewTransaction, Transaction, TransactionId};
 use shared::error::{ApiError, JsonObject};
 use shared::http::{self, HttpConfig};
@@ -63,7 +63,7 @@ async fn create_transaction(
         .get(IDEMPOTENCY_KEY)
         .map(|value| IdempotencyKey::parse(value.as_bytes()))
         .transpose()?;
-    if let Some(replayed) = replay_if_known(&state.pool, key.as_ref(), new).await? {
+    if let Some(replayed) = replay_if_known(&state, key.as_ref(), new).await? {
         return Ok(replayed);
     }
     let recorded = match m::time_query(
@@ -75,7 +75,7 @@ async fn create_transaction(
         Ok(recorded) => recorded,
         // A concurrent retry with the same key committed first; ours wrote nothing.
         Err(RecordError::IdempotencyKeyTaken) => {
-            return replay_if_known(&state.pool, key.as_ref(), new)
+            return replay_if_known(&state, key.as_ref(), new)
                 .await?
                 .ok_or_else(|| {
                     ApiError::Internal(anyhow::anyhow!(
@@ -107,9 +107,15 @@ fn created(transaction: Transaction, replayed: bool) -> Response {
     response
 }
 
-/// If `key` already created a transaction, the answer to this retry of it.
+/// If `key` already created a transaction, the answer to this retry of it: the original
+/// transaction if the request is the same, else 422 (a key must not be reused for a different
+/// request).
+///
+/// A replay publishes the account's current state before answering, like a first attempt: the
+/// first attempt may have committed and then died before publishing (the very case a client
+/// retries), and read-your-writes must hold after the replayed 201 too.
 async fn replay_if_known(
-    pool: &PgPool,
+    state: &AppState,
     key: Option<&IdempotencyKey>,
     new: NewTransaction,
 ) -> Result<Option<Response>, ApiError> {
@@ -118,21 +124,29 @@ async fn replay_if_known(
     };
     let earlier = m::time_query(
         "find_by_idempotency_key",
-        db::find_by_idempotency_key(pool, key),
+        db::find_by_idempotency_key(&state.pool, key),
     )
     .await?;
-    earlier.map(|earlier| replay(earlier, new)).transpose()
-}
-
-/// The answer to a request whose idempotency key was used before: the original transaction if
-/// the request is the same, else 422 (a key must not be reused for a different request).
-fn replay(earlier: Transaction, new: NewTransaction) -> Result<Response, ApiError> {
+    let Some(earlier) = earlier else {
+        return Ok(None);
+    };
     if earlier.account_id != new.account_id || earlier.amount != new.amount {
         return Err(ApiError::Unprocessable(
             "Idempotency-Key was already used with a different request body".into(),
         ));
     }
-    Ok(created(earlier, true))
+    let account = m::time_query(
+        "load_account",
+        db::load_account(&state.pool, earlier.account_id),
+    )
+    .await?
+    .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("a transaction without its account")))?;
+    let recorded = Recorded {
+        transaction: earlier,
+        account,
+    };
+    state.publisher.publish(&recorded).await;
+    Ok(Some(created(recorded.transaction, true)))
 }
 
 /// Everything `main` does: connect, migrate, serve the API and the metrics until SIGTERM,

@@ -492,3 +492,57 @@ async fn a_malformed_idempotency_key_is_refused_with_400() {
         assert!(error_message(&json).contains("Idempotency-Key"));
     }
 }
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn a_replayed_201_publishes_so_the_next_read_sees_the_write(pool: PgPool) {
+    // The first attempt committed, then the writer died before publishing: Redis still holds
+    // the account's previous view.
+    let cache = testing::isolated_cache();
+    let account_id = Uuid::new_v4();
+    let before = db::record_transaction(
+        &pool,
+        shared::domain::TransactionId::new_random(),
+        shared::domain::NewTransaction {
+            account_id: account_id.into(),
+            amount: 10.into(),
+        },
+        None,
+    )
+    .await
+    .expect("commit");
+    cache
+        .publish(&before.transaction, &before.account)
+        .await
+        .expect("publish");
+    let key = shared::domain::IdempotencyKey::parse(b"lost-answer").expect("key");
+    db::record_transaction(
+        &pool,
+        shared::domain::TransactionId::new_random(),
+        shared::domain::NewTransaction {
+            account_id: account_id.into(),
+            amount: 5.into(),
+        },
+        Some(&key),
+    )
+    .await
+    .expect("commit");
+
+    // The client retries with the same key.
+    let app = writer_app(pool.clone(), cache.clone());
+    let (status, _) = send(
+        &app,
+        post_with_key("lost-answer", transaction_body(account_id, 5)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    let view = cache
+        .account_view(account_id.into())
+        .await
+        .expect("redis")
+        .expect("view");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&view).expect("json"),
+        json!({"account_id": account_id, "balance": 15})
+    );
+}

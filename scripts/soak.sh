@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The long soak (docs/reliability.md), outside `npm test`: the fault-test stack under mixed
+# load for SOAK_SECONDS (default 600) with a fault every SOAK_FAULT_EVERY seconds (default 20):
+# writer and reader SIGKILL and SIGTERM, Redis restarts and write pauses, PostgreSQL restarts
+# and crashes. Ends with the fault tests' invariants; exits non-zero if any fails.
+#
+#   bash scripts/soak.sh
+#   SOAK_SECONDS=120 SOAK_FAULT_EVERY=10 bash scripts/soak.sh
+#
+# Same ports, state and requirements as scripts/test-faults.sh (release binaries must exist).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+for binary in writer reader; do
+  [ -x "$TARGET_DIR/release/$binary" ] || { echo "[soak] $TARGET_DIR/release/$binary is missing: build it first" >&2; exit 1; }
+done
+
+cleanup() {
+  node --input-type=module -e "
+    const h = await import('$ROOT/fault-tests/harness.mjs');
+    await h.cleanupStale({ checkPorts: false });
+  " || true
+}
+trap cleanup EXIT
+cleanup
+
+echo "[soak] ${SOAK_SECONDS:-600} s, a fault every ${SOAK_FAULT_EVERY:-20} s; logs in .stack/faults/logs"
+node fault-tests/soak.mjs

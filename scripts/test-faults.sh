@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The fault tests (docs/reliability.md): each test file starts a private stack on its own ports
+# (PostgreSQL 55432, Redis 56379, nginx 18080, writer 18081/19181, reader 18082/19182; state
+# and logs in .stack/faults/), breaks it for real while clients send through nginx, and checks
+# that nothing acknowledged was lost or applied twice. The shared PostgreSQL and Redis and the
+# main stack (8080-8082) are never touched.
+#
+#   bash scripts/test-faults.sh                 every fault test (a few minutes at most)
+#   bash scripts/test-faults.sh fault-tests/redis.test.mjs      one file
+#
+# Builds nothing: target/release/writer and target/release/reader must exist (npm start or
+# `cargo build --release -p writer -p reader`). FAULTS_PORT_OFFSET moves every port (for a
+# machine where one of them is taken).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+
+say() { printf '[faults] %s\n' "$*"; }
+die() { printf '[faults] error: %s\n' "$*" >&2; exit 1; }
+
+for binary in writer reader; do
+  [ -x "$TARGET_DIR/release/$binary" ] || die "$TARGET_DIR/release/$binary is missing: build it first (bash scripts/stack.sh start, or cargo build --release -p writer -p reader)"
+done
+
+# What the harness runs; PostgreSQL's server tools come from /usr/lib/postgresql/<version>/bin.
+missing=()
+needed=(node psql pg_isready redis-server redis-cli)
+[ "$(id -u)" != 0 ] || needed+=(runuser) # PostgreSQL refuses root: the harness runs it as `postgres`
+for cmd in "${needed[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
+done
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || [ -n "${PG_BIN_DIR:-}" ] || missing+=("initdb (postgresql server)")
+[ ${#missing[@]} -eq 0 ] || die "missing: ${missing[*]} (on Debian: apt-get install nginx postgresql redis-server nodejs)"
+node_major="$(node -p 'process.versions.node.split(".")[0]')"
+[ "$node_major" -ge 20 ] || die "Node.js >= 20 is needed (found $(node --version))"
+
+# Whatever an aborted earlier run left (found by the pid files under .stack/faults) is stopped
+# first, and again at the end whatever happens.
+cleanup() {
+  node --input-type=module -e "
+    const h = await import('$ROOT/fault-tests/harness.mjs');
+    await h.cleanupStale({ checkPorts: false });
+  " || true
+}
+trap cleanup EXIT
+cleanup
+
+started=$SECONDS
+if [ $# -gt 0 ]; then
+  files=("$@")
+else
+  files=(fault-tests/)
+fi
+say "running ${files[*]} (logs in .stack/faults/logs)"
+status=0
+node --test --test-concurrency=1 "${files[@]}" || status=$?
+say "finished in $((SECONDS - started)) s"
+if [ "$status" -ne 0 ]; then
+  say "FAILED; service logs: .stack/faults/logs/{writer,reader,nginx.error,postgres,redis}.log"
+fi
+exit "$status"
