@@ -6,6 +6,9 @@
 //! PostgreSQL: it is every transaction, so it is neither cached nor held in memory.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
@@ -31,6 +34,57 @@ use tokio::sync::mpsc;
 pub struct AppState {
     pub pool: PgPool,
     pub cache: Cache,
+    /// False while the writer is behind with publishing (see [`watch_publishing`]): account
+    /// views in Redis may then be older than acknowledged writes, so account reads go to
+    /// PostgreSQL and fill nothing.
+    pub account_views_trusted: Arc<AtomicBool>,
+}
+
+impl AppState {
+    pub fn new(pool: PgPool, cache: Cache) -> Self {
+        Self {
+            pool,
+            cache,
+            account_views_trusted: Arc::new(AtomicBool::new(true)),
+        }
+    }
+}
+
+/// A change older than this still in the outbox means publishing is failing (published rows
+/// leave the outbox within milliseconds).
+pub const PUBLISH_LAG_LIMIT: Duration = Duration::from_secs(1);
+/// How often the reader checks.
+pub const PUBLISH_CHECK_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Keeps `trusted` in step with the writer's outbox until `stop`. When the writer cannot publish
+/// (Redis unreachable for it, or it died between commit and publish), its changes wait in the
+/// outbox; a view the reader filled, or one that survived in Redis, could then be older than a
+/// write the client already got a 201 for. While that lasts, account reads bypass Redis.
+/// Transaction views never change, so they are always safe to serve.
+pub async fn watch_publishing(
+    pool: PgPool,
+    trusted: Arc<AtomicBool>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        match db::publishing_is_behind(&pool, PUBLISH_LAG_LIMIT).await {
+            Ok(behind) => {
+                if trusted.swap(!behind, Ordering::Relaxed) == behind {
+                    tracing::warn!(
+                        behind,
+                        "writer publishing lag changed; account views in Redis {}",
+                        if behind { "bypassed" } else { "used again" }
+                    );
+                }
+            }
+            // PostgreSQL down: no write can be acknowledged, so nothing new can go stale.
+            Err(error) => tracing::debug!(%error, "cannot check the publish backlog"),
+        }
+        tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => break,
+            () = tokio::time::sleep(PUBLISH_CHECK_INTERVAL) => {}
+        }
+    }
 }
 
 pub fn app(state: AppState, config: HttpConfig) -> Router {
@@ -104,20 +158,25 @@ async fn get_account(
     PathId(account_id): PathId<AccountId>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if let Some(body) = cached_view("account", state.cache.account_view(account_id).await) {
+    let trusted = state.account_views_trusted.load(Ordering::Relaxed);
+    if !trusted {
+        m::record_cache_lookup("account", "bypass");
+    } else if let Some(body) = cached_view("account", state.cache.account_view(account_id).await) {
         return Ok(http::conditional_json(&headers, body));
     }
     let found = m::time_query("load_account", db::load_account(&state.pool, account_id)).await?;
     let account = found
         .ok_or_else(|| ApiError::NotFound(format!("account {account_id} has no transactions")))?;
     let body = serialize(&account.account)?;
-    warn_fill_failed(
-        "account",
-        state
-            .cache
-            .fill_account(account_id, account.version, &body)
-            .await,
-    );
+    if trusted {
+        warn_fill_failed(
+            "account",
+            state
+                .cache
+                .fill_account(account_id, account.version, &body)
+                .await,
+        );
+    }
     Ok(http::conditional_json(&headers, body))
 }
 
@@ -357,18 +416,28 @@ async fn produce_transaction_list(
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let metrics = m::install(settings.service.name())?;
     m::init_reader_series();
-    let state = AppState {
-        pool: db::connect(&settings)?,
-        cache: Cache::new(
+    let state = AppState::new(
+        db::connect(&settings)?,
+        Cache::new(
             &settings.redis_url,
             &settings.redis_key_prefix,
             settings.redis_timeout,
         )?,
-    };
+    );
     let pool = state.pool.clone();
-    let (stop, _) = tokio::sync::watch::channel(false);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let watcher = tokio::spawn(watch_publishing(
+        pool.clone(),
+        state.account_views_trusted.clone(),
+        stopped,
+    ));
     let app = app(state, HttpConfig::from(&settings));
     http::serve_until_signal(&settings, app, metrics, stop).await?;
+    let watcher_ended = watcher.await;
+    tracing::info!(
+        publish_watcher_ok = watcher_ended.is_ok(),
+        "background tasks stopped"
+    );
     pool.close().await;
     tracing::info!("reader stopped");
     Ok(())

@@ -14,7 +14,7 @@ use tower::ServiceExt;
 use uuid::Uuid;
 
 fn reader_app(pool: PgPool, cache: Cache) -> Router {
-    app(AppState { pool, cache }, testing::http_config())
+    app(AppState::new(pool, cache), testing::http_config())
 }
 
 /// Commits a transaction straight to PostgreSQL, without publishing it to Redis.
@@ -437,4 +437,50 @@ async fn a_list_longer_than_one_batch_is_complete_and_in_order(pool: PgPool) {
         .collect();
     let expected: Vec<i64> = (1..=rows).rev().collect();
     assert_eq!(amounts, expected, "every row once, newest first");
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn account_reads_bypass_redis_while_the_writer_cannot_publish(pool: PgPool) {
+    let cache = testing::isolated_cache();
+    let account_id = Uuid::new_v4();
+    let first = commit(&pool, account_id, 10).await;
+    cache
+        .publish(&first.transaction, &first.account)
+        .await
+        .expect("publish");
+    sqlx::query("DELETE FROM publish_outbox")
+        .execute(&pool)
+        .await
+        .expect("first change published");
+    // The next write commits, but its publish failed: Redis still says 10, and the outbox row
+    // is older than the lag limit.
+    commit(&pool, account_id, 5).await;
+    sqlx::query("UPDATE publish_outbox SET created_at = now() - interval '1 minute'")
+        .execute(&pool)
+        .await
+        .expect("age the outbox row");
+
+    let state = AppState::new(pool.clone(), cache.clone());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let watcher = tokio::spawn(reader::watch_publishing(
+        pool.clone(),
+        state.account_views_trusted.clone(),
+        stopped,
+    ));
+    tokio::time::sleep(reader::PUBLISH_CHECK_INTERVAL * 2).await;
+    let app = app(state.clone(), testing::http_config());
+    let (_, account) = send(&app, get(&format!("/accounts/{account_id}"))).await;
+    assert_eq!(account["balance"], 15, "PostgreSQL, not the stale view");
+
+    // The repair loop caught up: views are used again.
+    sqlx::query("DELETE FROM publish_outbox")
+        .execute(&pool)
+        .await
+        .expect("repaired");
+    tokio::time::sleep(reader::PUBLISH_CHECK_INTERVAL * 2).await;
+    assert!(state
+        .account_views_trusted
+        .load(std::sync::atomic::Ordering::Relaxed));
+    stop.send(true).expect("watcher listening");
+    watcher.await.expect("watcher ends");
 }

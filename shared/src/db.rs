@@ -310,6 +310,21 @@ pub async fn unpublished(
         .collect())
 }
 
+/// Whether some committed change has waited longer than `older_than` to be published: the
+/// writer cannot reach Redis, so account views there may be older than acknowledged writes.
+pub async fn publishing_is_behind(
+    pool: &PgPool,
+    older_than: Duration,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM publish_outbox
+                        WHERE created_at < now() - make_interval(secs => $1))",
+    )
+    .bind(older_than.as_secs_f64())
+    .fetch_one(pool)
+    .await
+}
+
 /// Age in seconds of the oldest change not yet published to Redis (0 when none is pending).
 pub async fn oldest_unpublished_age(pool: &PgPool) -> Result<f64, sqlx::Error> {
     sqlx::query_scalar(

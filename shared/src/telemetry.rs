@@ -41,7 +41,7 @@ pub mod metrics {
     //! | `http_requests_in_flight` | gauge | | requests being handled now |
     //! | `db_query_duration_seconds` | histogram | query, outcome | one PostgreSQL query |
     //! | `redis_operation_duration_seconds` | histogram | operation, outcome | one Redis call |
-    //! | `cache_lookups_total` | counter | view, result (`hit`, `miss`, `error`) | reader's view lookups |
+    //! | `cache_lookups_total` | counter | view, result (`hit`, `miss`, `error`, `bypass`) | reader's view lookups (`bypass`: account views skipped while the writer's publishing lags) |
     //! | `publish_failures_total` | counter | | writer publishes to Redis that failed (the repair loop retries them) |
     //! | `publish_repairs_total` | counter | | changes the repair loop republished |
     //! | `publish_backlog_oldest_age_seconds` | gauge | | age of the oldest change not yet in Redis |
@@ -149,7 +149,7 @@ pub mod metrics {
     /// Creates the reader's cache-lookup series at zero, for the same reason.
     pub fn init_reader_series() {
         for view in ["account", "transaction"] {
-            for result in ["hit", "miss", "error"] {
+            for result in ["hit", "miss", "error", "bypass"] {
                 ::metrics::counter!(CACHE_LOOKUPS_TOTAL, "view" => view, "result" => result)
                     .absolute(0);
             }
@@ -206,7 +206,7 @@ pub mod metrics {
         .record(took.as_secs_f64());
     }
 
-    /// The reader's lookup of a cached view: `result` is `hit`, `miss` or `error`.
+    /// The reader's lookup of a cached view: `result` is `hit`, `miss`, `error` or `bypass`.
     pub fn record_cache_lookup(view: &'static str, result: &'static str) {
         ::metrics::counter!(CACHE_LOOKUPS_TOTAL, "view" => view, "result" => result).increment(1);
     }
