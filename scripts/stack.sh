@@ -125,7 +125,21 @@ start_service() {
       return 0
     fi
   fi
-  LISTEN_ADDR="$listen" METRICS_ADDR="$metrics" nohup "$binary" >>"$LOGS/$name.log" 2>&1 &
+  # Run a copy (a later `cargo build` cannot swap the file under a running service) from
+  # .stack/bin. The services need no privileges: started as root, they drop to nobody
+  # (setpriv execs, so $! is still the service's pid), if nobody can reach the copy.
+  mkdir -p "$STATE/bin"
+  cp -f "$binary" "$STATE/bin/$name"
+  local run=("$STATE/bin/$name")
+  if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null 2>&1 && id nobody >/dev/null 2>&1; then
+    local as_nobody=(setpriv --reuid=nobody --regid="$(id -g nobody)" --clear-groups --)
+    if "${as_nobody[@]}" test -x "$STATE/bin/$name"; then
+      run=("${as_nobody[@]}" "$STATE/bin/$name")
+    else
+      say "nobody cannot reach $STATE/bin; running $name as root"
+    fi
+  fi
+  LISTEN_ADDR="$listen" METRICS_ADDR="$metrics" nohup "${run[@]}" >>"$LOGS/$name.log" 2>&1 &
   echo $! >"$pidfile"
   if ! wait_http "http://$listen/ping" 90; then
     tail -n 20 "$LOGS/$name.log" >&2 || true
