@@ -164,13 +164,8 @@ async fn an_older_account_view_never_replaces_a_newer_one(pool: PgPool) {
         .await
         .expect("fill");
 
-    let view = cache
-        .account_view(account_id.into())
-        .await
-        .expect("redis")
-        .expect("view");
     assert_eq!(
-        serde_json::from_slice::<Value>(&view).expect("json"),
+        testing::cached_account(&cache, account_id).await,
         json!({"account_id": account_id, "balance": 3})
     );
 }

@@ -49,6 +49,16 @@ pub async fn send(app: &axum::Router, request: Request<Body>) -> (StatusCode, Va
     status_and_json(app.clone().oneshot(request).await.expect("infallible")).await
 }
 
+/// The account view cached in Redis, parsed (panics if there is none).
+pub async fn cached_account(cache: &Cache, account_id: uuid::Uuid) -> Value {
+    let view = cache
+        .account_view(account_id.into())
+        .await
+        .expect("redis answers")
+        .expect("an account view is cached");
+    serde_json::from_slice(&view).expect("the view is JSON")
+}
+
 pub fn post_json(uri: &str, body: impl Into<String>) -> Request<Body> {
     Request::post(uri)
         .header(header::CONTENT_TYPE, "application/json")

@@ -298,13 +298,8 @@ async fn a_commit_is_published_to_redis_before_the_201(pool: PgPool) {
     )
     .await;
 
-    let account_view = cache
-        .account_view(account_id.into())
-        .await
-        .expect("redis")
-        .expect("view");
     assert_eq!(
-        serde_json::from_slice::<Value>(&account_view).expect("json"),
+        testing::cached_account(&cache, account_id).await,
         json!({"account_id": account_id, "balance": 12})
     );
     let transaction_id = created["transaction_id"].as_str().expect("id");
@@ -382,13 +377,8 @@ async fn writes_succeed_while_redis_is_down_and_the_repair_loop_publishes_them_l
     let republished = publisher::repair_once(&pool, &cache).await.expect("repair");
     assert_eq!(republished, 2);
 
-    let view = cache
-        .account_view(account_id.into())
-        .await
-        .expect("redis")
-        .expect("view");
     assert_eq!(
-        serde_json::from_slice::<Value>(&view).expect("json"),
+        testing::cached_account(&cache, account_id).await,
         json!({"account_id": account_id, "balance": 11})
     );
     let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM publish_outbox")
@@ -536,13 +526,8 @@ async fn a_replayed_201_publishes_so_the_next_read_sees_the_write(pool: PgPool) 
     .await;
     assert_eq!(status, StatusCode::CREATED);
 
-    let view = cache
-        .account_view(account_id.into())
-        .await
-        .expect("redis")
-        .expect("view");
     assert_eq!(
-        serde_json::from_slice::<Value>(&view).expect("json"),
+        testing::cached_account(&cache, account_id).await,
         json!({"account_id": account_id, "balance": 15})
     );
 }
