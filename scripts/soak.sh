@@ -17,14 +17,10 @@ for binary in writer reader; do
   [ -x "$TARGET_DIR/release/$binary" ] || { echo "[soak] $TARGET_DIR/release/$binary is missing: build it first" >&2; exit 1; }
 done
 
-cleanup() {
-  node --input-type=module -e "
-    const h = await import('$ROOT/fault-tests/harness.mjs');
-    await h.cleanupStale({ checkPorts: false });
-  " || true
-}
-trap cleanup EXIT
-cleanup
+# shellcheck source=scripts/lib/fault-stack.sh
+. "$ROOT/scripts/lib/fault-stack.sh"
+trap cleanup_fault_stack EXIT
+cleanup_fault_stack
 
 echo "[soak] ${SOAK_SECONDS:-600} s, a fault every ${SOAK_FAULT_EVERY:-20} s; logs in .stack/faults/logs"
 node fault-tests/soak.mjs

@@ -37,16 +37,11 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || [ -n "${PG_BIN_DIR:-}" ] 
 node_major="$(node -p 'process.versions.node.split(".")[0]')"
 [ "$node_major" -ge 20 ] || die "Node.js >= 20 is needed (found $(node --version))"
 
-# Whatever an aborted earlier run left (found by the pid files under .stack/faults) is stopped
-# first, and again at the end whatever happens.
-cleanup() {
-  node --input-type=module -e "
-    const h = await import('$ROOT/fault-tests/harness.mjs');
-    await h.cleanupStale({ checkPorts: false });
-  " || true
-}
-trap cleanup EXIT
-cleanup
+# Whatever an aborted earlier run left is stopped first, and again at the end whatever happens.
+# shellcheck source=scripts/lib/fault-stack.sh
+. "$ROOT/scripts/lib/fault-stack.sh"
+trap cleanup_fault_stack EXIT
+cleanup_fault_stack
 
 started=$SECONDS
 if [ $# -gt 0 ]; then
