@@ -204,13 +204,9 @@ async fn the_list_answers_503_not_a_broken_200_when_the_database_is_down() {
 async fn every_read_after_a_201_reflects_that_write(pool: PgPool) {
     let cache = testing::isolated_cache();
     let (publisher, _cleaner) = writer::publisher::Publisher::start(pool.clone(), cache.clone());
-    let writer = writer::app(
-        writer::AppState {
-            pool: pool.clone(),
-            publisher,
-        },
-        testing::http_config(),
-    );
+    let (state, mut recorder_workers) = writer::AppState::start(pool.clone(), publisher);
+    recorder_workers.detach_all();
+    let writer = writer::app(state, testing::http_config());
     let reader = reader_app(pool.clone(), cache);
     let account_id = Uuid::new_v4();
     let mut balance = 0;

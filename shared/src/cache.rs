@@ -44,21 +44,27 @@ end
 return 0
 ";
 
-/// One committed change in one round trip: the account view (versioned, as above), the
-/// transaction view and the stream entry.
-/// KEYS[1] account view, KEYS[2] transaction view, KEYS[3] stream.
-/// ARGV[1] version, ARGV[2] account body, ARGV[3] transaction body, ARGV[4] transaction id,
-/// ARGV[5] account id, ARGV[6] stream max length.
+/// Committed changes, any number of them, in one round trip: for each, the account view
+/// (versioned, as above), the transaction view and the stream entry, in the order given.
+/// KEYS[1] stream, then per change: account view, transaction view.
+/// ARGV[1] stream max length, then per change: version, account body, transaction body,
+/// transaction id, account id. Returns the number of changes.
 const PUBLISH_LUA: &str = r"
-local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '-1')
-if current < tonumber(ARGV[1]) then
-  redis.call('HSET', KEYS[1], 'version', ARGV[1], 'body', ARGV[2])
+local changes = math.floor((#KEYS - 1) / 2)
+for i = 0, changes - 1 do
+  local account_key, transaction_key = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
+  local a = 2 + 5 * i
+  local version, account, transaction = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+  local current = tonumber(redis.call('HGET', account_key, 'version') or '-1')
+  if current < tonumber(version) then
+    redis.call('HSET', account_key, 'version', version, 'body', account)
+  end
+  redis.call('SET', transaction_key, transaction)
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
+    'type', 'transaction.created', 'transaction_id', ARGV[a + 3], 'account_id', ARGV[a + 4],
+    'account_version', version, 'transaction', transaction, 'account', account)
 end
-redis.call('SET', KEYS[2], ARGV[3])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*',
-  'type', 'transaction.created', 'transaction_id', ARGV[4], 'account_id', ARGV[5],
-  'account_version', ARGV[1], 'transaction', ARGV[3], 'account', ARGV[2])
-return 1
+return changes
 ";
 
 #[derive(Debug, thiserror::Error)]
@@ -203,26 +209,28 @@ impl Cache {
         transaction: &Transaction,
         account: &AccountState,
     ) -> Result<(), CacheError> {
-        let transaction_body = serde_json::to_string(transaction)?;
-        let account_body = serde_json::to_string(&account.account)?;
-        let (account_key, transaction_key, events_key) = (
-            self.keys.account(account.account.account_id),
-            self.keys.transaction(transaction.transaction_id),
-            self.keys.events(),
-        );
-        self.call("publish", false, async |mut connection| {
-            self.publish
-                .key(account_key)
-                .key(transaction_key)
-                .key(events_key)
+        self.publish_all([(transaction, account)]).await
+    }
+
+    /// Publishes committed changes, in order, in one round trip (see [`PUBLISH_LUA`]).
+    pub async fn publish_all<'a>(
+        &self,
+        changes: impl IntoIterator<Item = (&'a Transaction, &'a AccountState)>,
+    ) -> Result<(), CacheError> {
+        let mut invocation = self.publish.prepare_invoke();
+        invocation.key(self.keys.events()).arg(STREAM_MAX_LEN);
+        for (transaction, account) in changes {
+            invocation
+                .key(self.keys.account(account.account.account_id))
+                .key(self.keys.transaction(transaction.transaction_id))
                 .arg(account.version)
-                .arg(account_body)
-                .arg(transaction_body)
+                .arg(serde_json::to_string(&account.account)?)
+                .arg(serde_json::to_string(transaction)?)
                 .arg(transaction.transaction_id.to_string())
-                .arg(account.account.account_id.to_string())
-                .arg(STREAM_MAX_LEN)
-                .invoke_async::<i64>(&mut connection)
-                .await
+                .arg(account.account.account_id.to_string());
+        }
+        self.call("publish", false, async |mut connection| {
+            invocation.invoke_async::<i64>(&mut connection).await
         })
         .await
         .map(drop)

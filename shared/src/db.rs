@@ -82,6 +82,10 @@ pub enum RecordError {
     IdempotencyKeyTaken,
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// The batch this transaction was part of failed as a whole, with this error (one error,
+    /// shared by every request of the batch).
+    #[error("the batch failed: {0}")]
+    Batch(std::sync::Arc<sqlx::Error>),
 }
 
 /// SQLSTATE 22003 numeric_value_out_of_range: `bigint + bigint` overflowed.
@@ -128,17 +132,7 @@ pub async fn record_transaction(
         .bind(idempotency_key.map(IdempotencyKey::as_str))
         .fetch_one(pool)
         .await
-        .map_err(|error| match &error {
-            sqlx::Error::Database(db)
-                if db.code().as_deref() == Some(NUMERIC_VALUE_OUT_OF_RANGE) =>
-            {
-                RecordError::BalanceOverflow
-            }
-            sqlx::Error::Database(db) if db.constraint() == Some(IDEMPOTENCY_KEY_INDEX) => {
-                RecordError::IdempotencyKeyTaken
-            }
-            _ => RecordError::Database(error),
-        })?;
+        .map_err(record_error)?;
     let (created_at, balance, version) = row;
     Ok(Recorded {
         transaction: Transaction {
@@ -155,6 +149,124 @@ pub async fn record_transaction(
             version,
         },
     })
+}
+
+/// One `POST /transactions` to record: the id it gets, what it asks for, its idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRecord {
+    pub transaction_id: TransactionId,
+    pub new: NewTransaction,
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+/// [`RECORD_TRANSACTION_SQL`] for many transactions at once: one statement, one commit, one
+/// round trip for the whole batch (group commit). Each account's row is updated once, with the
+/// sum of its amounts, and accounts are locked in `account_id` order so that concurrent batches
+/// cannot deadlock. For every input row (`$1..$4`, in order) it returns the transaction's
+/// `created_at` and its account's balance and version *right after that transaction*, as if the
+/// batch had been applied one by one in input order.
+///
+/// Anything that makes one row fail (an idempotency key already taken, an overflowing balance)
+/// fails the whole statement; the caller then records the batch one by one, so each request gets
+/// its own answer.
+pub const RECORD_TRANSACTIONS_SQL: &str = r#"
+WITH input AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[]) WITH ORDINALITY
+        AS i (transaction_id, account_id, amount, idempotency_key, n)
+), totals AS (
+    SELECT account_id, sum(amount)::bigint AS amount, count(*) AS applied
+    FROM input GROUP BY account_id
+), account AS (
+    INSERT INTO accounts AS a (account_id, balance, version)
+    SELECT account_id, amount, applied FROM totals ORDER BY account_id
+    ON CONFLICT (account_id) DO UPDATE
+        SET balance = a.balance + EXCLUDED.balance,
+            version = a.version + EXCLUDED.version,
+            updated_at = now()
+    RETURNING account_id, balance, version
+), transaction AS (
+    INSERT INTO transactions (transaction_id, account_id, amount, idempotency_key)
+    SELECT transaction_id, account_id, amount, idempotency_key FROM input ORDER BY n
+    RETURNING transaction_id, created_at
+), outbox AS (
+    INSERT INTO publish_outbox (transaction_id) SELECT transaction_id FROM input
+), later AS (
+    -- What the same account's later rows of this batch add on top of each row.
+    SELECT n, transaction_id, account_id,
+           coalesce(sum(amount) OVER after_this, 0) AS amount,
+           count(*) OVER after_this AS applied
+    FROM input
+    WINDOW after_this AS (PARTITION BY account_id ORDER BY n
+                          ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING)
+)
+SELECT transaction.created_at,
+       (account.balance - later.amount)::bigint AS balance,
+       account.version - later.applied AS version
+FROM later
+JOIN account USING (account_id)
+JOIN transaction USING (transaction_id)
+ORDER BY later.n
+"#;
+
+/// Records a batch with [`RECORD_TRANSACTIONS_SQL`]: all of it or nothing. The results are in
+/// the order of `batch`.
+pub async fn record_transactions(
+    pool: &PgPool,
+    batch: &[NewRecord],
+) -> Result<Vec<Recorded>, RecordError> {
+    let ids: Vec<Uuid> = batch.iter().map(|r| r.transaction_id.as_uuid()).collect();
+    let accounts: Vec<Uuid> = batch.iter().map(|r| r.new.account_id.as_uuid()).collect();
+    let amounts: Vec<i64> = batch.iter().map(|r| r.new.amount.value()).collect();
+    let keys: Vec<Option<&str>> = batch
+        .iter()
+        .map(|r| r.idempotency_key.as_ref().map(IdempotencyKey::as_str))
+        .collect();
+    let rows: Vec<(DateTime<Utc>, i64, i64)> = sqlx::query_as(RECORD_TRANSACTIONS_SQL)
+        .bind(ids)
+        .bind(accounts)
+        .bind(amounts)
+        .bind(keys)
+        .fetch_all(pool)
+        .await
+        .map_err(record_error)?;
+    if rows.len() != batch.len() {
+        return Err(RecordError::Database(sqlx::Error::Protocol(format!(
+            "a batch of {} transactions returned {} rows",
+            batch.len(),
+            rows.len()
+        ))));
+    }
+    Ok(batch
+        .iter()
+        .zip(rows)
+        .map(|(record, (created_at, balance, version))| Recorded {
+            transaction: Transaction {
+                transaction_id: record.transaction_id,
+                account_id: record.new.account_id,
+                amount: record.new.amount,
+                created_at,
+            },
+            account: AccountState {
+                account: Account {
+                    account_id: record.new.account_id,
+                    balance,
+                },
+                version,
+            },
+        })
+        .collect())
+}
+
+fn record_error(error: sqlx::Error) -> RecordError {
+    match &error {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some(NUMERIC_VALUE_OUT_OF_RANGE) => {
+            RecordError::BalanceOverflow
+        }
+        sqlx::Error::Database(db) if db.constraint() == Some(IDEMPOTENCY_KEY_INDEX) => {
+            RecordError::IdempotencyKeyTaken
+        }
+        _ => RecordError::Database(error),
+    }
 }
 
 pub async fn load_account(
@@ -373,6 +485,12 @@ impl From<RecordError> for ApiError {
                 "idempotency key conflict must be resolved by the caller"
             )),
             RecordError::Database(error) => error.into(),
+            RecordError::Batch(error) if is_unavailable(&error) => {
+                ApiError::Unavailable("database unavailable, retry later")
+            }
+            RecordError::Batch(error) => {
+                ApiError::Internal(anyhow::anyhow!("recording a batch failed: {error}"))
+            }
         }
     }
 }

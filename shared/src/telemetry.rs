@@ -45,6 +45,7 @@ pub mod metrics {
     //! | `publish_failures_total` | counter | | writer publishes to Redis that failed (the repair loop retries them) |
     //! | `publish_repairs_total` | counter | | changes the repair loop republished |
     //! | `publish_backlog_oldest_age_seconds` | gauge | | age of the oldest change not yet in Redis |
+    //! | `write_batch_size` | histogram | | transactions the writer committed together in one statement (group commit) |
     //! | `build_info` | gauge (always 1) | version | which build is running |
 
     use std::time::{Duration, Instant};
@@ -52,7 +53,7 @@ pub mod metrics {
     use axum::extract::{MatchedPath, Request};
     use axum::middleware::Next;
     use axum::response::Response;
-    use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
     pub const HTTP_REQUESTS_TOTAL: &str = "http_requests_total";
     pub const HTTP_REQUEST_DURATION_SECONDS: &str = "http_request_duration_seconds";
@@ -64,6 +65,7 @@ pub mod metrics {
     pub const PUBLISH_REPAIRS_TOTAL: &str = "publish_repairs_total";
     pub const PUBLISH_BACKLOG_OLDEST_AGE_SECONDS: &str = "publish_backlog_oldest_age_seconds";
     pub const BUILD_INFO: &str = "build_info";
+    pub const WRITE_BATCH_SIZE: &str = "write_batch_size";
 
     /// Histogram buckets, in seconds: resolve 0.5 ms to 5 s. Set explicitly so the exporter
     /// renders real histograms (it renders summaries otherwise), which Prometheus can
@@ -72,12 +74,21 @@ pub mod metrics {
         0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
     ];
 
+    /// Buckets of `write_batch_size`: powers of two up to the writer's largest batch.
+    pub const BATCH_SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+
     /// Installs the global recorder with `service` as a label on every series, publishes
     /// `build_info`, and returns the handle that renders `/metrics`.
     pub fn install(service: &'static str) -> anyhow::Result<PrometheusHandle> {
         let handle = PrometheusBuilder::new()
             .add_global_label("service", service)
             .set_buckets(LATENCY_BUCKETS)
+            .and_then(|builder| {
+                builder.set_buckets_for_metric(
+                    Matcher::Full(WRITE_BATCH_SIZE.to_owned()),
+                    BATCH_SIZE_BUCKETS,
+                )
+            })
             .map_err(|error| anyhow::anyhow!("invalid histogram buckets: {error}"))?
             .install_recorder()
             .map_err(|error| anyhow::anyhow!("could not install the metrics recorder: {error}"))?;
@@ -131,6 +142,10 @@ pub mod metrics {
         describe_gauge!(
             PUBLISH_BACKLOG_OLDEST_AGE_SECONDS,
             "Age in seconds of the oldest committed change not yet published to Redis."
+        );
+        describe_histogram!(
+            WRITE_BATCH_SIZE,
+            "Transactions the writer committed together in one statement (group commit)."
         );
         describe_gauge!(
             BUILD_INFO,
@@ -209,6 +224,10 @@ pub mod metrics {
     /// The reader's lookup of a cached view: `result` is `hit`, `miss`, `error` or `bypass`.
     pub fn record_cache_lookup(view: &'static str, result: &'static str) {
         ::metrics::counter!(CACHE_LOOKUPS_TOTAL, "view" => view, "result" => result).increment(1);
+    }
+
+    pub fn record_write_batch(size: usize) {
+        ::metrics::histogram!(WRITE_BATCH_SIZE).record(size as f64);
     }
 
     pub fn record_publish_failure() {

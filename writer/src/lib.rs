@@ -5,6 +5,7 @@
 //! the 201 finds the new views. See [`publisher`] for what happens when Redis is not there.
 
 pub mod publisher;
+pub mod recorder;
 
 use std::time::Duration;
 
@@ -15,20 +16,37 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use shared::cache::Cache;
-use shared::db::{self, RecordError, Recorded};
+use shared::db::{self, NewRecord, RecordError, Recorded};
 use shared::domain::{IdempotencyKey, NewTransaction, Transaction, TransactionId};
 use shared::error::{ApiError, JsonObject};
 use shared::http::{self, HttpConfig};
 use shared::settings::Settings;
 use shared::telemetry::metrics as m;
 use sqlx::PgPool;
+use tokio::task::JoinSet;
 
 use crate::publisher::Publisher;
+use crate::recorder::Recorder;
 
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
     pub publisher: Publisher,
+    pub recorder: Recorder,
+}
+
+impl AppState {
+    /// The state, with the recorder's workers started (see [`Recorder::start`]); they end once
+    /// every clone of the state is dropped.
+    pub fn start(pool: PgPool, publisher: Publisher) -> (Self, JoinSet<()>) {
+        let (recorder, workers) = Recorder::start(pool.clone(), publisher.clone());
+        let state = Self {
+            pool,
+            publisher,
+            recorder,
+        };
+        (state, workers)
+    }
 }
 
 /// The writer's routes with the shared middleware. Everything but `POST /transactions` (and
@@ -66,28 +84,24 @@ async fn create_transaction(
     if let Some(replayed) = replay_if_known(&state, key.as_ref(), new).await? {
         return Ok(replayed);
     }
-    let recorded = match m::time_query(
-        "record_transaction",
-        db::record_transaction(&state.pool, TransactionId::new_random(), new, key.as_ref()),
-    )
-    .await
-    {
-        Ok(recorded) => recorded,
-        // A concurrent retry with the same key committed first; ours wrote nothing.
-        Err(RecordError::IdempotencyKeyTaken) => {
-            return replay_if_known(&state, key.as_ref(), new)
-                .await?
-                .ok_or_else(|| {
-                    ApiError::Internal(anyhow::anyhow!(
-                        "idempotency key conflict, but no transaction has the key"
-                    ))
-                });
-        }
-        Err(error) => return Err(error.into()),
+    let record = NewRecord {
+        transaction_id: TransactionId::new_random(),
+        new,
+        idempotency_key: key.clone(),
     };
-    // Committed: from here on the client gets its 201 whatever Redis does.
-    state.publisher.publish(&recorded).await;
-    Ok(created(recorded.transaction, false))
+    // Committed (and published, unless Redis failed) when this returns; see `recorder`.
+    match state.recorder.record(record).await {
+        Ok(recorded) => Ok(created(recorded.transaction, false)),
+        // A concurrent retry with the same key committed first; ours wrote nothing.
+        Err(RecordError::IdempotencyKeyTaken) => replay_if_known(&state, key.as_ref(), new)
+            .await?
+            .ok_or_else(|| {
+                ApiError::Internal(anyhow::anyhow!(
+                    "idempotency key conflict, but no transaction has the key"
+                ))
+            }),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// 201 with the transaction and its `Location`; `replayed` marks an idempotent replay.
@@ -169,12 +183,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         stop_rx.clone(),
     ));
 
-    let state = AppState {
-        pool: pool.clone(),
-        publisher,
-    };
+    let (state, mut recorder_workers) = AppState::start(pool.clone(), publisher);
     let app = app(state, HttpConfig::from(&settings));
     http::serve_until_signal(&settings, app, metrics, stop_tx).await?;
+
+    // The server and its handlers are gone, so the recorder's queue is closed: let the workers
+    // answer what they still hold before the outbox cleaner (which they feed) can end.
+    while recorder_workers.join_next().await.is_some() {}
 
     // No request can publish any more: stop the background tasks and flush the outbox
     // deletions that are still queued.

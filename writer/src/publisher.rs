@@ -28,6 +28,9 @@ pub const REPAIR_GRACE: Duration = Duration::from_secs(2);
 pub const REPAIR_INTERVAL: Duration = Duration::from_secs(1);
 /// Changes republished per repair pass at most.
 const REPAIR_BATCH: i64 = 500;
+/// Changes republished per Redis call (one Lua script call; Redis serves nothing else meanwhile,
+/// so keep it short).
+const REPUBLISH_CHUNK: usize = 100;
 /// Outbox deletions are batched up to this many per statement.
 const CLEANUP_BATCH: usize = 512;
 /// Published ids waiting for their outbox deletion. If the queue is full the id is dropped:
@@ -52,22 +55,34 @@ impl Publisher {
     /// Publishes one committed change. Never fails the request: a change that could not be
     /// published stays in the outbox for the repair loop.
     pub async fn publish(&self, recorded: &Recorded) -> bool {
-        match self
+        self.publish_all(&[recorded]).await
+    }
+
+    /// Publishes committed changes in one Redis round trip, like [`Publisher::publish`].
+    pub async fn publish_all(&self, changes: &[&Recorded]) -> bool {
+        let published = self
             .cache
-            .publish(&recorded.transaction, &recorded.account)
-            .await
-        {
+            .publish_all(
+                changes
+                    .iter()
+                    .map(|recorded| (&recorded.transaction, &recorded.account)),
+            )
+            .await;
+        match published {
             Ok(()) => {
-                let _ = self
-                    .published
-                    .try_send(recorded.transaction.transaction_id.as_uuid());
+                for recorded in changes {
+                    let _ = self
+                        .published
+                        .try_send(recorded.transaction.transaction_id.as_uuid());
+                }
                 true
             }
             Err(error) => {
                 m::record_publish_failure();
                 tracing::warn!(
                     %error,
-                    transaction_id = %recorded.transaction.transaction_id,
+                    changes = changes.len(),
+                    first_transaction_id = %changes[0].transaction.transaction_id,
                     "publish to Redis failed; the repair loop will retry it"
                 );
                 false
@@ -116,12 +131,14 @@ pub async fn repair_once(pool: &PgPool, cache: &Cache) -> anyhow::Result<usize> 
     )
     .await?;
     let mut republished = Vec::with_capacity(overdue.len());
-    for recorded in &overdue {
+    for chunk in overdue.chunks(REPUBLISH_CHUNK) {
         match cache
-            .publish(&recorded.transaction, &recorded.account)
+            .publish_all(chunk.iter().map(|r| (&r.transaction, &r.account)))
             .await
         {
-            Ok(()) => republished.push(recorded.transaction.transaction_id.as_uuid()),
+            Ok(()) => {
+                republished.extend(chunk.iter().map(|r| r.transaction.transaction_id.as_uuid()))
+            }
             Err(error) => {
                 tracing::warn!(%error, "Redis still unavailable; will retry");
                 break;

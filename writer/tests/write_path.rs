@@ -18,7 +18,9 @@ use writer::{app, AppState};
 
 fn writer_app(pool: PgPool, cache: Cache) -> Router {
     let (publisher, _cleaner) = Publisher::start(pool.clone(), cache);
-    app(AppState { pool, publisher }, testing::http_config())
+    let (state, mut recorder_workers) = AppState::start(pool, publisher);
+    recorder_workers.detach_all();
+    app(state, testing::http_config())
 }
 
 fn transaction_body(account_id: Uuid, amount: i64) -> String {

@@ -1,0 +1,153 @@
+//! Group commit: the requests that arrive while the database is busy are recorded together.
+//!
+//! Every `POST /transactions` hands its transaction to [`Recorder::record`] and waits. A few
+//! workers ([`WORKERS`]) each take *everything* that is waiting (up to [`MAX_BATCH`]), record it
+//! in one statement and one commit ([`db::record_transactions`]), publish it to Redis in one
+//! round trip, and only then answer each request. Nothing waits for a batch to fill: under light
+//! load a batch is one request and costs what a lone statement costs; under heavy load the
+//! per-request cost of a commit, a round trip and a Redis call is shared by the whole batch.
+//!
+//! A request is answered only after its batch committed, so nothing acknowledged can be lost. A
+//! batch that PostgreSQL refused (an idempotency key already taken, an overflowing balance, a
+//! deadlock) was rolled back as a whole, so it is recorded again one request at a time, each
+//! getting its own answer. A batch whose outcome is unknown (the connection broke) is never
+//! retried, which could apply it twice: its requests get 503 and clients retry with their
+//! `Idempotency-Key`.
+
+use std::sync::Arc;
+
+use shared::db::{self, NewRecord, RecordError, Recorded};
+use shared::telemetry::metrics as m;
+use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::task::JoinSet;
+
+use crate::publisher::Publisher;
+
+/// Batches recorded at the same time. A few are enough to keep PostgreSQL busy on a small
+/// machine; more mean smaller batches, so more commits for the same load.
+pub const WORKERS: usize = 4;
+/// The most transactions in one statement.
+pub const MAX_BATCH: usize = 256;
+/// Requests waiting for a worker; beyond this, `record` waits for room (backpressure).
+const QUEUE: usize = 4 * MAX_BATCH;
+
+type Reply = oneshot::Sender<Result<Recorded, RecordError>>;
+
+/// The front of the workers: cheap to clone, one per request handler.
+#[derive(Clone)]
+pub struct Recorder {
+    queue: mpsc::Sender<(NewRecord, Reply)>,
+}
+
+impl Recorder {
+    /// Starts the workers. They stop once every clone of the recorder is dropped, after
+    /// recording and answering what is still queued.
+    pub fn start(pool: PgPool, publisher: Publisher) -> (Self, JoinSet<()>) {
+        let (queue, waiting) = mpsc::channel(QUEUE);
+        let waiting = Arc::new(Mutex::new(waiting));
+        let mut workers = JoinSet::new();
+        for _ in 0..WORKERS {
+            workers.spawn(run_worker(
+                pool.clone(),
+                publisher.clone(),
+                Arc::clone(&waiting),
+            ));
+        }
+        (Self { queue }, workers)
+    }
+
+    /// Records one transaction and publishes it; returns once it is committed (and, unless
+    /// Redis failed, published).
+    pub async fn record(&self, record: NewRecord) -> Result<Recorded, RecordError> {
+        let (reply, answer) = oneshot::channel();
+        let stopped = || RecordError::Batch(Arc::new(sqlx::Error::PoolClosed));
+        self.queue
+            .send((record, reply))
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.unwrap_or_else(|_| Err(stopped()))
+    }
+}
+
+async fn run_worker(
+    pool: PgPool,
+    publisher: Publisher,
+    waiting: Arc<Mutex<mpsc::Receiver<(NewRecord, Reply)>>>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    loop {
+        // One worker at a time takes what is waiting; the others wait for the next arrivals.
+        let taken = waiting.lock().await.recv_many(&mut batch, MAX_BATCH).await;
+        if taken == 0 {
+            break; // every Recorder is gone and the queue is empty
+        }
+        let (records, replies): (Vec<NewRecord>, Vec<Reply>) = batch.drain(..).unzip();
+        let outcomes = record_batch(&pool, &records).await;
+        let committed: Vec<&Recorded> = outcomes.iter().flatten().collect();
+        if !committed.is_empty() {
+            publisher.publish_all(&committed).await;
+        }
+        for (reply, outcome) in replies.into_iter().zip(outcomes) {
+            // The request may have gone (client disconnected, timed out): nothing to answer.
+            let _ = reply.send(outcome);
+        }
+    }
+}
+
+/// Records a batch, falling back to one statement per request when PostgreSQL refused the batch.
+/// One outcome per record, in order.
+pub async fn record_batch(
+    pool: &PgPool,
+    records: &[NewRecord],
+) -> Vec<Result<Recorded, RecordError>> {
+    m::record_write_batch(records.len());
+    let error = match m::time_query(
+        "record_transactions",
+        db::record_transactions(pool, records),
+    )
+    .await
+    {
+        Ok(recorded) => return recorded.into_iter().map(Ok).collect(),
+        Err(error) => error,
+    };
+    let rolled_back = match &error {
+        RecordError::IdempotencyKeyTaken | RecordError::BalanceOverflow => true,
+        RecordError::Database(sqlx::Error::Database(_)) => true,
+        RecordError::Database(_) | RecordError::Batch(_) => false,
+    };
+    let unavailable = matches!(&error, RecordError::Database(e) if db::is_unavailable(e));
+    if !rolled_back || unavailable {
+        if !unavailable {
+            tracing::error!(%error, size = records.len(), "recording a batch failed");
+        }
+        let shared = Arc::new(match error {
+            RecordError::Database(error) => error,
+            other => sqlx::Error::Protocol(other.to_string()),
+        });
+        return records
+            .iter()
+            .map(|_| Err(RecordError::Batch(Arc::clone(&shared))))
+            .collect();
+    }
+    if records.len() == 1 {
+        return vec![Err(error)];
+    }
+    tracing::debug!(%error, size = records.len(), "batch refused; recording one by one");
+    let mut outcomes = Vec::with_capacity(records.len());
+    for record in records {
+        outcomes.push(
+            m::time_query(
+                "record_transaction",
+                db::record_transaction(
+                    pool,
+                    record.transaction_id,
+                    record.new,
+                    record.idempotency_key.as_ref(),
+                ),
+            )
+            .await,
+        );
+    }
+    outcomes
+}

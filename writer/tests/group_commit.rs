@@ -1,0 +1,178 @@
+//! Group commit on a real PostgreSQL database (fresh per test): a batch is recorded as if its
+//! transactions had been applied one by one, all or nothing, and a batch PostgreSQL refuses is
+//! recorded again one request at a time so each gets its own answer.
+
+use std::collections::HashMap;
+
+use shared::db::{self, NewRecord, RecordError};
+use shared::domain::{IdempotencyKey, NewTransaction, TransactionId};
+use sqlx::PgPool;
+use uuid::Uuid;
+use writer::publisher::Publisher;
+use writer::recorder::{self, Recorder};
+
+fn record(account_id: Uuid, amount: i64, key: Option<&str>) -> NewRecord {
+    NewRecord {
+        transaction_id: TransactionId::new_random(),
+        new: NewTransaction {
+            account_id: account_id.into(),
+            amount: amount.into(),
+        },
+        idempotency_key: key.map(|key| IdempotencyKey::parse(key.as_bytes()).expect("key")),
+    }
+}
+
+async fn stored_count(pool: &PgPool, table: &str) -> i64 {
+    sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+        .fetch_one(pool)
+        .await
+        .expect("count")
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn a_batch_gives_each_transaction_the_balance_and_version_right_after_it(pool: PgPool) {
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    db::record_transactions(&pool, &[record(a, 100, None)])
+        .await
+        .expect("first");
+    let batch = [
+        record(b, 7, None),
+        record(a, -30, Some("batch-key")),
+        record(b, 5, None),
+        record(a, 1, None),
+        record(a, 2, None),
+    ];
+    let recorded = db::record_transactions(&pool, &batch).await.expect("batch");
+
+    let after: Vec<(Uuid, i64, i64)> = recorded
+        .iter()
+        .map(|r| {
+            (
+                r.account.account.account_id.as_uuid(),
+                r.account.account.balance,
+                r.account.version,
+            )
+        })
+        .collect();
+    assert_eq!(
+        after,
+        [(b, 7, 1), (a, 70, 2), (b, 12, 2), (a, 71, 3), (a, 73, 4)]
+    );
+    for (input, output) in batch.iter().zip(&recorded) {
+        assert_eq!(output.transaction.transaction_id, input.transaction_id);
+        assert_eq!(output.transaction.amount, input.new.amount);
+    }
+    // The stored rows agree: each balance is the sum of its amounts, each version their count.
+    let stored: Vec<(Uuid, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT a.account_id, a.balance, a.version, sum(t.amount)::bigint, count(*)
+         FROM accounts a JOIN transactions t USING (account_id)
+         GROUP BY a.account_id ORDER BY a.balance",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("stored");
+    assert_eq!(stored, [(b, 12, 2, 12, 2), (a, 73, 4, 73, 4)]);
+    assert_eq!(stored_count(&pool, "publish_outbox").await, 6);
+    let key: Option<Uuid> = sqlx::query_scalar(
+        "SELECT transaction_id FROM transactions WHERE idempotency_key = 'batch-key'",
+    )
+    .fetch_optional(&pool)
+    .await
+    .expect("key lookup");
+    assert_eq!(key, Some(batch[1].transaction_id.as_uuid()));
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn a_batch_with_one_refused_transaction_writes_nothing(pool: PgPool) {
+    let account = Uuid::new_v4();
+    db::record_transactions(&pool, &[record(account, 1, Some("taken"))])
+        .await
+        .expect("first");
+
+    let refused = db::record_transactions(
+        &pool,
+        &[
+            record(account, 10, None),
+            record(Uuid::new_v4(), 20, Some("taken")),
+            record(Uuid::new_v4(), 30, None),
+        ],
+    )
+    .await;
+
+    assert!(
+        matches!(refused, Err(RecordError::IdempotencyKeyTaken)),
+        "{refused:?}"
+    );
+    assert_eq!(stored_count(&pool, "transactions").await, 1);
+    assert_eq!(stored_count(&pool, "accounts").await, 1);
+    assert_eq!(stored_count(&pool, "publish_outbox").await, 1);
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn a_refused_batch_is_retried_one_by_one_so_only_the_bad_request_fails(pool: PgPool) {
+    let account = Uuid::new_v4();
+    db::record_transactions(&pool, &[record(account, i64::MAX - 5, None)])
+        .await
+        .expect("first");
+    let other = Uuid::new_v4();
+    let batch = [
+        record(other, 1, Some("dup")),
+        record(account, 10, None),     // overflows the balance
+        record(other, 2, Some("dup")), // the same key twice in one batch
+        record(account, -5, None),
+    ];
+
+    let outcomes = recorder::record_batch(&pool, &batch).await;
+
+    let summary: Vec<Result<i64, String>> = outcomes
+        .iter()
+        .map(|outcome| match outcome {
+            Ok(recorded) => Ok(recorded.account.account.balance),
+            Err(error) => Err(format!("{error:?}")),
+        })
+        .collect();
+    assert_eq!(summary[0], Ok(1));
+    assert!(matches!(outcomes[1], Err(RecordError::BalanceOverflow)));
+    assert!(matches!(outcomes[2], Err(RecordError::IdempotencyKeyTaken)));
+    assert_eq!(summary[3], Ok(i64::MAX - 10));
+    assert_eq!(stored_count(&pool, "transactions").await, 3);
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn many_concurrent_requests_are_all_recorded_exactly_once(pool: PgPool) {
+    let cache = shared::testing::isolated_cache();
+    let (publisher, _cleaner) = Publisher::start(pool.clone(), cache.clone());
+    let (recorder, mut workers) = Recorder::start(pool.clone(), publisher);
+    workers.detach_all();
+    let accounts: Vec<Uuid> = (0..7).map(|_| Uuid::new_v4()).collect();
+
+    let requests = (0..300_i64).map(|i| {
+        let recorder = recorder.clone();
+        let account = accounts[i as usize % accounts.len()];
+        tokio::spawn(async move { recorder.record(record(account, i, None)).await })
+    });
+    let answers = futures_util::future::join_all(requests).await;
+
+    let mut expected: HashMap<Uuid, (i64, i64)> = HashMap::new();
+    for (i, answer) in answers.into_iter().enumerate() {
+        let recorded = answer.expect("task").expect("recorded");
+        let entry = expected
+            .entry(recorded.account.account.account_id.as_uuid())
+            .or_default();
+        entry.0 += i as i64;
+        entry.1 = entry.1.max(recorded.account.version);
+    }
+    for account in &accounts {
+        let (balance, version): (i64, i64) =
+            sqlx::query_as("SELECT balance, version FROM accounts WHERE account_id = $1")
+                .bind(account)
+                .fetch_one(&pool)
+                .await
+                .expect("account");
+        assert_eq!((balance, version), expected[account], "{account}");
+        // The newest answer's view is what Redis serves.
+        let view = shared::testing::cached_account(&cache, *account).await;
+        assert_eq!(view["balance"], balance, "{account}");
+    }
+    assert_eq!(stored_count(&pool, "transactions").await, 300);
+}
