@@ -123,17 +123,27 @@ impl Keys {
 
 /// A shared, multiplexed Redis connection that reconnects by itself. It is opened on first
 /// use, so a service starts even while Redis is down. Every call is bounded by `timeout`.
+/// Cloning is one reference count: the router clones its state for every request.
 #[derive(Clone)]
-pub struct Cache {
+pub struct Cache(std::sync::Arc<CacheInner>);
+
+pub struct CacheInner {
     client: Client,
-    connection: std::sync::Arc<OnceCell<ConnectionManager>>,
+    connection: OnceCell<ConnectionManager>,
     pub keys: Keys,
     timeout: Duration,
-    set_account: std::sync::Arc<Script>,
-    publish: std::sync::Arc<Script>,
+    set_account: Script,
+    publish: Script,
     /// Milliseconds since `epoch` before which calls fail fast (see [`UNAVAILABLE_BACKOFF`]).
-    unavailable_until_ms: std::sync::Arc<AtomicU64>,
+    unavailable_until_ms: AtomicU64,
     epoch: Instant,
+}
+
+impl std::ops::Deref for Cache {
+    type Target = CacheInner;
+    fn deref(&self) -> &CacheInner {
+        &self.0
+    }
 }
 
 /// After a timeout or a lost connection, how long reads and fills fail fast. While Redis is
@@ -145,16 +155,16 @@ impl Cache {
     pub fn new(redis_url: &str, key_prefix: &str, timeout: Duration) -> anyhow::Result<Self> {
         let client = Client::open(redis_url)
             .map_err(|error| anyhow::anyhow!("REDIS_URL is not a valid Redis URL: {error}"))?;
-        Ok(Self {
+        Ok(Self(std::sync::Arc::new(CacheInner {
             client,
-            connection: Default::default(),
+            connection: OnceCell::new(),
             keys: Keys::new(key_prefix),
             timeout,
-            set_account: std::sync::Arc::new(Script::new(SET_ACCOUNT_LUA)),
-            publish: std::sync::Arc::new(Script::new(PUBLISH_LUA)),
-            unavailable_until_ms: Default::default(),
+            set_account: Script::new(SET_ACCOUNT_LUA),
+            publish: Script::new(PUBLISH_LUA),
+            unavailable_until_ms: AtomicU64::new(0),
             epoch: Instant::now(),
-        })
+        })))
     }
 
     async fn connection(&self) -> Result<ConnectionManager, CacheError> {
