@@ -41,6 +41,8 @@ PGHOST="${BENCH_PGHOST:-127.0.0.1}"
 PGPORT="${BENCH_PGPORT:-5432}"
 PGUSER="${BENCH_PGUSER:-postgres}"
 BIG_ROWS="${BENCH_BIG_ROWS:-1000000}"
+WRITER_METRICS="${BENCH_WRITER_METRICS:-http://127.0.0.1:9181/metrics}"
+READER_METRICS="${BENCH_READER_METRICS:-http://127.0.0.1:9182/metrics}"
 BIG_ADDR="127.0.0.1:18182"
 BIG_METRICS_ADDR="127.0.0.1:19282"
 BIG_REDIS_PREFIX="bench_big:"
@@ -207,11 +209,18 @@ run_wrk() {
     write_meta "$(phase_file "$name").meta.json" "$name" "$label" "$conns" "$rate" wrk
   fi
   say "$label: ${secs} s, $conns connections${rate:+, capped at $rate req/s}"
+  local metrics_urls before after
+  if [ "$base" = "$URL" ]; then metrics_urls="$WRITER_METRICS $READER_METRICS"; else metrics_urls="http://$BIG_METRICS_ADDR/metrics"; fi
+  # shellcheck disable=SC2086 # two URLs
+  before="$("$PYTHON" "$BENCH_DIR/lib/bench.py" server-non2xx $metrics_urls)" || die "cannot read the services' /metrics ($metrics_urls)"
   BENCH_RESULT_FILE="$out" BENCH_LUA_DIR="$BENCH_DIR/lua" BENCH_RATE="$rate" BENCH_THREADS="$THREADS" \
     BENCH_ACCOUNTS="$TMP/accounts.txt" BENCH_TX_IDS="$TMP/transaction-ids.txt" \
     BENCH_SEED="${BENCH_SEED:-42}" \
     cpu_metered "$out" timeout $((secs + 60)) wrk -t"$THREADS" -c"$conns" -d"${secs}s" --timeout 5s \
     -s "$BENCH_DIR/lua/$script" "$base" >"$TMP/logs/$name.txt" 2>&1 || say "warning: wrk exited with $? (see $TMP/logs/$name.txt)"
+  # shellcheck disable=SC2086
+  after="$("$PYTHON" "$BENCH_DIR/lib/bench.py" server-non2xx $metrics_urls)" || die "cannot read the services' /metrics ($metrics_urls)"
+  "$PYTHON" "$BENCH_DIR/lib/bench.py" add-error "$out" server_non2xx $((after - before))
   progress "$out" "$name"
 }
 

@@ -5,6 +5,8 @@
     bench.py pgbench-script DB_RS OUT             RECORD_TRANSACTION_SQL as a pgbench script
     bench.py pgbench-result STDOUT LOG_DIR OUT    pgbench's output and per-transaction log as JSON
     bench.py count-stream OUT < body              counts the objects of a streamed JSON array
+    bench.py server-non2xx URL...                 non-2xx answers the services counted so far
+    bench.py add-error RESULT KEY COUNT           adds an error count to a phase's result JSON
     bench.py report TMP_DIR RESULTS_DIR           table, ratios, JSON, PNG; exit 1 on any error
 
 Only the report needs matplotlib (for the PNG); everything else is the standard library.
@@ -641,6 +643,36 @@ def chart(by_name, path, document):
     plt.close(fig)
 
 
+# --- errors the services saw -----------------------------------------------------------------
+
+HTTP_REQUESTS = re.compile(r'^http_requests_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$')
+
+
+def cmd_server_non2xx(*urls):
+    """Sum of `http_requests_total` over every status that is not 2xx, over the services'
+    /metrics: run before and after a phase, the difference is what the services answered with
+    anything but 2xx (wrk only counts 400 and above)."""
+    import urllib.request
+    total = 0
+    for url in urls:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            for line in response.read().decode().splitlines():
+                match = HTTP_REQUESTS.match(line)
+                if match and not re.search(r'status="2\d\d"', match["labels"]):
+                    total += float(match["value"])
+    print(int(total))
+
+
+def cmd_add_error(result, key, count):
+    if not os.path.exists(result):
+        return
+    with open(result) as handle:
+        data = json.load(handle)
+    data.setdefault("errors", {})[key] = int(count)
+    with open(result, "w") as handle:
+        json.dump(data, handle)
+
+
 def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
@@ -650,6 +682,8 @@ def main():
         "pgbench-script": cmd_pgbench_script,
         "pgbench-result": cmd_pgbench_result,
         "count-stream": cmd_count_stream,
+        "server-non2xx": cmd_server_non2xx,
+        "add-error": cmd_add_error,
         "report": cmd_report,
     }
     if command not in commands:

@@ -168,14 +168,17 @@ impl Cache {
     }
 
     async fn connection(&self) -> Result<ConnectionManager, CacheError> {
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(self.timeout)
-            .set_response_timeout(self.timeout)
-            .set_number_of_retries(2)
-            .set_max_delay(1_000);
         let connection = self
             .connection
-            .get_or_try_init(|| ConnectionManager::new_with_config(self.client.clone(), config))
+            .get_or_try_init(|| {
+                // No response timeout here: `call` bounds every call, connecting included, and
+                // a second timer per command is measurable on the read path.
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(self.timeout)
+                    .set_number_of_retries(2)
+                    .set_max_delay(1_000);
+                ConnectionManager::new_with_config(self.client.clone(), config)
+            })
             .await?;
         Ok(connection.clone())
     }
