@@ -204,7 +204,7 @@ async fn the_list_answers_503_not_a_broken_200_when_the_database_is_down() {
 async fn every_read_after_a_201_reflects_that_write(pool: PgPool) {
     let cache = testing::isolated_cache();
     let (publisher, _cleaner) = writer::publisher::Publisher::start(pool.clone(), cache.clone());
-    let (state, mut recorder_workers) = writer::AppState::start(pool.clone(), publisher);
+    let (state, mut recorder_workers) = writer::AppState::start(pool.clone(), publisher, 4);
     recorder_workers.detach_all();
     let writer = writer::app(state, testing::http_config());
     let reader = reader_app(pool.clone(), cache);

@@ -40,6 +40,10 @@ pub struct Settings {
     pub metrics_addr: SocketAddr,
     /// `DB_POOL_SIZE`
     pub db_pool_size: u32,
+    /// `WRITE_BATCH_WORKERS` (writer): batches of POSTs committed at the same time (group
+    /// commit). One keeps batches largest, so the CPU per transaction lowest; more can help
+    /// where PostgreSQL has cores to spare and commits wait on disk.
+    pub write_batch_workers: usize,
     /// `DB_ACQUIRE_TIMEOUT_MS`: how long a request waits for a database connection before 503.
     pub db_acquire_timeout: Duration,
     /// `DB_STATEMENT_TIMEOUT_MS`: server-side limit on any one statement.
@@ -103,6 +107,7 @@ impl Settings {
             listen_addr: env.parse("LISTEN_ADDR", listen)?,
             metrics_addr: env.parse("METRICS_ADDR", metrics)?,
             db_pool_size: env.parse("DB_POOL_SIZE", pool)?,
+            write_batch_workers: env.parse("WRITE_BATCH_WORKERS", "1")?,
             db_acquire_timeout: env.millis("DB_ACQUIRE_TIMEOUT_MS", 2_000)?,
             db_statement_timeout: env.millis("DB_STATEMENT_TIMEOUT_MS", 5_000)?,
             redis_timeout: env.millis("REDIS_TIMEOUT_MS", 500)?,

@@ -38,8 +38,8 @@ pub struct AppState {
 impl AppState {
     /// The state, with the recorder's workers started (see [`Recorder::start`]); they end once
     /// every clone of the state is dropped.
-    pub fn start(pool: PgPool, publisher: Publisher) -> (Self, JoinSet<()>) {
-        let (recorder, workers) = Recorder::start(pool.clone(), publisher.clone());
+    pub fn start(pool: PgPool, publisher: Publisher, workers: usize) -> (Self, JoinSet<()>) {
+        let (recorder, workers) = Recorder::start(pool.clone(), publisher.clone(), workers);
         let state = Self {
             pool,
             publisher,
@@ -183,7 +183,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         stop_rx.clone(),
     ));
 
-    let (state, mut recorder_workers) = AppState::start(pool.clone(), publisher);
+    let (state, mut recorder_workers) =
+        AppState::start(pool.clone(), publisher, settings.write_batch_workers);
     let app = app(state, HttpConfig::from(&settings));
     http::serve_until_signal(&settings, app, metrics, stop_tx).await?;
 

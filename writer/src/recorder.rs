@@ -1,11 +1,12 @@
 //! Group commit: the requests that arrive while the database is busy are recorded together.
 //!
-//! Every `POST /transactions` hands its transaction to [`Recorder::record`] and waits. A few
-//! workers ([`WORKERS`]) each take *everything* that is waiting (up to [`MAX_BATCH`]), record it
-//! in one statement and one commit ([`db::record_transactions`]), publish it to Redis in one
-//! round trip, and only then answer each request. Nothing waits for a batch to fill: under light
-//! load a batch is one request and costs what a lone statement costs; under heavy load the
-//! per-request cost of a commit, a round trip and a Redis call is shared by the whole batch.
+//! Every `POST /transactions` hands its transaction to [`Recorder::record`] and waits. Workers
+//! (`WRITE_BATCH_WORKERS`, default 1) each take *everything* that is waiting (up to
+//! [`MAX_BATCH`]), record it in one statement and one commit ([`db::record_transactions`]),
+//! publish it to Redis in one round trip, and only then answer each request. Nothing waits for
+//! a batch to fill: under light load a batch is one request and costs what a lone statement
+//! costs; under heavy load the cost of a commit, a round trip and a Redis call is shared by the
+//! whole batch.
 //!
 //! A request is answered only after its batch committed, so nothing acknowledged can be lost. A
 //! batch that PostgreSQL refused (an idempotency key already taken, an overflowing balance, a
@@ -24,9 +25,6 @@ use tokio::task::JoinSet;
 
 use crate::publisher::Publisher;
 
-/// Batches recorded at the same time. A few are enough to keep PostgreSQL busy on a small
-/// machine; more mean smaller batches, so more commits for the same load.
-pub const WORKERS: usize = 4;
 /// The most transactions in one statement.
 pub const MAX_BATCH: usize = 256;
 /// Requests waiting for a worker; beyond this, `record` waits for room (backpressure).
@@ -43,18 +41,18 @@ pub struct Recorder {
 impl Recorder {
     /// Starts the workers. They stop once every clone of the recorder is dropped, after
     /// recording and answering what is still queued.
-    pub fn start(pool: PgPool, publisher: Publisher) -> (Self, JoinSet<()>) {
+    pub fn start(pool: PgPool, publisher: Publisher, workers: usize) -> (Self, JoinSet<()>) {
         let (queue, waiting) = mpsc::channel(QUEUE);
         let waiting = Arc::new(Mutex::new(waiting));
-        let mut workers = JoinSet::new();
-        for _ in 0..WORKERS {
-            workers.spawn(run_worker(
+        let mut tasks = JoinSet::new();
+        for _ in 0..workers.max(1) {
+            tasks.spawn(run_worker(
                 pool.clone(),
                 publisher.clone(),
                 Arc::clone(&waiting),
             ));
         }
-        (Self { queue }, workers)
+        (Self { queue }, tasks)
     }
 
     /// Records one transaction and publishes it; returns once it is committed (and, unless
@@ -70,6 +68,10 @@ impl Recorder {
     }
 }
 
+/// Records a batch, publishes it, answers its requests; then the next batch. Publishing before
+/// taking the next batch looks wasteful, but on a CPU-bound machine the requests that arrive
+/// meanwhile make the next batch larger, which is cheaper than overlapping the two (measured:
+/// a separate publisher task gave smaller batches and about 15 % fewer writes per second).
 async fn run_worker(
     pool: PgPool,
     publisher: Publisher,

@@ -142,7 +142,7 @@ async fn a_refused_batch_is_retried_one_by_one_so_only_the_bad_request_fails(poo
 async fn many_concurrent_requests_are_all_recorded_exactly_once(pool: PgPool) {
     let cache = shared::testing::isolated_cache();
     let (publisher, _cleaner) = Publisher::start(pool.clone(), cache.clone());
-    let (recorder, mut workers) = Recorder::start(pool.clone(), publisher);
+    let (recorder, mut workers) = Recorder::start(pool.clone(), publisher, 3);
     workers.detach_all();
     let accounts: Vec<Uuid> = (0..7).map(|_| Uuid::new_v4()).collect();
 

@@ -18,7 +18,7 @@ use writer::{app, AppState};
 
 fn writer_app(pool: PgPool, cache: Cache) -> Router {
     let (publisher, _cleaner) = Publisher::start(pool.clone(), cache);
-    let (state, mut recorder_workers) = AppState::start(pool, publisher);
+    let (state, mut recorder_workers) = AppState::start(pool, publisher, 4);
     recorder_workers.detach_all();
     app(state, testing::http_config())
 }
