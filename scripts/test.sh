@@ -25,7 +25,20 @@ step "cargo test (a fresh database per test)"
 cargo test --locked --workspace
 
 started_stack=no
-if ! bash scripts/stack.sh status 2>/dev/null; then started_stack=yes; fi
+if ! bash scripts/stack.sh status 2>/dev/null; then
+  started_stack=yes
+  # A stack of its own gets a fresh database and key prefix, so that what `npm start`, the
+  # benchmark or an earlier run left behind (easily millions of rows, which every unfiltered
+  # GET /transactions then streams) neither slows nor skews the tests. A stack that is already
+  # running is used as it is.
+  export DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/transactions_test}"
+  export REDIS_KEY_PREFIX="${TEST_REDIS_KEY_PREFIX:-tm-test:}"
+  psql "${DATABASE_URL%/*}/postgres" -v ON_ERROR_STOP=1 -qc \
+    "DROP DATABASE IF EXISTS \"${DATABASE_URL##*/}\" WITH (FORCE)"
+  if command -v redis-cli >/dev/null; then
+    redis-cli -u "$REDIS_URL" --scan --pattern "${REDIS_KEY_PREFIX}*" | xargs -r -n 500 redis-cli -u "$REDIS_URL" del >/dev/null
+  fi
+fi
 cleanup() { if [ "$started_stack" = yes ]; then bash scripts/stack.sh stop; fi; }
 trap cleanup EXIT
 
