@@ -180,7 +180,15 @@ start() {
   ensure_redis
   build
   start_service writer "$TARGET_DIR/release/writer" "$WRITER_ADDR" "$WRITER_METRICS_ADDR"
-  start_service reader "$TARGET_DIR/release/reader" "$READER_ADDR" "$READER_METRICS_ADDR"
+  # The reader's tokio worker threads: one fewer than the cores, at least one. On a small host
+  # that also runs nginx, Redis and PostgreSQL, a second worker mostly adds cross-core wake-ups:
+  # measured on 2 cores, an account read cost the reader 25 us of CPU with one worker against
+  # 29-34 us with two (docs/decisions.md 18). READER_WORKER_THREADS overrides it.
+  local cores reader_threads
+  cores="$(nproc)"
+  reader_threads="${READER_WORKER_THREADS:-$((cores > 2 ? cores - 1 : 1))}"
+  TOKIO_WORKER_THREADS="$reader_threads" \
+    start_service reader "$TARGET_DIR/release/reader" "$READER_ADDR" "$READER_METRICS_ADDR"
   start_nginx
   bash "$ROOT/scripts/monitoring.sh" start
   say "stack is up: API $PROXY_URL, Prometheus http://127.0.0.1:9090, logs in $LOGS"
