@@ -475,3 +475,56 @@ async fn account_reads_bypass_redis_while_the_writer_cannot_publish(pool: PgPool
     stop.send(true).expect("watcher listening");
     watcher.await.expect("watcher ends");
 }
+
+#[tokio::test]
+async fn concurrent_view_lookups_each_get_their_own_answer() {
+    // Lookups that arrive together share one Redis pipeline; each must still get the answer to
+    // its own key: account views, transaction views and misses mixed.
+    let cache = testing::isolated_cache();
+    let mut expected = Vec::new();
+    for i in 0..150_i64 {
+        let account = AccountId::from(Uuid::new_v4());
+        let transaction = TransactionId::from(Uuid::new_v4());
+        let account_body = format!(r#"{{"account":{i}}}"#);
+        let transaction_body = format!(r#"{{"transaction":{i}}}"#);
+        cache
+            .fill_account(account, 1, account_body.as_bytes())
+            .await
+            .expect("fill account");
+        cache
+            .fill_transaction(transaction, transaction_body.as_bytes())
+            .await
+            .expect("fill transaction");
+        expected.push((account, transaction, account_body, transaction_body));
+    }
+
+    let lookups = expected
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(i, (account, transaction, a, t))| {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                let missing = AccountId::from(Uuid::new_v4());
+                let (got_account, got_transaction, got_missing) = tokio::join!(
+                    cache.account_view(account),
+                    cache.transaction_view(transaction),
+                    cache.account_view(missing),
+                );
+                assert_eq!(
+                    got_account.expect("account lookup").as_deref(),
+                    Some(a.as_bytes()),
+                    "{i}"
+                );
+                assert_eq!(
+                    got_transaction.expect("transaction lookup").as_deref(),
+                    Some(t.as_bytes()),
+                    "{i}"
+                );
+                assert_eq!(got_missing.expect("missing lookup"), None, "{i}");
+            })
+        });
+    for lookup in futures_util::future::join_all(lookups).await {
+        lookup.expect("every lookup got its own answer");
+    }
+}
