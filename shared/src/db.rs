@@ -125,7 +125,7 @@ pub async fn record_transaction(
     new: NewTransaction,
     idempotency_key: Option<&IdempotencyKey>,
 ) -> Result<Recorded, RecordError> {
-    let row: (DateTime<Utc>, i64, i64) = sqlx::query_as(RECORD_TRANSACTION_SQL)
+    let row: RecordedRow = sqlx::query_as(RECORD_TRANSACTION_SQL)
         .bind(transaction_id.as_uuid())
         .bind(new.account_id.as_uuid())
         .bind(new.amount.value())
@@ -133,8 +133,19 @@ pub async fn record_transaction(
         .fetch_one(pool)
         .await
         .map_err(record_error)?;
-    let (created_at, balance, version) = row;
-    Ok(Recorded {
+    Ok(recorded(transaction_id, new, row))
+}
+
+/// What a record statement returned for one transaction: its `created_at` and its account's
+/// balance and version right after it.
+type RecordedRow = (DateTime<Utc>, i64, i64);
+
+fn recorded(
+    transaction_id: TransactionId,
+    new: NewTransaction,
+    (created_at, balance, version): RecordedRow,
+) -> Recorded {
+    Recorded {
         transaction: Transaction {
             transaction_id,
             account_id: new.account_id,
@@ -148,7 +159,7 @@ pub async fn record_transaction(
             },
             version,
         },
-    })
+    }
 }
 
 /// One `POST /transactions` to record: the id it gets, what it asks for, its idempotency key.
@@ -221,7 +232,7 @@ pub async fn record_transactions(
         .iter()
         .map(|r| r.idempotency_key.as_ref().map(IdempotencyKey::as_str))
         .collect();
-    let rows: Vec<(DateTime<Utc>, i64, i64)> = sqlx::query_as(RECORD_TRANSACTIONS_SQL)
+    let rows: Vec<RecordedRow> = sqlx::query_as(RECORD_TRANSACTIONS_SQL)
         .bind(ids)
         .bind(accounts)
         .bind(amounts)
@@ -239,21 +250,7 @@ pub async fn record_transactions(
     Ok(batch
         .iter()
         .zip(rows)
-        .map(|(record, (created_at, balance, version))| Recorded {
-            transaction: Transaction {
-                transaction_id: record.transaction_id,
-                account_id: record.new.account_id,
-                amount: record.new.amount,
-                created_at,
-            },
-            account: AccountState {
-                account: Account {
-                    account_id: record.new.account_id,
-                    balance,
-                },
-                version,
-            },
-        })
+        .map(|(record, row)| recorded(record.transaction_id, record.new, row))
         .collect())
 }
 

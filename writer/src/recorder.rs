@@ -113,20 +113,21 @@ pub async fn record_batch(
         Ok(recorded) => return recorded.into_iter().map(Ok).collect(),
         Err(error) => error,
     };
-    let rolled_back = match &error {
+    // Only a statement PostgreSQL refused is known to be rolled back, so only that is retried.
+    let refused = match &error {
         RecordError::IdempotencyKeyTaken | RecordError::BalanceOverflow => true,
-        RecordError::Database(sqlx::Error::Database(_)) => true,
+        RecordError::Database(error @ sqlx::Error::Database(_)) => !db::is_unavailable(error),
         RecordError::Database(_) | RecordError::Batch(_) => false,
     };
-    let unavailable = matches!(&error, RecordError::Database(e) if db::is_unavailable(e));
-    if !rolled_back || unavailable {
-        if !unavailable {
-            tracing::error!(%error, size = records.len(), "recording a batch failed");
+    if !refused {
+        let shared = match error {
+            RecordError::Batch(shared) => shared,
+            RecordError::Database(error) => Arc::new(error),
+            other => Arc::new(sqlx::Error::Protocol(other.to_string())),
+        };
+        if !db::is_unavailable(&shared) {
+            tracing::error!(error = %shared, size = records.len(), "recording a batch failed");
         }
-        let shared = Arc::new(match error {
-            RecordError::Database(error) => error,
-            other => sqlx::Error::Protocol(other.to_string()),
-        });
         return records
             .iter()
             .map(|_| Err(RecordError::Batch(Arc::clone(&shared))))
