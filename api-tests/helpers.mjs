@@ -131,3 +131,14 @@ export async function balanceOf(accountId) {
   assert.equal(readJson(res).account_id, accountId);
   return integerField(res.text, 'balance');
 }
+
+/** The `rel="next"` URL of a Link header (relative to the API), or undefined. */
+export function nextLink(headers) {
+  const link = headers.get('link');
+  if (!link) return undefined;
+  const match = /<([^>]+)>\s*;\s*rel="?next"?/.exec(link);
+  assert.ok(match, `malformed Link header: ${link}`);
+  const next = new URL(match[1], BASE_URL + '/');
+  return next.pathname + next.search;
+}
+

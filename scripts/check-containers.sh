@@ -6,7 +6,7 @@
 #   hadolint           every Dockerfile
 #   yamllint           every YAML file (.yamllint), plus the GitHub workflow schemas
 #   nginx -t           nginx/nginx.conf in the native layout and in the compose layout
-#   node --test        ops-tests/: the compose layout (networks, mounts, ports, images, health
+#   node --test        tests/ops/: the compose layout (networks, mounts, ports, images, health
 #                      checks, Prometheus targets, Grafana provisioning)
 #
 # Installs what is missing: node_modules (`npm ci`, when missing or older than the lock file),
@@ -187,7 +187,7 @@ check "yamllint" "$VENV/bin/yamllint" --strict .
 check "GitHub workflow and dependabot schemas" workflow_schemas
 check "nginx -t (native layout)" nginx_test native nginx/native
 check "nginx -t (compose layout)" nginx_test compose nginx/compose
-check "compose layout test (ops-tests/)" node --test --test-reporter=spec ops-tests/
+check "compose layout test (tests/ops/)" node --test --test-reporter=spec tests/ops/
 
 echo
 if [ "$failed" -gt 0 ]; then

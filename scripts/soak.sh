@@ -23,4 +23,4 @@ trap cleanup_fault_stack EXIT
 cleanup_fault_stack
 
 echo "[soak] ${SOAK_SECONDS:-600} s, a fault every ${SOAK_FAULT_EVERY:-20} s; logs in .stack/faults/logs"
-node fault-tests/soak.mjs
+node tests/faults/soak.mjs

@@ -6,7 +6,7 @@
 # main stack (8080-8082) are never touched.
 #
 #   bash scripts/test-faults.sh                 every fault test (a few minutes at most)
-#   bash scripts/test-faults.sh fault-tests/redis.test.mjs      one file
+#   bash scripts/test-faults.sh tests/faults/redis.test.mjs      one file
 #
 # Builds nothing: target/release/writer and target/release/reader must exist (npm start or
 # `cargo build --release -p writer -p reader`). FAULTS_PORT_OFFSET moves every port (for a
@@ -47,7 +47,7 @@ started=$SECONDS
 if [ $# -gt 0 ]; then
   files=("$@")
 else
-  files=(fault-tests/)
+  files=(tests/faults/)
 fi
 say "running ${files[*]} (logs in .stack/faults/logs)"
 status=0

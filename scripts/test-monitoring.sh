@@ -49,8 +49,8 @@ check "native config is valid" promtool check config "$NATIVE_CONFIG"
 step "promtool check rules $PROM_DIR/rules/*.yml"
 check "alert rules are valid" promtool check rules "$PROM_DIR"/rules/*.yml
 
-step "promtool test rules $PROM_DIR/tests/*.test.yml"
-check "alert rule unit tests pass" promtool test rules "$PROM_DIR"/tests/*.test.yml
+step "promtool test rules tests/monitoring/*.test.yml"
+check "alert rule unit tests pass" promtool test rules tests/monitoring/*.test.yml
 
 step "native and container configs differ only in target addresses"
 # Each container address and the native address it stands for.
@@ -173,9 +173,9 @@ prometheus_ready() {
 }
 dashboard_queries() {
   prometheus_ready || return 1
-  node --test --test-reporter=spec --test-concurrency=1 monitoring/tests/
+  node --test --test-reporter=spec --test-concurrency=1 tests/monitoring/
 }
-check "dashboard structure and every panel query (node --test monitoring/tests/)" dashboard_queries
+check "dashboard structure and every panel query (node --test tests/monitoring/)" dashboard_queries
 
 echo
 if [ ${#failed[@]} -gt 0 ]; then

@@ -4,7 +4,7 @@
 # Called before a run, so an aborted earlier run cannot get in the way, and again on exit.
 cleanup_fault_stack() {
   node --input-type=module -e "
-    const h = await import('$ROOT/fault-tests/harness.mjs');
+    const h = await import('$ROOT/tests/faults/harness.mjs');
     await h.cleanupStale({ checkPorts: false });
   " || true
 }

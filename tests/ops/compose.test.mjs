@@ -1,6 +1,6 @@
 // The docker compose layout, checked without a Docker engine: parses docker-compose.yml and
 // the files it points at, and asserts what the containers issue promises. Runs in
-// scripts/check-containers.sh (npm run check:containers) with `node --test ops-tests/`.
+// scripts/check-containers.sh (npm run check:containers) with `node --test tests/ops/`.
 import { test, describe } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, readFileSync, readdirSync, statSync } from "node:fs";
@@ -8,7 +8,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parse as parseYaml } from "yaml";
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const rel = (p) => path.relative(ROOT, p) || ".";
 const read = (p) => readFileSync(path.resolve(ROOT, p), "utf8");
 const readYaml = (p) => parseYaml(read(p));

@@ -1,6 +1,6 @@
 // The Grafana dashboards, proved against the Prometheus they read (Grafana cannot run here).
 //
-//   node --test monitoring/tests/        (scripts/test-monitoring.sh runs it)
+//   node --test tests/monitoring/        (scripts/test-monitoring.sh runs it)
 //
 // 1. Structure, offline: every dashboard under monitoring/grafana/dashboards/ has a fixed uid,
 //    every panel, target and template variable names a provisioned datasource by its literal uid
