@@ -91,7 +91,7 @@ export function dataOf(obj, key) {
 
 /** A container's environment as the kubelet builds it: envFrom first, then env in order,
  * each `$(NAME)` expanded from what came before. Values from Secrets not in the rendered
- * objects (created by an operator or by hand) stay symbolic: `<secret name/key>`. */
+ * objects (created by an operator or by hand) stay symbolic: `<secret name.key>`. */
 export function environment(objs, container) {
   const env = {};
   for (const from of container.envFrom ?? []) {
@@ -109,7 +109,7 @@ export function environment(objs, container) {
     const ref = item.valueFrom?.secretKeyRef ?? item.valueFrom?.configMapKeyRef;
     const kind = item.valueFrom?.secretKeyRef ? "Secret" : "ConfigMap";
     const src = ref && named(objs, kind, ref.name);
-    env[item.name] = src ? dataOf(src, ref.key) : `<${ref?.name}/${ref?.key}>`;
+    env[item.name] = src ? dataOf(src, ref.key) : `<${ref?.name}.${ref?.key}>`;
   }
   return env;
 }
