@@ -17,6 +17,9 @@ bash scripts/stack.sh deps
 step "container and CI files (dclint, hadolint, yamllint, nginx -t, compose layout)"
 bash scripts/check-containers.sh
 
+step "Kubernetes manifests: every overlay rendered (pinned kubectl), kubernetes-validate --strict, invariants"
+bash scripts/test-kubernetes.sh
+
 step "cargo fmt --check and clippy"
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
