@@ -22,6 +22,9 @@ set -a
 . "$ROOT/scripts/ha/defaults.env"
 HA_STATE_DIR="${HA_STATE_DIR:-$ROOT/.stack/ha}"
 set +a
+# libpq settings of the caller's shell (PGPASSWORD above all) would reach Patroni, PostgreSQL
+# and pg_rewind and override the credentials Patroni gives them: none pass through.
+for name in $(compgen -e | grep '^PG' || true); do unset "$name"; done
 STATE="$HA_STATE_DIR"
 LOGS="$STATE/logs"
 

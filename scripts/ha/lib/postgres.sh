@@ -107,7 +107,8 @@ primary_node() {
   return 1
 }
 
-replica_running() { curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$(rest_port_of "$1")/replica"; }
+# replica_synchronous n: node n streams from the primary and is its synchronous standby.
+replica_synchronous() { curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$(rest_port_of "$1")/sync"; }
 
 # The first start bootstraps pg1 and clones pg2 from it (pg_basebackup, by Patroni); later
 # starts bring back whichever nodes are down, which rejoin as they find the cluster.
@@ -123,9 +124,9 @@ start_postgres_nodes() {
   fi
   local primary replica
   primary="$(primary_node)"; replica=$((3 - primary))
-  wait_until 120 replica_running "$replica" \
-    || die "pg$replica did not become a replica; see $LOGS/patroni-pg$replica.log"
-  say "PostgreSQL primary pg$primary on $(pg_port_of "$primary"), replica pg$replica on $(pg_port_of "$replica")"
+  wait_until 120 replica_synchronous "$replica" \
+    || die "pg$replica did not become the synchronous standby; see $LOGS/patroni-pg$replica.log"
+  say "PostgreSQL primary pg$primary on $(pg_port_of "$primary"), synchronous standby pg$replica on $(pg_port_of "$replica")"
 }
 
 # Stops the replica first, so stopping the primary does not hand it the leader lock.
