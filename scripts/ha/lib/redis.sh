@@ -46,12 +46,17 @@ EOF
 }
 
 start_redis_nodes() {
-  local n pidfile port
+  local n pidfile port follow master
   for n in 1 2; do
     pidfile="$STATE/redis$n.pid"; port="$(redis_port_of "$n")"
     if pid_alive "$pidfile"; then say "redis$n already running (pid $(cat "$pidfile"))"; continue; fi
     write_redis_config "$n"
-    start_bg "redis$n" "$pidfile" redis-server "$STATE/redis$n/redis.conf"
+    # A node that comes back after a failover, while the Sentinels already follow another
+    # master, starts as that master's replica: never a second master, even for seconds.
+    follow=()
+    master="$(redis_master_addr 2>/dev/null || true)"
+    [ -n "$master" ] && [ "${master#* }" != "$port" ] && follow=(--replicaof ${master% *} ${master#* })
+    start_bg "redis$n" "$pidfile" redis-server "$STATE/redis$n/redis.conf" "${follow[@]}"
     wait_until 15 redis-cli -p "$port" ping || die "redis$n did not start; see $LOGS/redis$n.log"
     say "redis$n up on $port"
   done
