@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the scripts under scripts/ha/ (sourced, not run). Needs $ROOT, $STATE and $LOGS.
 
 say() { printf '[ha-stores] %s\n' "$*"; }

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # etcd, the two Patroni/PostgreSQL nodes and HAProxy (sourced by scripts/ha/stores.sh).
 
 # --- etcd ----------------------------------------------------------------------------------
@@ -155,7 +156,7 @@ psql_write() {
 # migrations (shared/migrations, embedded as MIGRATOR) when it starts.
 ensure_database() {
   wait_until 30 psql_write -c 'SELECT 1' || die "PostgreSQL does not answer on the write port $HA_PG_WRITE_PORT"
-  psql_write <<EOF
+  psql_write -f - <<EOF
 SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', '$HA_DB_USER', '$HA_DB_PASSWORD')
 WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '$HA_DB_USER') \gexec
 SELECT format('CREATE DATABASE %I OWNER %I', '$HA_DB_NAME', '$HA_DB_USER')

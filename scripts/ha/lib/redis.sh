@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Redis master + replica and three Sentinels (sourced by scripts/ha/stores.sh).
 
 redis_port_of() { echo "$HA_REDIS_PORTS" | cut -d' ' -f"$1"; }
@@ -55,7 +56,7 @@ start_redis_nodes() {
     # master, starts as that master's replica: never a second master, even for seconds.
     follow=()
     master="$(redis_master_addr 2>/dev/null || true)"
-    [ -n "$master" ] && [ "${master#* }" != "$port" ] && follow=(--replicaof ${master% *} ${master#* })
+    [ -n "$master" ] && [ "${master#* }" != "$port" ] && follow=(--replicaof "${master% *}" "${master#* }")
     start_bg "redis$n" "$pidfile" redis-server "$STATE/redis$n/redis.conf" "${follow[@]}"
     wait_until 15 redis-cli -p "$port" ping || die "redis$n did not start; see $LOGS/redis$n.log"
     say "redis$n up on $port"
