@@ -1,0 +1,235 @@
+# shellcheck shell=bash
+# etcd, the two Patroni/PostgreSQL nodes and HAProxy (sourced by scripts/ha/stores.sh).
+
+# --- etcd ----------------------------------------------------------------------------------
+
+# One member: on one host, three members would share the host's fate and disk, so they add
+# nothing but fsyncs; on several hosts this becomes three (docs/ha.md).
+start_etcd() {
+  local pidfile="$STATE/etcd.pid" url="http://127.0.0.1:$HA_ETCD_PORT"
+  if pid_alive "$pidfile"; then say "etcd already running (pid $(cat "$pidfile"))"; return 0; fi
+  mkdir -p "$STATE/etcd"
+  start_bg etcd "$pidfile" etcd --name ha-etcd --data-dir "$STATE/etcd/data" \
+    --listen-client-urls "$url" --advertise-client-urls "$url" \
+    --listen-peer-urls "http://127.0.0.1:$HA_ETCD_PEER_PORT" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$HA_ETCD_PEER_PORT" \
+    --initial-cluster "ha-etcd=http://127.0.0.1:$HA_ETCD_PEER_PORT" \
+    --initial-cluster-state new --initial-cluster-token "tm-ha-$HA_PORT_BASE"
+  wait_http "$url/health" 30 || die "etcd did not start; see $LOGS/etcd.log"
+  say "etcd up on $url"
+}
+
+# --- Patroni and PostgreSQL -------------------------------------------------------------------
+
+# The Patroni configuration of node $1 (1 or 2). bootstrap.dcs is written to etcd once, by the
+# node that initialises the cluster; later changes go through `patronictl edit-config`.
+# Timing (docs/ha.md): ttl 12 s is how long a dead primary keeps the leader lock; loop_wait
+# 2 s is how often each node looks; loop_wait + 2 x retry_timeout must not exceed ttl.
+# primary_start_timeout 0: a primary whose PostgreSQL crashed fails over to the synchronous
+# standby at once instead of recovering in place. synchronous_mode (not strict): a commit is
+# acknowledged only once the standby has it, and Patroni promotes only a node that was
+# synchronous, so a failover never loses an acknowledged write; with the standby gone the
+# primary goes on alone instead of refusing writes (docs/decisions.md 20).
+write_patroni_config() {
+  local n="$1" dir="$STATE/pg$1" pg_port rest_port
+  pg_port="$(echo "$HA_PG_PORTS" | cut -d' ' -f"$n")"
+  rest_port="$(echo "$HA_PATRONI_PORTS" | cut -d' ' -f"$n")"
+  cat >"$dir/patroni.yml" <<EOF
+# Written by scripts/ha/stores.sh on every start; edit scripts/ha/lib/postgres.sh instead.
+scope: $HA_PATRONI_SCOPE
+namespace: /tm-ha/
+name: pg$n
+log: {level: INFO}
+restapi: {listen: "127.0.0.1:$rest_port", connect_address: "127.0.0.1:$rest_port"}
+etcd3: {hosts: "127.0.0.1:$HA_ETCD_PORT"}
+bootstrap:
+  dcs:
+    ttl: 12
+    loop_wait: 2
+    retry_timeout: 5
+    maximum_lag_on_failover: 1048576
+    primary_start_timeout: 0
+    synchronous_mode: true
+    synchronous_mode_strict: false
+    postgresql:
+      use_pg_rewind: true
+      use_slots: true
+      parameters:
+        wal_level: replica
+        hot_standby: "on"
+        wal_log_hints: "on"
+        synchronous_commit: "on"
+        max_wal_senders: 10
+        max_replication_slots: 10
+        wal_keep_size: 256MB
+  initdb: [{encoding: UTF8}, {locale: C.UTF-8}, data-checksums]
+postgresql:
+  listen: "127.0.0.1:$pg_port"
+  connect_address: "127.0.0.1:$pg_port"
+  data_dir: "$dir/data"
+  bin_dir: "$HA_PG_BIN_DIR"
+  pgpass: "$dir/pgpass"
+  authentication:
+    superuser: {username: postgres, password: "$HA_PG_SUPERUSER_PASSWORD"}
+    replication: {username: replicator, password: "$HA_PG_REPLICATION_PASSWORD"}
+  parameters:
+    unix_socket_directories: "$dir"
+  pg_hba:
+    - local all all trust
+    - host replication replicator 127.0.0.1/32 scram-sha-256
+    - host all all 127.0.0.1/32 scram-sha-256
+watchdog: {mode: "off"}
+EOF
+}
+
+# The node's PostgreSQL and Patroni run as the postgres user (PostgreSQL refuses root).
+start_patroni() {
+  local n="$1" dir="$STATE/pg$1" pidfile="$STATE/patroni-pg$1.pid"
+  if pid_alive "$pidfile"; then say "patroni pg$n already running (pid $(cat "$pidfile"))"; return 0; fi
+  install -d -m 700 -o postgres -g postgres "$dir"
+  write_patroni_config "$n"
+  chown postgres:postgres "$dir/patroni.yml"
+  start_bg "patroni-pg$n" "$pidfile" \
+    setpriv --reuid=postgres --regid=postgres --init-groups -- patroni "$dir/patroni.yml"
+  say "patroni pg$n started (pid $(cat "$pidfile"))"
+}
+
+# rest_port_of n / pg_port_of n: node n's ports.
+rest_port_of() { echo "$HA_PATRONI_PORTS" | cut -d' ' -f"$1"; }
+pg_port_of() { echo "$HA_PG_PORTS" | cut -d' ' -f"$1"; }
+
+# primary_node: prints the number of the node whose Patroni says it is the primary.
+primary_node() {
+  local n
+  for n in 1 2; do
+    curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$(rest_port_of "$n")/primary" 2>/dev/null \
+      && { echo "$n"; return 0; }
+  done
+  return 1
+}
+
+# replica_synchronous n: node n streams from the primary and is its synchronous standby.
+replica_synchronous() { curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$(rest_port_of "$1")/sync"; }
+
+# The first start bootstraps pg1 and clones pg2 from it (pg_basebackup, by Patroni); later
+# starts bring back whichever nodes are down, which rejoin as they find the cluster.
+start_postgres_nodes() {
+  if [ ! -d "$STATE/pg1/data" ] && [ ! -d "$STATE/pg2/data" ]; then
+    start_patroni 1
+    wait_until 90 primary_node || die "pg1 did not bootstrap; see $LOGS/patroni-pg1.log"
+    start_patroni 2
+  else
+    start_patroni 1
+    start_patroni 2
+    wait_until 90 primary_node || die "no PostgreSQL primary; see $LOGS/patroni-pg*.log"
+  fi
+  local primary replica
+  primary="$(primary_node)"; replica=$((3 - primary))
+  wait_until 120 replica_synchronous "$replica" \
+    || die "pg$replica did not become the synchronous standby; see $LOGS/patroni-pg$replica.log"
+  say "PostgreSQL primary pg$primary on $(pg_port_of "$primary"), synchronous standby pg$replica on $(pg_port_of "$replica")"
+}
+
+# Stops the replica first, so stopping the primary does not hand it the leader lock.
+stop_postgres_nodes() {
+  local first=2 n
+  [ "$(primary_node 2>/dev/null)" = 2 ] && first=1
+  for n in "$first" $((3 - first)); do
+    stop_pid "patroni pg$n" "$STATE/patroni-pg$n.pid"
+    # Patroni stops its PostgreSQL on SIGTERM; one left behind (Patroni was killed) is
+    # stopped here, so nothing outlives `stop`.
+    if [ -f "$STATE/pg$n/data/postmaster.pid" ] && kill -0 "$(head -n 1 "$STATE/pg$n/data/postmaster.pid")" 2>/dev/null; then
+      setpriv --reuid=postgres --regid=postgres --init-groups -- \
+        "$HA_PG_BIN_DIR/pg_ctl" stop -D "$STATE/pg$n/data" -m fast -w >/dev/null || true
+      say "PostgreSQL pg$n stopped"
+    fi
+  done
+}
+
+# psql_write sql...: runs SQL as the superuser through the HAProxy write port.
+psql_write() {
+  PGPASSWORD="$HA_PG_SUPERUSER_PASSWORD" PGCONNECT_TIMEOUT=3 \
+    psql -h 127.0.0.1 -p "$HA_PG_WRITE_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -qtA "$@"
+}
+
+# The role and database the services use. The schema is not made here: the writer runs the
+# migrations (shared/migrations, embedded as MIGRATOR) when it starts.
+ensure_database() {
+  wait_until 30 psql_write -c 'SELECT 1' || die "PostgreSQL does not answer on the write port $HA_PG_WRITE_PORT"
+  psql_write -f - <<EOF
+SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', '$HA_DB_USER', '$HA_DB_PASSWORD')
+WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '$HA_DB_USER') \gexec
+SELECT format('CREATE DATABASE %I OWNER %I', '$HA_DB_NAME', '$HA_DB_USER')
+WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = '$HA_DB_NAME') \gexec
+EOF
+  say "database $HA_DB_NAME and role $HA_DB_USER ready"
+}
+
+# --- HAProxy ---------------------------------------------------------------------------------
+
+# TCP proxying; each server is checked through its Patroni REST API once a second, so the
+# write port follows a failover within about 2 s of Patroni's. on-marked-down shutdown-sessions
+# cuts connections to a node that stopped being primary, so no client keeps writing to it.
+write_haproxy_config() {
+  local n servers=""
+  for n in 1 2; do
+    servers+="  server pg$n 127.0.0.1:$(pg_port_of "$n") check port $(rest_port_of "$n")"$'\n'
+  done
+  mkdir -p "$STATE/haproxy"
+  cat >"$STATE/haproxy/haproxy.cfg" <<EOF
+# Written by scripts/ha/stores.sh on every start; edit scripts/ha/lib/postgres.sh instead.
+global
+  maxconn 2000
+defaults
+  mode tcp
+  timeout connect 2s
+  timeout client 30m
+  timeout server 30m
+  timeout check 1s
+  default-server inter 1s fall 2 rise 1 on-marked-down shutdown-sessions
+listen pg_write
+  bind 127.0.0.1:$HA_PG_WRITE_PORT
+  option httpchk
+  http-check send meth GET uri /primary
+  http-check expect rstring "state"
+  http-check expect status 200
+$servers
+listen pg_read
+  bind 127.0.0.1:$HA_PG_READ_PORT
+  balance leastconn
+  option httpchk
+  http-check send meth GET uri /replica
+  http-check expect rstring "state"
+  http-check expect status 200
+$servers
+frontend stats
+  mode http
+  bind 127.0.0.1:$HA_HAPROXY_STATS_PORT
+  timeout client 10s
+  http-request use-service prometheus-exporter if { path /metrics }
+  stats enable
+  stats uri /stats
+  stats refresh 5s
+EOF
+}
+
+# haproxy_writes_to_primary_only: the write port has the primary up and the other node down.
+haproxy_writes_to_primary_only() {
+  local primary stats
+  primary="$(primary_node)" || return 1
+  stats="$(curl -fsS --max-time 1 "http://127.0.0.1:$HA_HAPROXY_STATS_PORT/stats;csv" | cut -d, -f1,2,18)"
+  grep -qx "pg_write,pg$primary,UP" <<<"$stats" && grep -qx "pg_write,pg$((3 - primary)),DOWN" <<<"$stats"
+}
+
+start_haproxy() {
+  local pidfile="$STATE/haproxy.pid"
+  write_haproxy_config
+  haproxy -c -q -f "$STATE/haproxy/haproxy.cfg" || die "the HAProxy configuration is invalid"
+  if pid_alive "$pidfile"; then say "haproxy already running (pid $(cat "$pidfile"))"; return 0; fi
+  start_bg haproxy "$pidfile" haproxy -db -f "$STATE/haproxy/haproxy.cfg"
+  wait_http "http://127.0.0.1:$HA_HAPROXY_STATS_PORT/stats" 15 || die "haproxy did not start; see $LOGS/haproxy.log"
+  # HAProxy counts a server up until its checks say otherwise, so right after a start the write
+  # port may still lead to the replica: wait until it leads to the primary alone.
+  wait_until 15 haproxy_writes_to_primary_only || die "haproxy does not route writes to the primary alone"
+  say "haproxy up: writes on $HA_PG_WRITE_PORT, reads on $HA_PG_READ_PORT, stats on $HA_HAPROXY_STATS_PORT"
+}

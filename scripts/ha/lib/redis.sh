@@ -1,0 +1,105 @@
+# shellcheck shell=bash
+# Redis master + replica and three Sentinels (sourced by scripts/ha/stores.sh).
+
+redis_port_of() { echo "$HA_REDIS_PORTS" | cut -d' ' -f"$1"; }
+sentinel_port_of() { echo "$HA_SENTINEL_PORTS" | cut -d' ' -f"$1"; }
+
+# Each configuration file is written once: after that Sentinel owns it (a failover rewrites
+# `replicaof` in the Redis files and the master in the Sentinel files), so a restart comes
+# back in the roles of the last failover, not the first ones.
+# No persistence, like the single stack: Redis holds only views rebuilt from PostgreSQL. The
+# replica resynchronises from the master (diskless, no delay) whenever it (re)connects.
+write_redis_config() {
+  local n="$1" dir="$STATE/redis$1"
+  [ -f "$dir/redis.conf" ] && return 0
+  mkdir -p "$dir"
+  {
+    echo "# Written once by scripts/ha/stores.sh; Sentinel rewrites it on failovers."
+    echo "bind 127.0.0.1"
+    echo "port $(redis_port_of "$n")"
+    echo "dir $dir"
+    echo 'save ""'
+    echo "appendonly no"
+    echo "repl-diskless-sync yes"
+    echo "repl-diskless-sync-delay 0"
+    echo "replica-read-only yes"
+    [ "$n" = 1 ] || echo "replicaof 127.0.0.1 $(redis_port_of 1)"
+  } >"$dir/redis.conf"
+}
+
+# down-after-milliseconds 1000: a master that has not answered for 1 s is subjectively down;
+# with 2 of the 3 Sentinels agreeing it is objectively down and one of them fails it over.
+# failover-timeout 5000 bounds a failover that stalls before another Sentinel retries it.
+write_sentinel_config() {
+  local n="$1" dir="$STATE/sentinel$1"
+  [ -f "$dir/sentinel.conf" ] && return 0
+  mkdir -p "$dir"
+  cat >"$dir/sentinel.conf" <<EOF
+# Written once by scripts/ha/stores.sh; Sentinel rewrites it with what it learns.
+bind 127.0.0.1
+port $(sentinel_port_of "$n")
+dir $dir
+sentinel monitor $HA_REDIS_MASTER_NAME 127.0.0.1 $(redis_port_of 1) $HA_SENTINEL_QUORUM
+sentinel down-after-milliseconds $HA_REDIS_MASTER_NAME 1000
+sentinel failover-timeout $HA_REDIS_MASTER_NAME 5000
+sentinel parallel-syncs $HA_REDIS_MASTER_NAME 1
+EOF
+}
+
+start_redis_nodes() {
+  local n pidfile port follow master
+  for n in 1 2; do
+    pidfile="$STATE/redis$n.pid"; port="$(redis_port_of "$n")"
+    if pid_alive "$pidfile"; then say "redis$n already running (pid $(cat "$pidfile"))"; continue; fi
+    write_redis_config "$n"
+    # A node that comes back after a failover, while the Sentinels already follow another
+    # master, starts as that master's replica: never a second master, even for seconds.
+    follow=()
+    master="$(redis_master_addr 2>/dev/null || true)"
+    [ -n "$master" ] && [ "${master#* }" != "$port" ] && follow=(--replicaof "${master% *}" "${master#* }")
+    start_bg "redis$n" "$pidfile" redis-server "$STATE/redis$n/redis.conf" "${follow[@]}"
+    wait_until 15 redis-cli -p "$port" ping || die "redis$n did not start; see $LOGS/redis$n.log"
+    say "redis$n up on $port"
+  done
+}
+
+start_sentinels() {
+  local n pidfile port
+  for n in 1 2 3; do
+    pidfile="$STATE/sentinel$n.pid"; port="$(sentinel_port_of "$n")"
+    if pid_alive "$pidfile"; then say "sentinel$n already running (pid $(cat "$pidfile"))"; continue; fi
+    write_sentinel_config "$n"
+    start_bg "sentinel$n" "$pidfile" redis-server "$STATE/sentinel$n/sentinel.conf" --sentinel
+    wait_until 15 redis-cli -p "$port" ping || die "sentinel$n did not start; see $LOGS/sentinel$n.log"
+  done
+  # Ready once every Sentinel knows the other two and the replica (they find each other
+  # through the master's hello channel, within a few seconds).
+  for n in 1 2 3; do
+    wait_until 30 sentinel_sees_all "$(sentinel_port_of "$n")" \
+      || die "sentinel$n does not see 2 other Sentinels and 1 replica; see $LOGS/sentinel$n.log"
+  done
+  say "sentinels up on $HA_SENTINEL_PORTS, master $(redis_master_addr | tr ' ' ':')"
+}
+
+# sentinel_sees_all port: the Sentinel knows 2 other Sentinels and 1 replica of the master.
+sentinel_sees_all() {
+  local info
+  info="$(redis-cli -p "$1" SENTINEL master "$HA_REDIS_MASTER_NAME" | paste - -)"
+  grep -qP '^num-other-sentinels\t2$' <<<"$info" && grep -qP '^num-slaves\t1$' <<<"$info"
+}
+
+# redis_master_addr: "host port" of the master, as the first Sentinel that answers says.
+redis_master_addr() {
+  local port addr
+  for port in $HA_SENTINEL_PORTS; do
+    addr="$(redis-cli -p "$port" SENTINEL get-master-addr-by-name "$HA_REDIS_MASTER_NAME" 2>/dev/null | paste -sd' ')"
+    [[ "$addr" == *" "* ]] && { echo "$addr"; return 0; }
+  done
+  return 1
+}
+
+stop_redis_side() {
+  local n
+  for n in 3 2 1; do stop_pid "sentinel$n" "$STATE/sentinel$n.pid"; done
+  for n in 2 1; do stop_pid "redis$n" "$STATE/redis$n.pid"; done
+}
