@@ -18,11 +18,11 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::StreamExt;
 use serde::Deserialize;
-use shared::cache::{Cache, CacheError};
+use shared::cache::{self, Cache, CacheError};
 use shared::db::{self, ListFilter};
-use shared::domain::{AccountId, TransactionId};
+use shared::domain::{AccountId, ListQuery, TransactionId};
 use shared::error::{ApiError, PathId};
 use shared::http::{self, HttpConfig};
 use shared::settings::Settings;
@@ -164,7 +164,7 @@ async fn get_account(
     } else if let Some(body) = cached_view("account", state.cache.account_view(account_id).await) {
         return Ok(http::conditional_json(&headers, body));
     }
-    let found = m::time_query("load_account", db::load_account(&state.pool, account_id)).await?;
+    let found = db::load_account(&state.pool, account_id).await?;
     let account = found
         .ok_or_else(|| ApiError::NotFound(format!("account {account_id} has no transactions")))?;
     let body = serialize(&account.account)?;
@@ -191,11 +191,7 @@ async fn get_transaction(
     ) {
         return Ok(http::conditional_json(&headers, body));
     }
-    let found = m::time_query(
-        "load_transaction",
-        db::load_transaction(&state.pool, transaction_id),
-    )
-    .await?;
+    let found = db::load_transaction(&state.pool, transaction_id).await?;
     let transaction = found
         .ok_or_else(|| ApiError::NotFound(format!("transaction {transaction_id} not found")))?;
     let body = serialize(&transaction)?;
@@ -206,62 +202,13 @@ async fn get_transaction(
     Ok(http::conditional_json(&headers, body))
 }
 
-/// Query parameters of `GET /transactions`, all optional. Without any, the answer is every
-/// transaction (the contract).
+/// Query parameters of `GET /transactions` as they come, all optional; parsed into a
+/// [`ListQuery`].
 #[derive(Debug, Deserialize)]
 pub struct ListParams {
     account_id: Option<String>,
     limit: Option<String>,
     after: Option<String>,
-}
-
-/// Largest page a client may ask for.
-pub const MAX_PAGE: i64 = 1000;
-
-impl TryFrom<ListParams> for ListFilter {
-    type Error = ApiError;
-
-    fn try_from(params: ListParams) -> Result<Self, ApiError> {
-        let account_id = params
-            .account_id
-            .as_deref()
-            .map(AccountId::parse)
-            .transpose()?;
-        let limit = params
-            .limit
-            .map(|raw| match raw.parse::<i64>() {
-                Ok(limit) if (1..=MAX_PAGE).contains(&limit) => Ok(limit),
-                _ => Err(ApiError::BadRequest(format!(
-                    "limit must be an integer from 1 to {MAX_PAGE}"
-                ))),
-            })
-            .transpose()?;
-        let before_seq = params
-            .after
-            .map(|cursor| parse_cursor(&cursor))
-            .transpose()?;
-        Ok(ListFilter {
-            account_id,
-            before_seq,
-            limit,
-        })
-    }
-}
-
-/// Cursors are opaque to clients: `c` and the position of the last transaction they received.
-fn cursor(seq: i64) -> String {
-    format!("c{seq}")
-}
-
-fn parse_cursor(raw: &str) -> Result<i64, ApiError> {
-    raw.strip_prefix('c')
-        .and_then(|seq| seq.parse::<i64>().ok())
-        .filter(|seq| *seq > 0)
-        .ok_or_else(|| {
-            ApiError::BadRequest(
-                "after must be a cursor taken from a previous page's Link header".into(),
-            )
-        })
 }
 
 /// `GET /transactions`: a JSON array, newest first.
@@ -277,30 +224,30 @@ async fn list_transactions(
     let Query(params) = params.map_err(|_| {
         ApiError::BadRequest("query string is malformed; see the API's documentation".into())
     })?;
-    let filter = ListFilter::try_from(params)?;
-    match filter.limit {
-        Some(limit) => list_page(&state.pool, filter, limit).await,
+    let query = ListQuery::parse(
+        params.account_id.as_deref(),
+        params.limit.as_deref(),
+        params.after.as_deref(),
+    )?;
+    let filter = ListFilter {
+        account_id: query.account_id,
+        before: query.after,
+    };
+    match query.limit {
+        Some(limit) => list_page(&state.pool, filter, limit.value()).await,
         None => stream_list(state.pool, filter).await,
     }
 }
 
 async fn list_page(pool: &PgPool, filter: ListFilter, limit: i64) -> Result<Response, ApiError> {
     // One extra row tells whether there is a next page.
-    let probe = ListFilter {
-        limit: Some(limit + 1),
-        ..filter
-    };
-    let mut rows: Vec<(i64, _)> = m::time_query(
-        "list_transactions_page",
-        db::stream_transactions(pool, probe).try_collect(),
-    )
-    .await?;
+    let mut rows = db::list_page(pool, filter, limit + 1).await?;
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
     let page: Vec<_> = rows.iter().map(|(_, transaction)| transaction).collect();
     let mut response = http::json_body(serialize(&page)?);
-    if let (true, Some((last_seq, _))) = (more, rows.last()) {
-        let mut next = format!("/transactions?limit={limit}&after={}", cursor(*last_seq));
+    if let (true, Some((last, _))) = (more, rows.last()) {
+        let mut next = format!("/transactions?limit={limit}&after={last}");
         if let Some(account_id) = filter.account_id {
             next.push_str(&format!("&account_id={account_id}"));
         }
@@ -365,16 +312,7 @@ async fn produce_transaction_list(
     let mut first = true;
     let mut position = filter;
     loop {
-        let batch = ListFilter {
-            limit: Some(LIST_BATCH_ROWS),
-            ..position
-        };
-        let rows: Vec<(i64, _)> = match m::time_query(
-            "list_transactions_batch",
-            db::stream_transactions(&pool, batch).try_collect(),
-        )
-        .await
-        {
+        let rows = match db::list_batch(&pool, position, LIST_BATCH_ROWS).await {
             Ok(rows) => rows,
             Err(error) => {
                 let _ = chunks.send(Err(error)).await;
@@ -403,8 +341,8 @@ async fn produce_transaction_list(
         // Newest first: the next batch starts below the oldest row of this one. Rows committed
         // meanwhile have higher positions and are not part of this listing.
         match rows.last() {
-            Some((seq, _)) if rows.len() as i64 == LIST_BATCH_ROWS => {
-                position.before_seq = Some(*seq);
+            Some((last, _)) if rows.len() as i64 == LIST_BATCH_ROWS => {
+                position.before = Some(*last);
             }
             _ => break,
         }
@@ -415,9 +353,11 @@ async fn produce_transaction_list(
 
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let metrics = m::install(settings.service.name())?;
-    m::init_reader_series();
+    m::register_hot_series(cache::READ_OPERATIONS, &["account", "transaction"]);
+    // The reader queries only on cache misses and listings, so it keeps the ping of a pooled
+    // connection before each use and recovers from a PostgreSQL restart without any error.
     let state = AppState::new(
-        db::connect(&settings)?,
+        db::connect(&settings.pool_config(true))?,
         Cache::new(
             &settings.redis_url,
             &settings.redis_key_prefix,

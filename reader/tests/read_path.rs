@@ -7,7 +7,7 @@ use reader::{app, AppState};
 use serde_json::{json, Value};
 use shared::cache::Cache;
 use shared::db;
-use shared::domain::{AccountId, NewTransaction, TransactionId};
+use shared::domain::{AccountId, NewTransaction, Recorded, TransactionId};
 use shared::testing::{self, error_message, get, post_json, send, status_and_json};
 use sqlx::PgPool;
 use tower::ServiceExt;
@@ -18,7 +18,7 @@ fn reader_app(pool: PgPool, cache: Cache) -> Router {
 }
 
 /// Commits a transaction straight to PostgreSQL, without publishing it to Redis.
-async fn commit(pool: &PgPool, account_id: Uuid, amount: i64) -> db::Recorded {
+async fn commit(pool: &PgPool, account_id: Uuid, amount: i64) -> Recorded {
     db::record_transaction(
         pool,
         TransactionId::new_random(),

@@ -29,6 +29,15 @@ use tokio::sync::{mpsc, oneshot, OnceCell};
 use crate::domain::{AccountId, AccountState, Transaction, TransactionId};
 use crate::telemetry::metrics as m;
 
+/// The Redis operations the writer runs on every request (`redis_operation_duration_seconds`).
+pub const PUBLISH_OPERATIONS: &[&str] = &[PUBLISH];
+/// The Redis operations the reader runs on its read path.
+pub const READ_OPERATIONS: &[&str] = &[GET_VIEWS, FILL_ACCOUNT, FILL_TRANSACTION];
+const PUBLISH: &str = "publish";
+const GET_VIEWS: &str = "get_views";
+const FILL_ACCOUNT: &str = "fill_account";
+const FILL_TRANSACTION: &str = "fill_transaction";
+
 /// The stream is trimmed to about this many entries; consumers that fall further behind
 /// resynchronise from PostgreSQL.
 const STREAM_MAX_LEN: usize = 100_000;
@@ -175,7 +184,7 @@ async fn run_view_reads(cache: std::sync::Weak<CacheInner>, mut queue: mpsc::Rec
             }
         }
         let answers: Result<Vec<Option<Vec<u8>>>, CacheError> = cache
-            .call("get_views", true, async |mut connection| {
+            .call(GET_VIEWS, true, async |mut connection| {
                 pipe.query_async(&mut connection).await
             })
             .await;
@@ -308,7 +317,7 @@ impl Cache {
                 .arg(transaction.transaction_id.to_string())
                 .arg(account.account.account_id.to_string());
         }
-        self.call("publish", false, async |mut connection| {
+        self.call(PUBLISH, false, async |mut connection| {
             invocation.invoke_async::<i64>(&mut connection).await
         })
         .await
@@ -358,7 +367,7 @@ impl Cache {
         body: &[u8],
     ) -> Result<(), CacheError> {
         let key = self.keys.account(account_id);
-        self.call("fill_account", true, async |mut connection| {
+        self.call(FILL_ACCOUNT, true, async |mut connection| {
             self.set_account
                 .key(key)
                 .arg(version)
@@ -379,20 +388,12 @@ impl Cache {
     /// change, so there is nothing to order.
     pub async fn fill_transaction(&self, id: TransactionId, body: &[u8]) -> Result<(), CacheError> {
         let key = self.keys.transaction(id);
-        self.call("fill_transaction", true, async |mut connection| {
+        self.call(FILL_TRANSACTION, true, async |mut connection| {
             redis::cmd("SET")
                 .arg(key)
                 .arg(body)
                 .query_async::<()>(&mut connection)
                 .await
-        })
-        .await
-    }
-
-    /// `PING`, for readiness checks.
-    pub async fn ping(&self) -> Result<(), CacheError> {
-        self.call("ping", true, async |mut connection| {
-            redis::cmd("PING").query_async::<()>(&mut connection).await
         })
         .await
     }

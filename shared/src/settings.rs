@@ -9,6 +9,8 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 use axum::http::HeaderValue;
 
+use crate::db::PoolConfig;
+
 /// Which binary is reading its settings: the defaults for ports and pool sizes differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Service {
@@ -117,6 +119,21 @@ impl Settings {
             log_format: env.parse("LOG_FORMAT", "json")?,
             cors_allowed_origins: parse_origins(&env.get("CORS_ALLOWED_ORIGINS", "*"))?,
         })
+    }
+}
+
+impl Settings {
+    /// This service's PostgreSQL pool. Whether to ping a connection before each use depends on
+    /// how the service uses the database, so the service says.
+    pub fn pool_config(&self, test_before_acquire: bool) -> PoolConfig {
+        PoolConfig {
+            database_url: self.database_url.clone(),
+            application_name: self.service.name(),
+            max_connections: self.db_pool_size,
+            acquire_timeout: self.db_acquire_timeout,
+            statement_timeout: self.db_statement_timeout,
+            test_before_acquire,
+        }
     }
 }
 
