@@ -20,7 +20,7 @@ use axum::routing::get;
 use axum::Router;
 use futures_util::StreamExt;
 use serde::Deserialize;
-use shared::cache::{self, Cache, CacheError};
+use shared::cache::{self, AccountView, Cache, CacheError, TransactionView};
 use shared::db::{self, ListFilter};
 use shared::domain::{AccountId, ListQuery, TransactionId};
 use shared::error::{ApiError, PathId};
@@ -167,17 +167,11 @@ async fn get_account(
     let found = db::load_account(&state.pool, account_id).await?;
     let account = found
         .ok_or_else(|| ApiError::NotFound(format!("account {account_id} has no transactions")))?;
-    let body = serialize(&account.account)?;
+    let view = AccountView::new(&account);
     if trusted {
-        warn_fill_failed(
-            "account",
-            state
-                .cache
-                .fill_account(account_id, account.version, &body)
-                .await,
-        );
+        warn_fill_failed("account", state.cache.fill_account(&view).await);
     }
-    Ok(http::conditional_json(&headers, body))
+    Ok(http::conditional_json(&headers, view.into_body()))
 }
 
 async fn get_transaction(
@@ -194,12 +188,9 @@ async fn get_transaction(
     let found = db::load_transaction(&state.pool, transaction_id).await?;
     let transaction = found
         .ok_or_else(|| ApiError::NotFound(format!("transaction {transaction_id} not found")))?;
-    let body = serialize(&transaction)?;
-    warn_fill_failed(
-        "transaction",
-        state.cache.fill_transaction(transaction_id, &body).await,
-    );
-    Ok(http::conditional_json(&headers, body))
+    let view = TransactionView::new(&transaction);
+    warn_fill_failed("transaction", state.cache.fill_transaction(&view).await);
+    Ok(http::conditional_json(&headers, view.into_body()))
 }
 
 /// Query parameters of `GET /transactions` as they come, all optional; parsed into a

@@ -69,14 +69,7 @@ impl Publisher {
 
     /// Publishes committed changes in one Redis round trip, like [`Publisher::publish`].
     pub async fn publish_all(&self, changes: &[&Recorded]) -> bool {
-        let published = self
-            .cache
-            .publish_all(
-                changes
-                    .iter()
-                    .map(|recorded| (&recorded.transaction, &recorded.account)),
-            )
-            .await;
+        let published = self.cache.publish(changes.iter().copied()).await;
         match published {
             Ok(()) => {
                 for recorded in changes {
@@ -136,10 +129,7 @@ pub async fn repair_once(pool: &PgPool, cache: &Cache) -> anyhow::Result<usize> 
     let overdue = db::unpublished(pool, REPAIR_GRACE, REPAIR_BATCH).await?;
     let mut republished = Vec::with_capacity(overdue.len());
     for chunk in overdue.chunks(REPUBLISH_CHUNK) {
-        match cache
-            .publish_all(chunk.iter().map(|r| (&r.transaction, &r.account)))
-            .await
-        {
+        match cache.publish(chunk).await {
             Ok(()) => {
                 republished.extend(chunk.iter().map(|r| r.transaction.transaction_id.as_uuid()))
             }
