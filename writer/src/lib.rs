@@ -13,13 +13,12 @@ use axum::extract::State;
 use axum::http::header::LOCATION;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use shared::cache::Cache;
 use shared::db::{self, NewRecord, RecordError};
 use shared::domain::{IdempotencyKey, NewTransaction, Recorded, Transaction, TransactionId};
 use shared::error::{ApiError, JsonObject};
-use shared::http::{self, HttpConfig};
+use shared::http::{self, HttpConfig, Routes};
 use shared::settings::Settings;
 use shared::telemetry::metrics as m;
 use sqlx::PgPool;
@@ -49,21 +48,17 @@ impl AppState {
     }
 }
 
-/// The writer's routes with the shared middleware. Everything but `POST /transactions` (and
-/// `GET /ping`, for health checks that bypass the proxy) is a JSON 404 or 405.
-pub fn app(state: AppState, config: HttpConfig) -> Router {
-    let routes = Router::new()
-        .route(
-            "/transactions",
-            post(create_transaction).fallback(http::unrouted),
-        )
-        .route("/ping", get(ping).fallback(http::unrouted))
-        .with_state(state);
-    http::with_middleware(routes, config)
+/// Every route the writer serves: `POST /transactions`, and `GET /ping` for health checks that
+/// bypass the proxy. The route-table test compares them with the public API.
+pub fn routes() -> Routes<AppState> {
+    Routes::new()
+        .post("/transactions", create_transaction)
+        .get("/ping", http::ping)
 }
 
-async fn ping() -> Response {
-    http::json_body(r#"{"status":"ok"}"#.into())
+/// The writer's router with the shared middleware. Everything else is a JSON 404 or 405.
+pub fn app(state: AppState, config: HttpConfig) -> Router {
+    http::with_middleware(routes().into_router().with_state(state), config)
 }
 
 /// The optional header that makes a POST safe to retry.
