@@ -6,12 +6,13 @@
 //!
 //! Metrics: see [`metrics`], the one place where every metric name is declared.
 
-use crate::settings::{LogFormat, Settings};
+use crate::settings::{LogFormat, Settings, DEFAULT_LOG_FILTER};
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global log subscriber. Call once, first thing in `main`.
 pub fn init_logging(settings: &Settings) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false);
