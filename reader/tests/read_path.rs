@@ -5,9 +5,11 @@ use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use reader::{app, AppState};
 use serde_json::{json, Value};
-use shared::cache::Cache;
+use shared::cache::{AccountView, Cache, TransactionView};
 use shared::db;
-use shared::domain::{AccountId, NewTransaction, TransactionId};
+use shared::domain::{
+    Account, AccountId, AccountState, NewTransaction, Recorded, Transaction, TransactionId,
+};
 use shared::testing::{self, error_message, get, post_json, send, status_and_json};
 use sqlx::PgPool;
 use tower::ServiceExt;
@@ -18,7 +20,7 @@ fn reader_app(pool: PgPool, cache: Cache) -> Router {
 }
 
 /// Commits a transaction straight to PostgreSQL, without publishing it to Redis.
-async fn commit(pool: &PgPool, account_id: Uuid, amount: i64) -> db::Recorded {
+async fn commit(pool: &PgPool, account_id: Uuid, amount: i64) -> Recorded {
     db::record_transaction(
         pool,
         TransactionId::new_random(),
@@ -150,17 +152,10 @@ async fn an_older_account_view_never_replaces_a_newer_one(pool: PgPool) {
 
     // The newer change is published first; the older one (a slow reader's fill, or a
     // republished change) arrives after it.
+    cache.publish([&second]).await.expect("publish");
+    cache.publish([&first]).await.expect("publish");
     cache
-        .publish(&second.transaction, &second.account)
-        .await
-        .expect("publish");
-    cache
-        .publish(&first.transaction, &first.account)
-        .await
-        .expect("publish");
-    let stale = serde_json::to_vec(&first.account.account).expect("json");
-    cache
-        .fill_account(account_id.into(), first.account.version, &stale)
+        .fill_account(&AccountView::new(&first.account))
         .await
         .expect("fill");
 
@@ -435,10 +430,7 @@ async fn account_reads_bypass_redis_while_the_writer_cannot_publish(pool: PgPool
     let cache = testing::isolated_cache();
     let account_id = Uuid::new_v4();
     let first = commit(&pool, account_id, 10).await;
-    cache
-        .publish(&first.transaction, &first.account)
-        .await
-        .expect("publish");
+    cache.publish([&first]).await.expect("publish");
     sqlx::query("DELETE FROM publish_outbox")
         .execute(&pool)
         .await
@@ -485,17 +477,33 @@ async fn concurrent_view_lookups_each_get_their_own_answer() {
     for i in 0..150_i64 {
         let account = AccountId::from(Uuid::new_v4());
         let transaction = TransactionId::from(Uuid::new_v4());
-        let account_body = format!(r#"{{"account":{i}}}"#);
-        let transaction_body = format!(r#"{{"transaction":{i}}}"#);
+        let account_view = AccountView::new(&AccountState {
+            account: Account {
+                account_id: account,
+                balance: i,
+            },
+            version: 1,
+        });
+        let transaction_view = TransactionView::new(&Transaction {
+            transaction_id: transaction,
+            account_id: account,
+            amount: i.into(),
+            created_at: chrono::Utc::now(),
+        });
         cache
-            .fill_account(account, 1, account_body.as_bytes())
+            .fill_account(&account_view)
             .await
             .expect("fill account");
         cache
-            .fill_transaction(transaction, transaction_body.as_bytes())
+            .fill_transaction(&transaction_view)
             .await
             .expect("fill transaction");
-        expected.push((account, transaction, account_body, transaction_body));
+        expected.push((
+            account,
+            transaction,
+            account_view.into_body(),
+            transaction_view.into_body(),
+        ));
     }
 
     let lookups = expected
@@ -513,12 +521,12 @@ async fn concurrent_view_lookups_each_get_their_own_answer() {
                 );
                 assert_eq!(
                     got_account.expect("account lookup").as_deref(),
-                    Some(a.as_bytes()),
+                    Some(&a[..]),
                     "{i}"
                 );
                 assert_eq!(
                     got_transaction.expect("transaction lookup").as_deref(),
-                    Some(t.as_bytes()),
+                    Some(&t[..]),
                     "{i}"
                 );
                 assert_eq!(got_missing.expect("missing lookup"), None, "{i}");

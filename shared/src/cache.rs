@@ -8,7 +8,10 @@
 //! | `{prefix}transaction:{transaction_id}` | string | the transaction's JSON as served |
 //! | `{prefix}events` | stream | one `transaction.created` entry per published change |
 //!
-//! Views hold ready-to-send JSON, so a cache hit costs one round trip and no serialization.
+//! Views hold ready-to-send JSON, so a cache hit costs one round trip and no serialization. This
+//! module owns that format end to end: [`AccountView`] and [`TransactionView`] are the one
+//! serialization of each view, used by the writer's publish, the reader's fill, and the reader's
+//! answer on a miss.
 //! Account views are versioned (the account's transaction count) and only a higher version may
 //! replace a view, in a Lua script so the compare and the set are atomic: whichever of a writer's
 //! publish and a reader's fill lands last, the newest balance wins. Transactions are immutable,
@@ -26,46 +29,119 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Script};
 use tokio::sync::{mpsc, oneshot, OnceCell};
 
-use crate::domain::{AccountId, AccountState, Transaction, TransactionId};
+use crate::domain::{AccountId, AccountState, Recorded, Transaction, TransactionId};
 use crate::telemetry::metrics as m;
+
+/// The Redis operations the writer runs on every request (`redis_operation_duration_seconds`).
+pub const PUBLISH_OPERATIONS: &[&str] = &[PUBLISH];
+/// The Redis operations the reader runs on its read path.
+pub const READ_OPERATIONS: &[&str] = &[GET_VIEWS, FILL_ACCOUNT, FILL_TRANSACTION];
+const PUBLISH: &str = "publish";
+const GET_VIEWS: &str = "get_views";
+const FILL_ACCOUNT: &str = "fill_account";
+const FILL_TRANSACTION: &str = "fill_transaction";
 
 /// The stream is trimmed to about this many entries; consumers that fall further behind
 /// resynchronise from PostgreSQL.
 const STREAM_MAX_LEN: usize = 100_000;
 
-/// Sets an account view unless the cached one is at least as new.
-/// KEYS[1] account view; ARGV[1] version, ARGV[2] body. Returns 1 if it was set.
-const SET_ACCOUNT_LUA: &str = r"
-local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '-1')
-if current < tonumber(ARGV[1]) then
-  redis.call('HSET', KEYS[1], 'version', ARGV[1], 'body', ARGV[2])
-  return 1
+/// Lua: sets an account view unless the cached one is at least as new. The one version
+/// compare; both scripts below start with it.
+macro_rules! set_account_if_newer_lua {
+    () => {
+        r"
+local function set_account_if_newer(key, version, body)
+  local current = tonumber(redis.call('HGET', key, 'version') or '-1')
+  if current < tonumber(version) then
+    redis.call('HSET', key, 'version', version, 'body', body)
+    return 1
+  end
+  return 0
 end
-return 0
-";
+"
+    };
+}
+
+/// A reader's fill of an account view. KEYS[1] account view; ARGV[1] version, ARGV[2] body.
+/// Returns 1 if it was set.
+const FILL_ACCOUNT_LUA: &str = concat!(
+    set_account_if_newer_lua!(),
+    "return set_account_if_newer(KEYS[1], ARGV[1], ARGV[2])"
+);
 
 /// Committed changes, any number of them, in one round trip: for each, the account view
 /// (versioned, as above), the transaction view and the stream entry, in the order given.
 /// KEYS[1] stream, then per change: account view, transaction view.
 /// ARGV[1] stream max length, then per change: version, account body, transaction body,
 /// transaction id, account id. Returns the number of changes.
-const PUBLISH_LUA: &str = r"
+const PUBLISH_LUA: &str = concat!(
+    set_account_if_newer_lua!(),
+    r"
 local changes = math.floor((#KEYS - 1) / 2)
 for i = 0, changes - 1 do
   local account_key, transaction_key = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
   local a = 2 + 5 * i
   local version, account, transaction = ARGV[a], ARGV[a + 1], ARGV[a + 2]
-  local current = tonumber(redis.call('HGET', account_key, 'version') or '-1')
-  if current < tonumber(version) then
-    redis.call('HSET', account_key, 'version', version, 'body', account)
-  end
+  set_account_if_newer(account_key, version, account)
   redis.call('SET', transaction_key, transaction)
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
     'type', 'transaction.created', 'transaction_id', ARGV[a + 3], 'account_id', ARGV[a + 4],
     'account_version', version, 'transaction', transaction, 'account', account)
 end
 return changes
-";
+"
+);
+
+/// An account view: the JSON `GET /accounts/{id}` serves, as Redis holds it, with the version
+/// that orders it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountView {
+    account_id: AccountId,
+    version: i64,
+    body: Bytes,
+}
+
+impl AccountView {
+    pub fn new(state: &AccountState) -> Self {
+        Self {
+            account_id: state.account.account_id,
+            version: state.version,
+            body: json(&state.account),
+        }
+    }
+
+    /// The JSON, exactly as served.
+    pub fn into_body(self) -> Bytes {
+        self.body
+    }
+}
+
+/// A transaction view: the JSON `GET /transactions/{id}` serves, as Redis holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransactionView {
+    transaction_id: TransactionId,
+    body: Bytes,
+}
+
+impl TransactionView {
+    pub fn new(transaction: &Transaction) -> Self {
+        Self {
+            transaction_id: transaction.transaction_id,
+            body: json(transaction),
+        }
+    }
+
+    /// The JSON, exactly as served.
+    pub fn into_body(self) -> Bytes {
+        self.body
+    }
+}
+
+/// Serializing a view cannot fail: the domain types are structs of ids, integers and strings,
+/// with no maps and no fallible `Serialize` of their own.
+fn json(view: &impl serde::Serialize) -> Bytes {
+    Bytes::from(serde_json::to_vec(view).expect("a domain type serializes to JSON"))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -77,11 +153,15 @@ pub enum CacheError {
     Unavailable,
     #[error(transparent)]
     Redis(#[from] redis::RedisError),
-    #[error("could not serialize a view: {0}")]
-    Serialize(#[from] serde_json::Error),
-    /// The pipeline this read was sent in failed, with this error.
-    #[error("{message}")]
-    Pipeline { message: String, unreachable: bool },
+    /// The pipeline this read was sent in failed; every read in it shares the error.
+    #[error("the pipeline of view reads failed")]
+    Pipeline(#[source] std::sync::Arc<CacheError>),
+    /// Redis answered a pipeline with a different number of replies than it was sent.
+    #[error("{answers} answers to {reads} reads")]
+    PipelineAnswers { reads: usize, answers: usize },
+    /// The task that sends the view reads has stopped (the cache is being dropped).
+    #[error("the view reader stopped")]
+    ViewReaderStopped,
 }
 
 impl CacheError {
@@ -96,8 +176,8 @@ impl CacheError {
                     || error.is_connection_dropped()
                     || error.is_connection_refusal()
             }
-            Self::Serialize(_) => false,
-            Self::Pipeline { unreachable, .. } => *unreachable,
+            Self::Pipeline(error) => error.means_unreachable(),
+            Self::PipelineAnswers { .. } | Self::ViewReaderStopped => false,
         }
     }
 }
@@ -136,8 +216,8 @@ pub struct CacheInner {
     connection: OnceCell<ConnectionManager>,
     pub keys: Keys,
     timeout: Duration,
-    set_account: Script,
-    publish: Script,
+    fill_account_script: Script,
+    publish_script: Script,
     /// Milliseconds since `epoch` before which calls fail fast (see [`UNAVAILABLE_BACKOFF`]).
     unavailable_until_ms: AtomicU64,
     epoch: Instant,
@@ -175,7 +255,7 @@ async fn run_view_reads(cache: std::sync::Weak<CacheInner>, mut queue: mpsc::Rec
             }
         }
         let answers: Result<Vec<Option<Vec<u8>>>, CacheError> = cache
-            .call("get_views", true, async |mut connection| {
+            .call(GET_VIEWS, true, async |mut connection| {
                 pipe.query_async(&mut connection).await
             })
             .await;
@@ -186,18 +266,16 @@ async fn run_view_reads(cache: std::sync::Weak<CacheInner>, mut queue: mpsc::Rec
                 }
             }
             other => {
-                let (message, unreachable) = match &other {
-                    Err(error) => (error.to_string(), error.means_unreachable()),
-                    Ok(answers) => (
-                        format!("{} answers to {} reads", answers.len(), reads.len()),
-                        false,
-                    ),
-                };
+                let error = std::sync::Arc::new(match other {
+                    Err(error) => error,
+                    Ok(answers) => CacheError::PipelineAnswers {
+                        reads: reads.len(),
+                        answers: answers.len(),
+                    },
+                });
                 for read in reads.drain(..) {
-                    let _ = read.reply.send(Err(CacheError::Pipeline {
-                        message: message.clone(),
-                        unreachable,
-                    }));
+                    let shared = std::sync::Arc::clone(&error);
+                    let _ = read.reply.send(Err(CacheError::Pipeline(shared)));
                 }
             }
         }
@@ -225,8 +303,8 @@ impl Cache {
             connection: OnceCell::new(),
             keys: Keys::new(key_prefix),
             timeout,
-            set_account: Script::new(SET_ACCOUNT_LUA),
-            publish: Script::new(PUBLISH_LUA),
+            fill_account_script: Script::new(FILL_ACCOUNT_LUA),
+            publish_script: Script::new(PUBLISH_LUA),
             unavailable_until_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             view_reads: std::sync::OnceLock::new(),
@@ -282,33 +360,31 @@ impl Cache {
         result
     }
 
-    /// Publishes a committed change: account view, transaction view, stream entry.
-    pub async fn publish(
+    /// Publishes committed changes, in order, in one round trip: for each, its account view,
+    /// its transaction view and a stream entry (see [`PUBLISH_LUA`]).
+    pub async fn publish<'a>(
         &self,
-        transaction: &Transaction,
-        account: &AccountState,
+        changes: impl IntoIterator<Item = &'a Recorded>,
     ) -> Result<(), CacheError> {
-        self.publish_all([(transaction, account)]).await
-    }
-
-    /// Publishes committed changes, in order, in one round trip (see [`PUBLISH_LUA`]).
-    pub async fn publish_all<'a>(
-        &self,
-        changes: impl IntoIterator<Item = (&'a Transaction, &'a AccountState)>,
-    ) -> Result<(), CacheError> {
-        let mut invocation = self.publish.prepare_invoke();
+        let mut invocation = self.publish_script.prepare_invoke();
         invocation.key(self.keys.events()).arg(STREAM_MAX_LEN);
-        for (transaction, account) in changes {
+        for Recorded {
+            transaction,
+            account,
+        } in changes
+        {
+            let (account, transaction) =
+                (AccountView::new(account), TransactionView::new(transaction));
             invocation
-                .key(self.keys.account(account.account.account_id))
+                .key(self.keys.account(account.account_id))
                 .key(self.keys.transaction(transaction.transaction_id))
                 .arg(account.version)
-                .arg(serde_json::to_string(&account.account)?)
-                .arg(serde_json::to_string(transaction)?)
+                .arg(&account.body[..])
+                .arg(&transaction.body[..])
                 .arg(transaction.transaction_id.to_string())
-                .arg(account.account.account_id.to_string());
+                .arg(account.account_id.to_string());
         }
-        self.call("publish", false, async |mut connection| {
+        self.call(PUBLISH, false, async |mut connection| {
             invocation.invoke_async::<i64>(&mut connection).await
         })
         .await
@@ -333,10 +409,6 @@ impl Cache {
             queue
         });
         let (reply, answer) = oneshot::channel();
-        let gone = || CacheError::Pipeline {
-            message: "the view reader stopped".into(),
-            unreachable: false,
-        };
         queue
             .send(ViewRead {
                 hash_body,
@@ -344,25 +416,19 @@ impl Cache {
                 reply,
             })
             .await
-            .map_err(|_| gone())?;
-        let body = answer.await.unwrap_or_else(|_| Err(gone()))?;
+            .map_err(|_| CacheError::ViewReaderStopped)?;
+        let body = answer.await.unwrap_or(Err(CacheError::ViewReaderStopped))?;
         Ok(body.map(Bytes::from))
     }
 
-    /// Caches an account view (`body`, its JSON) read from PostgreSQL at `version`, unless a
-    /// newer one is already there.
-    pub async fn fill_account(
-        &self,
-        account_id: AccountId,
-        version: i64,
-        body: &[u8],
-    ) -> Result<(), CacheError> {
-        let key = self.keys.account(account_id);
-        self.call("fill_account", true, async |mut connection| {
-            self.set_account
+    /// Caches an account view read from PostgreSQL, unless a newer one is already there.
+    pub async fn fill_account(&self, view: &AccountView) -> Result<(), CacheError> {
+        let key = self.keys.account(view.account_id);
+        self.call(FILL_ACCOUNT, true, async |mut connection| {
+            self.fill_account_script
                 .key(key)
-                .arg(version)
-                .arg(body)
+                .arg(view.version)
+                .arg(&view.body[..])
                 .invoke_async::<i64>(&mut connection)
                 .await
         })
@@ -375,24 +441,16 @@ impl Cache {
         self.read_view(false, self.keys.transaction(id)).await
     }
 
-    /// Caches a transaction view (`body`, its JSON) read from PostgreSQL. Transactions never
-    /// change, so there is nothing to order.
-    pub async fn fill_transaction(&self, id: TransactionId, body: &[u8]) -> Result<(), CacheError> {
-        let key = self.keys.transaction(id);
-        self.call("fill_transaction", true, async |mut connection| {
+    /// Caches a transaction view read from PostgreSQL. Transactions never change, so there is
+    /// nothing to order.
+    pub async fn fill_transaction(&self, view: &TransactionView) -> Result<(), CacheError> {
+        let key = self.keys.transaction(view.transaction_id);
+        self.call(FILL_TRANSACTION, true, async |mut connection| {
             redis::cmd("SET")
                 .arg(key)
-                .arg(body)
+                .arg(&view.body[..])
                 .query_async::<()>(&mut connection)
                 .await
-        })
-        .await
-    }
-
-    /// `PING`, for readiness checks.
-    pub async fn ping(&self) -> Result<(), CacheError> {
-        self.call("ping", true, async |mut connection| {
-            redis::cmd("PING").query_async::<()>(&mut connection).await
         })
         .await
     }
@@ -429,7 +487,12 @@ mod tests {
             first.as_ref().is_err_and(CacheError::means_unreachable),
             "{first:?}"
         );
-        assert!(format!("{first:?}").contains("timed out"), "{first:?}");
+        assert!(
+            first
+                .as_ref()
+                .is_err_and(|error| crate::telemetry::error_chain(error).contains("timed out")),
+            "{first:?}"
+        );
         assert!(started.elapsed() >= Duration::from_millis(300));
 
         let started = Instant::now();

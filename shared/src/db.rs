@@ -2,46 +2,60 @@
 //!
 //! All SQL lives here, with bound parameters only. PostgreSQL is the source of truth; see
 //! `migrations/` for the schema and why it looks the way it does.
+//!
+//! This is the storage layer: it knows nothing of HTTP (the API's mapping of these errors is in
+//! [`crate::error`]) nor of which service runs it (each service passes its [`PoolConfig`]).
+//! Every query function times itself under the query name written beside its SQL
+//! (`db_query_duration_seconds{query=…}`).
 
 use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use futures_util::{Stream, TryStreamExt};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::domain::{
-    Account, AccountId, AccountState, IdempotencyKey, NewTransaction, Transaction, TransactionId,
+    Account, AccountId, AccountState, Cursor, IdempotencyKey, NewTransaction, Recorded,
+    Transaction, TransactionId,
 };
-use crate::error::ApiError;
-use crate::settings::{Service, Settings};
+use crate::telemetry::metrics::time_query;
 
 /// The schema, embedded in the binaries. The writer owns it and runs it on start-up.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
+/// What a pool needs; each service fills it from its settings and its own needs.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub database_url: String,
+    /// Shown in `pg_stat_activity`, so an operator sees which service holds a connection.
+    pub application_name: &'static str,
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+    /// Set as the connections' `statement_timeout`: a server-side limit on any one statement.
+    pub statement_timeout: Duration,
+    /// Ping a pooled connection before handing it out: one round trip per query, against one
+    /// failed request per dead connection after a PostgreSQL restart.
+    pub test_before_acquire: bool,
+}
+
 /// A pool that connects lazily, so a service starts (and serves what it can from Redis) even
 /// while PostgreSQL is down, and reconnects by itself when it returns.
-pub fn connect(settings: &Settings) -> anyhow::Result<PgPool> {
-    let options: PgConnectOptions = settings
+pub fn connect(config: &PoolConfig) -> anyhow::Result<PgPool> {
+    let options: PgConnectOptions = config
         .database_url
         .parse()
         .context("DATABASE_URL is not a valid PostgreSQL URL")?;
-    let statement_timeout = settings.db_statement_timeout.as_millis().to_string();
+    let statement_timeout = config.statement_timeout.as_millis().to_string();
     let options = options
-        .application_name(settings.service.name())
+        .application_name(config.application_name)
         .options([("statement_timeout", statement_timeout.as_str())]);
     Ok(PgPoolOptions::new()
-        .max_connections(settings.db_pool_size)
-        .acquire_timeout(settings.db_acquire_timeout)
-        // Pinging a connection before handing it out costs a round trip per query (a fifth of
-        // the writer's CPU in the benchmark), so the writer, whose every request queries, skips
-        // it: after a PostgreSQL restart each pooled connection fails one request with a 503
-        // (clients retry, with their Idempotency-Key) and is replaced. The reader queries only
-        // on cache misses and listings, so it keeps the ping and recovers without any error.
-        .test_before_acquire(settings.service == Service::Reader)
+        .max_connections(config.max_connections)
+        .acquire_timeout(config.acquire_timeout)
+        .test_before_acquire(config.test_before_acquire)
         .connect_lazy_with(options))
 }
 
@@ -64,13 +78,6 @@ pub async fn migrate_when_available(pool: &PgPool, patience: Duration) -> anyhow
     }
 }
 
-/// What one `POST /transactions` committed: the transaction and its account right after it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Recorded {
-    pub transaction: Transaction,
-    pub account: AccountState,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
     /// The new balance would not fit in a signed 64-bit integer; nothing was written.
@@ -82,10 +89,28 @@ pub enum RecordError {
     IdempotencyKeyTaken,
     #[error(transparent)]
     Database(#[from] sqlx::Error),
-    /// The batch this transaction was part of failed as a whole, with this error (one error,
-    /// shared by every request of the batch).
-    #[error("the batch failed: {0}")]
-    Batch(std::sync::Arc<sqlx::Error>),
+    /// The batch statement answered with a different number of rows than it was given (a bug:
+    /// the statement returns one row per input row).
+    #[error("a batch of {sent} transactions returned {returned} rows")]
+    UnexpectedRows { sent: usize, returned: usize },
+}
+
+impl RecordError {
+    /// PostgreSQL refused the statement, so it was rolled back and nothing was written: it is
+    /// safe to record the same transactions again. A broken connection leaves the outcome
+    /// unknown, so it is not.
+    pub fn was_refused(&self) -> bool {
+        match self {
+            Self::IdempotencyKeyTaken | Self::BalanceOverflow => true,
+            Self::Database(error @ sqlx::Error::Database(_)) => !is_unavailable(error),
+            Self::Database(_) | Self::UnexpectedRows { .. } => false,
+        }
+    }
+
+    /// PostgreSQL could not be reached or was too slow; the client may retry.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Database(error) if is_unavailable(error))
+    }
 }
 
 /// SQLSTATE 22003 numeric_value_out_of_range: `bigint + bigint` overflowed.
@@ -125,12 +150,12 @@ pub async fn record_transaction(
     new: NewTransaction,
     idempotency_key: Option<&IdempotencyKey>,
 ) -> Result<Recorded, RecordError> {
-    let row: RecordedRow = sqlx::query_as(RECORD_TRANSACTION_SQL)
+    let query = sqlx::query_as(RECORD_TRANSACTION_SQL)
         .bind(transaction_id.as_uuid())
         .bind(new.account_id.as_uuid())
         .bind(new.amount.value())
-        .bind(idempotency_key.map(IdempotencyKey::as_str))
-        .fetch_one(pool)
+        .bind(idempotency_key.map(IdempotencyKey::as_str));
+    let row: RecordedRow = time_query("record_transaction", query.fetch_one(pool))
         .await
         .map_err(record_error)?;
     Ok(recorded(transaction_id, new, row))
@@ -232,20 +257,19 @@ pub async fn record_transactions(
         .iter()
         .map(|r| r.idempotency_key.as_ref().map(IdempotencyKey::as_str))
         .collect();
-    let rows: Vec<RecordedRow> = sqlx::query_as(RECORD_TRANSACTIONS_SQL)
+    let query = sqlx::query_as(RECORD_TRANSACTIONS_SQL)
         .bind(ids)
         .bind(accounts)
         .bind(amounts)
-        .bind(keys)
-        .fetch_all(pool)
+        .bind(keys);
+    let rows: Vec<RecordedRow> = time_query("record_transactions", query.fetch_all(pool))
         .await
         .map_err(record_error)?;
     if rows.len() != batch.len() {
-        return Err(RecordError::Database(sqlx::Error::Protocol(format!(
-            "a batch of {} transactions returned {} rows",
-            batch.len(),
-            rows.len()
-        ))));
+        return Err(RecordError::UnexpectedRows {
+            sent: batch.len(),
+            returned: rows.len(),
+        });
     }
     Ok(batch
         .iter()
@@ -270,11 +294,9 @@ pub async fn load_account(
     pool: &PgPool,
     account_id: AccountId,
 ) -> Result<Option<AccountState>, sqlx::Error> {
-    let row: Option<(i64, i64)> =
-        sqlx::query_as("SELECT balance, version FROM accounts WHERE account_id = $1")
-            .bind(account_id.as_uuid())
-            .fetch_optional(pool)
-            .await?;
+    let query = sqlx::query_as("SELECT balance, version FROM accounts WHERE account_id = $1")
+        .bind(account_id.as_uuid());
+    let row: Option<(i64, i64)> = time_query("load_account", query.fetch_optional(pool)).await?;
     Ok(row.map(|(balance, version)| AccountState {
         account: Account {
             account_id,
@@ -302,13 +324,13 @@ pub async fn find_by_idempotency_key(
     pool: &PgPool,
     key: &IdempotencyKey,
 ) -> Result<Option<Transaction>, sqlx::Error> {
-    let row: Option<TransactionRow> = sqlx::query_as(
+    let query = sqlx::query_as(
         "SELECT transaction_id, account_id, amount, created_at FROM transactions
          WHERE idempotency_key = $1",
     )
-    .bind(key.as_str())
-    .fetch_optional(pool)
-    .await?;
+    .bind(key.as_str());
+    let row: Option<TransactionRow> =
+        time_query("find_by_idempotency_key", query.fetch_optional(pool)).await?;
     Ok(row.map(transaction_from_row))
 }
 
@@ -316,13 +338,13 @@ pub async fn load_transaction(
     pool: &PgPool,
     transaction_id: TransactionId,
 ) -> Result<Option<Transaction>, sqlx::Error> {
-    let row: Option<TransactionRow> = sqlx::query_as(
+    let query = sqlx::query_as(
         "SELECT transaction_id, account_id, amount, created_at FROM transactions
          WHERE transaction_id = $1",
     )
-    .bind(transaction_id.as_uuid())
-    .fetch_optional(pool)
-    .await?;
+    .bind(transaction_id.as_uuid());
+    let row: Option<TransactionRow> =
+        time_query("load_transaction", query.fetch_optional(pool)).await?;
     Ok(row.map(transaction_from_row))
 }
 
@@ -332,48 +354,66 @@ pub struct ListFilter {
     /// Only this account's transactions.
     pub account_id: Option<AccountId>,
     /// Only transactions older than this position (the paging cursor).
-    pub before_seq: Option<i64>,
-    /// At most this many.
-    pub limit: Option<i64>,
+    pub before: Option<Cursor>,
 }
 
-/// The transactions a filter selects, newest first, each with its `seq` (the cursor for the
-/// next page), row by row as PostgreSQL sends them: memory stays flat however many there are.
-/// Holds one pool connection until the stream ends or is dropped.
-///
-/// Two fixed statements rather than one with `$1 IS NULL OR …`, so that each keeps a plan that
-/// walks its index (`transactions_seq_key` or `transactions_account_seq_idx`) backwards.
-pub fn stream_transactions(
+/// Newest first, below a position. Two fixed statements rather than one with
+/// `$1 IS NULL OR …`, so that each keeps a plan that walks its index (`transactions_seq_key` or
+/// `transactions_account_seq_idx`) backwards.
+const LIST_SQL: &str = "SELECT seq, transaction_id, account_id, amount, created_at
+    FROM transactions WHERE seq < $1 ORDER BY seq DESC LIMIT $2";
+const LIST_ACCOUNT_SQL: &str = "SELECT seq, transaction_id, account_id, amount, created_at
+    FROM transactions WHERE account_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3";
+
+/// One page of a client's paged listing: at most `limit` of the transactions `filter` selects,
+/// newest first, each with its position (the cursor of the next page).
+pub async fn list_page(
     pool: &PgPool,
     filter: ListFilter,
-) -> impl Stream<Item = Result<(i64, Transaction), sqlx::Error>> + '_ {
-    let before = filter.before_seq.unwrap_or(i64::MAX);
+    limit: i64,
+) -> Result<Vec<(Cursor, Transaction)>, sqlx::Error> {
+    time_query("list_transactions_page", list(pool, filter, limit)).await
+}
+
+/// One batch of an unpaged listing, which reads batch after batch (the reader's streamed
+/// `GET /transactions`): like [`list_page`], under its own query name.
+pub async fn list_batch(
+    pool: &PgPool,
+    filter: ListFilter,
+    limit: i64,
+) -> Result<Vec<(Cursor, Transaction)>, sqlx::Error> {
+    time_query("list_transactions_batch", list(pool, filter, limit)).await
+}
+
+/// Reads the selected rows whole, in one short statement: callers bound the memory with
+/// `limit` and never hold a connection between calls.
+async fn list(
+    pool: &PgPool,
+    filter: ListFilter,
+    limit: i64,
+) -> Result<Vec<(Cursor, Transaction)>, sqlx::Error> {
+    let before = filter.before.map_or(i64::MAX, Cursor::seq);
     let query = match filter.account_id {
-        Some(account_id) => sqlx::query_as::<_, (i64, Uuid, Uuid, i64, DateTime<Utc>)>(
-            "SELECT seq, transaction_id, account_id, amount, created_at FROM transactions
-             WHERE account_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
-        )
-        .bind(account_id.as_uuid()),
-        None => sqlx::query_as(
-            "SELECT seq, transaction_id, account_id, amount, created_at FROM transactions
-             WHERE seq < $1 ORDER BY seq DESC LIMIT $2",
-        ),
+        Some(account_id) => sqlx::query_as(LIST_ACCOUNT_SQL).bind(account_id.as_uuid()),
+        None => sqlx::query_as(LIST_SQL),
     };
-    query.bind(before).bind(filter.limit).fetch(pool).map_ok(
-        |(seq, transaction_id, account_id, amount, created_at)| {
+    let rows: Vec<(i64, Uuid, Uuid, i64, DateTime<Utc>)> =
+        query.bind(before).bind(limit).fetch_all(pool).await?;
+    Ok(rows
+        .into_iter()
+        .map(|(seq, transaction_id, account_id, amount, created_at)| {
             let transaction =
                 transaction_from_row((transaction_id, account_id, amount, created_at));
-            (seq, transaction)
-        },
-    )
+            (Cursor::at(seq), transaction)
+        })
+        .collect())
 }
 
 /// Removes published changes from the outbox.
 pub async fn mark_published(pool: &PgPool, transaction_ids: &[Uuid]) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query("DELETE FROM publish_outbox WHERE transaction_id = ANY($1)")
-        .bind(transaction_ids)
-        .execute(pool)
-        .await?;
+    let query = sqlx::query("DELETE FROM publish_outbox WHERE transaction_id = ANY($1)")
+        .bind(transaction_ids);
+    let done = time_query("mark_published", query.execute(pool)).await?;
     Ok(done.rows_affected())
 }
 
@@ -385,7 +425,7 @@ pub async fn unpublished(
     grace: Duration,
     limit: i64,
 ) -> Result<Vec<Recorded>, sqlx::Error> {
-    let rows: Vec<(Uuid, Uuid, i64, DateTime<Utc>, i64, i64)> = sqlx::query_as(
+    let query = sqlx::query_as(
         "SELECT t.transaction_id, t.account_id, t.amount, t.created_at, a.balance, a.version
          FROM publish_outbox o
          JOIN transactions t USING (transaction_id)
@@ -395,9 +435,9 @@ pub async fn unpublished(
          LIMIT $2",
     )
     .bind(grace.as_secs_f64())
-    .bind(limit)
-    .fetch_all(pool)
-    .await?;
+    .bind(limit);
+    let rows: Vec<(Uuid, Uuid, i64, DateTime<Utc>, i64, i64)> =
+        time_query("unpublished", query.fetch_all(pool)).await?;
     Ok(rows
         .into_iter()
         .map(
@@ -425,22 +465,20 @@ pub async fn publishing_is_behind(
     pool: &PgPool,
     older_than: Duration,
 ) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
+    let query = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM publish_outbox
                         WHERE created_at < now() - make_interval(secs => $1))",
     )
-    .bind(older_than.as_secs_f64())
-    .fetch_one(pool)
-    .await
+    .bind(older_than.as_secs_f64());
+    time_query("publishing_is_behind", query.fetch_one(pool)).await
 }
 
 /// Age in seconds of the oldest change not yet published to Redis (0 when none is pending).
 pub async fn oldest_unpublished_age(pool: &PgPool) -> Result<f64, sqlx::Error> {
-    sqlx::query_scalar(
+    let query = sqlx::query_scalar(
         "SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(created_at))::float8, 0) FROM publish_outbox",
-    )
-    .fetch_one(pool)
-    .await
+    );
+    time_query("oldest_unpublished_age", query.fetch_one(pool)).await
 }
 
 /// Connection-level failures, timeouts and server shutdowns: the client may retry (503).
@@ -458,36 +496,5 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
             code.starts_with("08") || code.starts_with("53") || code.starts_with("57")
         }),
         _ => false,
-    }
-}
-
-impl From<sqlx::Error> for ApiError {
-    fn from(error: sqlx::Error) -> Self {
-        if is_unavailable(&error) {
-            ApiError::Unavailable("database unavailable, retry later")
-        } else {
-            ApiError::Internal(anyhow::Error::new(error).context("database query failed"))
-        }
-    }
-}
-
-impl From<RecordError> for ApiError {
-    fn from(error: RecordError) -> Self {
-        match error {
-            RecordError::BalanceOverflow => ApiError::Unprocessable(
-                "the account's balance would overflow a signed 64-bit integer; nothing was recorded"
-                    .into(),
-            ),
-            RecordError::IdempotencyKeyTaken => ApiError::Internal(anyhow::anyhow!(
-                "idempotency key conflict must be resolved by the caller"
-            )),
-            RecordError::Database(error) => error.into(),
-            RecordError::Batch(error) if is_unavailable(&error) => {
-                ApiError::Unavailable("database unavailable, retry later")
-            }
-            RecordError::Batch(error) => {
-                ApiError::Internal(anyhow::anyhow!("recording a batch failed: {error}"))
-            }
-        }
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Every failure a client can see is an [`ApiError`], rendered as `{"error": "<message>"}` with
 //! `Content-Type: application/json`. Messages name the client's problem; internal causes are
-//! logged (with their whole chain) and never sent.
+//! logged (with their whole chain) and never sent. What each storage error means to a client is
+//! decided here, at the edge, so the storage layer ([`crate::db`]) knows nothing of HTTP.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
@@ -12,6 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
+use crate::db::{self, RecordError};
 use crate::domain::{Identifier, ValidationError};
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +43,10 @@ pub enum ApiError {
     /// learns that it happened.
     #[error("internal server error")]
     Internal(#[source] anyhow::Error),
+    /// 500 for a failure already logged, with its cause chain, where it happened: a batch of
+    /// writes that failed is logged once by the recorder, not again by each of its requests.
+    #[error("internal server error")]
+    InternalLogged,
 }
 
 impl ApiError {
@@ -53,7 +59,7 @@ impl ApiError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Internal(_) | Self::InternalLogged => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
@@ -61,6 +67,35 @@ impl ApiError {
 impl From<ValidationError> for ApiError {
     fn from(error: ValidationError) -> Self {
         Self::BadRequest(error.to_string())
+    }
+}
+
+/// What clients get when PostgreSQL cannot be reached or is too slow.
+pub const DATABASE_UNAVAILABLE: &str = "database unavailable, retry later";
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        if db::is_unavailable(&error) {
+            Self::Unavailable(DATABASE_UNAVAILABLE)
+        } else {
+            Self::Internal(anyhow::Error::new(error).context("database query failed"))
+        }
+    }
+}
+
+impl From<RecordError> for ApiError {
+    fn from(error: RecordError) -> Self {
+        match error {
+            RecordError::BalanceOverflow => Self::Unprocessable(
+                "the account's balance would overflow a signed 64-bit integer; nothing was recorded"
+                    .into(),
+            ),
+            RecordError::Database(error) => error.into(),
+            // The writer replays the key's transaction; reaching here is a bug.
+            RecordError::IdempotencyKeyTaken | RecordError::UnexpectedRows { .. } => {
+                Self::Internal(anyhow::Error::new(error).context("recording a transaction failed"))
+            }
+        }
     }
 }
 
@@ -74,6 +109,7 @@ impl IntoResponse for ApiError {
                 tracing::error!(error = format!("{cause:#}"), "request failed")
             }
             Self::Unavailable(what) => tracing::warn!(error = what, "dependency unavailable"),
+            Self::InternalLogged => tracing::debug!("request failed; its cause was logged once"),
             _ => {}
         }
         let mut response = error_response(self.status(), &self.to_string());

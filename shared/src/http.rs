@@ -1,17 +1,19 @@
 //! HTTP plumbing both services share: the public route table (for 404 vs 405), the middleware
 //! stack, the metrics listener and serving with graceful shutdown.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::handler::Handler;
 use axum::http::header::{CONTENT_TYPE, ETAG, IF_NONE_MATCH, LINK, LOCATION, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
@@ -31,6 +33,10 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// (GET and HEAD to the reader, the rest to the writer). Each service answers a method it does
 /// not serve on one of these paths with 405 and the *public* `Allow` list, and any other path
 /// with 404, so clients get the same answer whichever service nginx picked.
+///
+/// One route table: the services' [`Routes`], nginx's `$api_allow` map (`nginx/nginx.conf`) and
+/// the paths of `reader/openapi.json` must say the same, which `reader/tests/route_table.rs`
+/// checks. A new endpoint goes here first.
 pub const PUBLIC_ROUTES: &[(&str, &str)] = &[
     ("/ping", "GET, HEAD"),
     ("/openapi.json", "GET, HEAD"),
@@ -57,6 +63,79 @@ fn template_matches(template: &str, path: &str) -> bool {
             _ => return false,
         }
     }
+}
+
+/// A service's share of the public API. Routes are added only through these methods, which
+/// know the method each handler serves, so [`Routes::served`] is what the router really serves
+/// and the route-table test can hold it against [`PUBLIC_ROUTES`]. Every path answers the
+/// methods it lacks with [`unrouted`] (405 with the public `Allow` list).
+pub struct Routes<S> {
+    paths: BTreeMap<&'static str, (MethodRouter<S>, Vec<Method>)>,
+}
+
+impl<S: Clone + Send + Sync + 'static> Default for Routes<S> {
+    fn default() -> Self {
+        Self {
+            paths: BTreeMap::new(),
+        }
+    }
+}
+
+impl<S: Clone + Send + Sync + 'static> Routes<S> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `GET` on `path`, and so `HEAD` (axum answers it with the GET handler, without the body).
+    pub fn get<H: Handler<T, S>, T: 'static>(self, path: &'static str, handler: H) -> Self {
+        self.add(path, get(handler), &[Method::GET, Method::HEAD])
+    }
+
+    /// `POST` on `path`.
+    pub fn post<H: Handler<T, S>, T: 'static>(self, path: &'static str, handler: H) -> Self {
+        self.add(path, post(handler), &[Method::POST])
+    }
+
+    fn add(mut self, path: &'static str, route: MethodRouter<S>, methods: &[Method]) -> Self {
+        let (router, served) = self
+            .paths
+            .remove(path)
+            .unwrap_or_else(|| (MethodRouter::new(), Vec::new()));
+        let served = served.into_iter().chain(methods.iter().cloned()).collect();
+        self.paths.insert(path, (router.merge(route), served));
+        self
+    }
+
+    /// Another resource's routes added to these.
+    pub fn merge(mut self, other: Routes<S>) -> Self {
+        for (path, (route, methods)) in other.paths {
+            self = self.add(path, route, &methods);
+        }
+        self
+    }
+
+    /// Every (path template, method) these routes serve.
+    pub fn served(&self) -> Vec<(&'static str, Method)> {
+        self.paths
+            .iter()
+            .flat_map(|(path, (_, methods))| methods.iter().map(|method| (*path, method.clone())))
+            .collect()
+    }
+
+    /// The router, each path answering the methods it lacks with [`unrouted`].
+    pub fn into_router(self) -> Router<S> {
+        self.paths
+            .into_iter()
+            .fold(Router::new(), |router, (path, (route, _))| {
+                router.route(path, route.fallback(unrouted))
+            })
+    }
+}
+
+/// Liveness: the process is up and serving. Deliberately touches neither PostgreSQL nor Redis,
+/// so health checks do not flap with them.
+pub async fn ping() -> Response {
+    json_body(Bytes::from_static(br#"{"status":"ok"}"#))
 }
 
 /// What a service answers for a method or path it has no handler for: 405 with the public

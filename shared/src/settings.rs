@@ -1,6 +1,8 @@
 //! Settings from environment variables. Every variable is documented once, in the README's
-//! configuration table; the defaults work on a development machine with PostgreSQL and Redis
-//! on their standard local ports.
+//! configuration table (name, default, meaning); the code's defaults are in [`VARIABLES`], and
+//! the test `the_readme_table_documents_every_variable_with_its_default` fails when the two
+//! disagree. The defaults work on a development machine with PostgreSQL and Redis on their
+//! standard local ports.
 
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -8,6 +10,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use axum::http::HeaderValue;
+
+use crate::db::PoolConfig;
 
 /// Which binary is reading its settings: the defaults for ports and pool sizes differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +29,68 @@ impl Service {
     }
 }
 
+/// A variable the services read and its default for each service (`None`: no fixed default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Variable {
+    pub name: &'static str,
+    pub writer_default: Option<&'static str>,
+    pub reader_default: Option<&'static str>,
+    /// False for the variables a library reads itself (`RUST_LOG`, `TOKIO_WORKER_THREADS`).
+    pub read_by_settings: bool,
+}
+
+const fn both(name: &'static str, default: &'static str) -> Variable {
+    per_service(name, default, default)
+}
+
+const fn per_service(name: &'static str, writer: &'static str, reader: &'static str) -> Variable {
+    Variable {
+        name,
+        writer_default: Some(writer),
+        reader_default: Some(reader),
+        read_by_settings: true,
+    }
+}
+
+const fn read_by_library(name: &'static str, default: Option<&'static str>) -> Variable {
+    Variable {
+        name,
+        writer_default: default,
+        reader_default: default,
+        read_by_settings: false,
+    }
+}
+
+/// The log filter when `RUST_LOG` is unset (telemetry applies it).
+pub const DEFAULT_LOG_FILTER: &str = "info";
+
+/// Every variable, in the order of the README's table, which says what each means.
+pub const VARIABLES: &[Variable] = &[
+    both(
+        "DATABASE_URL",
+        "postgres://postgres@127.0.0.1:5432/transactions",
+    ),
+    both("REDIS_URL", "redis://127.0.0.1:6379/0"),
+    both("REDIS_KEY_PREFIX", "tm:"),
+    per_service("LISTEN_ADDR", "127.0.0.1:8081", "127.0.0.1:8082"),
+    per_service("METRICS_ADDR", "127.0.0.1:9181", "127.0.0.1:9182"),
+    per_service("DB_POOL_SIZE", "16", "8"),
+    both("WRITE_BATCH_WORKERS", "1"),
+    // tokio reads it in `#[tokio::main]`; unset, one worker per core.
+    read_by_library("TOKIO_WORKER_THREADS", None),
+    both("DB_ACQUIRE_TIMEOUT_MS", "2000"),
+    both("DB_STATEMENT_TIMEOUT_MS", "5000"),
+    both("REDIS_TIMEOUT_MS", "500"),
+    both("REQUEST_TIMEOUT_MS", "10000"),
+    both("SHUTDOWN_TIMEOUT_MS", "10000"),
+    both("BODY_LIMIT_BYTES", "16384"),
+    // tracing-subscriber's `EnvFilter` reads it (see `telemetry::init_logging`).
+    read_by_library("RUST_LOG", Some(DEFAULT_LOG_FILTER)),
+    both("LOG_FORMAT", "json"),
+    both("CORS_ALLOWED_ORIGINS", "*"),
+];
+
+/// The settings of one service. Each field names its variable; what it means is in the README.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub service: Service,
@@ -32,34 +98,31 @@ pub struct Settings {
     pub database_url: String,
     /// `REDIS_URL`
     pub redis_url: String,
-    /// `REDIS_KEY_PREFIX`: every key this deployment writes starts with it.
+    /// `REDIS_KEY_PREFIX`
     pub redis_key_prefix: String,
-    /// `LISTEN_ADDR`: the API port (behind nginx).
+    /// `LISTEN_ADDR`
     pub listen_addr: SocketAddr,
-    /// `METRICS_ADDR`: `/metrics` and `/health`, never exposed through nginx.
+    /// `METRICS_ADDR` (never exposed through nginx)
     pub metrics_addr: SocketAddr,
     /// `DB_POOL_SIZE`
     pub db_pool_size: u32,
-    /// `WRITE_BATCH_WORKERS` (writer): batches of POSTs committed at the same time (group
-    /// commit). One keeps batches largest, so the CPU per transaction lowest; more can help
-    /// where PostgreSQL has cores to spare and commits wait on disk.
+    /// `WRITE_BATCH_WORKERS` (writer)
     pub write_batch_workers: usize,
-    /// `DB_ACQUIRE_TIMEOUT_MS`: how long a request waits for a database connection before 503.
+    /// `DB_ACQUIRE_TIMEOUT_MS`
     pub db_acquire_timeout: Duration,
-    /// `DB_STATEMENT_TIMEOUT_MS`: server-side limit on any one statement.
+    /// `DB_STATEMENT_TIMEOUT_MS`
     pub db_statement_timeout: Duration,
-    /// `REDIS_TIMEOUT_MS`: connect and response timeout of every Redis call.
+    /// `REDIS_TIMEOUT_MS`
     pub redis_timeout: Duration,
-    /// `REQUEST_TIMEOUT_MS`: a request still running after this gets a 503.
+    /// `REQUEST_TIMEOUT_MS`
     pub request_timeout: Duration,
-    /// `SHUTDOWN_TIMEOUT_MS`: how long in-flight requests may take to finish after SIGTERM.
+    /// `SHUTDOWN_TIMEOUT_MS`
     pub shutdown_timeout: Duration,
-    /// `BODY_LIMIT_BYTES`: larger request bodies get a 413.
+    /// `BODY_LIMIT_BYTES`
     pub body_limit_bytes: usize,
-    /// `LOG_FORMAT`: `json` (default) or `text`. The level comes from `RUST_LOG`.
+    /// `LOG_FORMAT` (the level comes from `RUST_LOG`)
     pub log_format: LogFormat,
-    /// `CORS_ALLOWED_ORIGINS`: comma-separated origins browsers may call from; `*` (default)
-    /// allows any, for local use.
+    /// `CORS_ALLOWED_ORIGINS`; empty means any origin (`*`).
     pub cors_allowed_origins: Vec<HeaderValue>,
 }
 
@@ -91,32 +154,40 @@ impl Settings {
         service: Service,
         lookup: impl Fn(&str) -> Option<String>,
     ) -> anyhow::Result<Self> {
-        let env = Env(lookup);
-        let (listen, metrics, pool) = match service {
-            Service::Writer => ("127.0.0.1:8081", "127.0.0.1:9181", "16"),
-            Service::Reader => ("127.0.0.1:8082", "127.0.0.1:9182", "8"),
-        };
+        let env = Env { lookup, service };
         Ok(Self {
             service,
-            database_url: env.get(
-                "DATABASE_URL",
-                "postgres://postgres@127.0.0.1:5432/transactions",
-            ),
-            redis_url: env.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-            redis_key_prefix: env.get("REDIS_KEY_PREFIX", "tm:"),
-            listen_addr: env.parse("LISTEN_ADDR", listen)?,
-            metrics_addr: env.parse("METRICS_ADDR", metrics)?,
-            db_pool_size: env.parse("DB_POOL_SIZE", pool)?,
-            write_batch_workers: env.parse("WRITE_BATCH_WORKERS", "1")?,
-            db_acquire_timeout: env.millis("DB_ACQUIRE_TIMEOUT_MS", 2_000)?,
-            db_statement_timeout: env.millis("DB_STATEMENT_TIMEOUT_MS", 5_000)?,
-            redis_timeout: env.millis("REDIS_TIMEOUT_MS", 500)?,
-            request_timeout: env.millis("REQUEST_TIMEOUT_MS", 10_000)?,
-            shutdown_timeout: env.millis("SHUTDOWN_TIMEOUT_MS", 10_000)?,
-            body_limit_bytes: env.parse("BODY_LIMIT_BYTES", "16384")?,
-            log_format: env.parse("LOG_FORMAT", "json")?,
-            cors_allowed_origins: parse_origins(&env.get("CORS_ALLOWED_ORIGINS", "*"))?,
+            database_url: env.get("DATABASE_URL")?,
+            redis_url: env.get("REDIS_URL")?,
+            redis_key_prefix: env.get("REDIS_KEY_PREFIX")?,
+            listen_addr: env.parse("LISTEN_ADDR")?,
+            metrics_addr: env.parse("METRICS_ADDR")?,
+            db_pool_size: env.parse("DB_POOL_SIZE")?,
+            write_batch_workers: env.parse("WRITE_BATCH_WORKERS")?,
+            db_acquire_timeout: env.millis("DB_ACQUIRE_TIMEOUT_MS")?,
+            db_statement_timeout: env.millis("DB_STATEMENT_TIMEOUT_MS")?,
+            redis_timeout: env.millis("REDIS_TIMEOUT_MS")?,
+            request_timeout: env.millis("REQUEST_TIMEOUT_MS")?,
+            shutdown_timeout: env.millis("SHUTDOWN_TIMEOUT_MS")?,
+            body_limit_bytes: env.parse("BODY_LIMIT_BYTES")?,
+            log_format: env.parse("LOG_FORMAT")?,
+            cors_allowed_origins: parse_origins(&env.get("CORS_ALLOWED_ORIGINS")?)?,
         })
+    }
+}
+
+impl Settings {
+    /// This service's PostgreSQL pool. Whether to ping a connection before each use depends on
+    /// how the service uses the database, so the service says.
+    pub fn pool_config(&self, test_before_acquire: bool) -> PoolConfig {
+        PoolConfig {
+            database_url: self.database_url.clone(),
+            application_name: self.service.name(),
+            max_connections: self.db_pool_size,
+            acquire_timeout: self.db_acquire_timeout,
+            statement_timeout: self.db_statement_timeout,
+            test_before_acquire,
+        }
     }
 }
 
@@ -142,28 +213,41 @@ fn parse_origins(raw: &str) -> anyhow::Result<Vec<HeaderValue>> {
         .collect()
 }
 
-/// A source of variables, where an unset and an empty variable both mean "use the default".
-struct Env<F>(F);
+/// A source of variables, where an unset and an empty variable both mean "use the default"
+/// (this service's, from [`VARIABLES`]).
+struct Env<F> {
+    lookup: F,
+    service: Service,
+}
 
 impl<F: Fn(&str) -> Option<String>> Env<F> {
-    fn get(&self, name: &str, default: &str) -> String {
-        (self.0)(name)
+    fn get(&self, name: &str) -> anyhow::Result<String> {
+        let variable = VARIABLES
+            .iter()
+            .find(|variable| variable.name == name)
+            .ok_or_else(|| anyhow!("{name} is not declared in settings::VARIABLES"))?;
+        let default = match self.service {
+            Service::Writer => variable.writer_default,
+            Service::Reader => variable.reader_default,
+        };
+        (self.lookup)(name)
             .filter(|value| !value.is_empty())
-            .unwrap_or_else(|| default.to_owned())
+            .or_else(|| default.map(str::to_owned))
+            .ok_or_else(|| anyhow!("{name} has no default in settings::VARIABLES"))
     }
 
-    fn parse<T>(&self, name: &str, default: &str) -> anyhow::Result<T>
+    fn parse<T>(&self, name: &str) -> anyhow::Result<T>
     where
         T: FromStr,
         T::Err: std::fmt::Display,
     {
-        let raw = self.get(name, default);
+        let raw = self.get(name)?;
         raw.parse()
             .map_err(|error| anyhow!("{name} has an invalid value `{raw}`: {error}"))
     }
 
-    fn millis(&self, name: &str, default: u64) -> anyhow::Result<Duration> {
-        let raw = self.get(name, &default.to_string());
+    fn millis(&self, name: &str) -> anyhow::Result<Duration> {
+        let raw = self.get(name)?;
         let value: u64 = raw.parse().with_context(|| {
             format!("{name} must be a whole number of milliseconds, got `{raw}`")
         })?;
@@ -223,6 +307,86 @@ mod tests {
         .expect("valid");
         assert_eq!(listed.cors_allowed_origins.len(), 2);
         assert!(settings(Service::Writer, &[("CORS_ALLOWED_ORIGINS", "a.example")]).is_err());
+    }
+
+    /// The README's configuration table: (variable, writer default, reader default). A default
+    /// cell is `` `value` `` for both services, `` writer `a`, reader `b` `` for each, or text
+    /// without a leading value where the variable has no fixed default.
+    fn readme_table() -> Vec<(String, Option<String>, Option<String>)> {
+        let readme = include_str!("../../README.md");
+        let section = readme
+            .split("\n## Configuration\n")
+            .nth(1)
+            .expect("README.md has a Configuration section");
+        section
+            .lines()
+            .take_while(|line| !line.starts_with("## "))
+            .filter(|line| line.starts_with("| `"))
+            .map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                let name = cells[1].trim_matches('`').to_owned();
+                let leading_value =
+                    |text: &str| Some(text.strip_prefix('`')?.split('`').next()?.to_owned());
+                let value_after =
+                    |label: &str| leading_value(cells[2].split(label).nth(1).unwrap_or_default());
+                let (writer, reader) = if cells[2].starts_with("writer `") {
+                    (value_after("writer "), value_after("reader "))
+                } else {
+                    (leading_value(cells[2]), leading_value(cells[2]))
+                };
+                (name, writer, reader)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_readme_table_documents_every_variable_with_its_default() {
+        let documented = readme_table();
+        let declared: Vec<_> = VARIABLES
+            .iter()
+            .map(|variable| {
+                (
+                    variable.name.to_owned(),
+                    variable.writer_default.map(str::to_owned),
+                    variable.reader_default.map(str::to_owned),
+                )
+            })
+            .collect();
+        for row in &documented {
+            assert!(
+                declared.contains(row),
+                "README.md documents {row:?}, settings::VARIABLES has {:?}",
+                declared.iter().find(|declared| declared.0 == row.0)
+            );
+        }
+        for row in &declared {
+            assert!(
+                documented.contains(row),
+                "settings::VARIABLES has {row:?}, README.md documents {:?}",
+                documented.iter().find(|documented| documented.0 == row.0)
+            );
+        }
+    }
+
+    #[test]
+    fn settings_read_exactly_the_declared_variables() {
+        for service in [Service::Writer, Service::Reader] {
+            let read = std::cell::RefCell::new(Vec::new());
+            Settings::from_lookup(service, |name| {
+                read.borrow_mut().push(name.to_owned());
+                None
+            })
+            .expect("defaults parse");
+            let mut read = read.into_inner();
+            read.sort();
+            let mut declared: Vec<String> = VARIABLES
+                .iter()
+                .filter(|variable| variable.read_by_settings)
+                .map(|variable| variable.name.to_owned())
+                .collect();
+            declared.sort();
+            assert_eq!(read, declared, "{service:?}");
+        }
     }
 
     #[test]

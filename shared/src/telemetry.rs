@@ -6,12 +6,13 @@
 //!
 //! Metrics: see [`metrics`], the one place where every metric name is declared.
 
-use crate::settings::{LogFormat, Settings};
+use crate::settings::{LogFormat, Settings, DEFAULT_LOG_FILTER};
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global log subscriber. Call once, first thing in `main`.
 pub fn init_logging(settings: &Settings) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false);
@@ -24,6 +25,19 @@ pub fn init_logging(settings: &Settings) {
             .init(),
         LogFormat::Text => builder.init(),
     }
+}
+
+/// An error and its causes, outermost first, as `a: b: c` (what anyhow prints with `{:#}`), so a
+/// log line keeps the whole chain.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(next) = cause {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        cause = next.source();
+    }
+    text
 }
 
 pub mod metrics {
@@ -131,7 +145,7 @@ pub mod metrics {
         );
         describe_counter!(
             CACHE_LOOKUPS_TOTAL,
-            "Reader lookups of cached views, by view and result (hit, miss, error)."
+            "Reader lookups of cached views, by view and result (hit, miss, error, bypass)."
         );
         describe_counter!(
             PUBLISH_FAILURES_TOTAL,
@@ -155,21 +169,13 @@ pub mod metrics {
         );
     }
 
-    /// Creates the writer's publish series at zero, so that dashboards show 0 rather than
-    /// "no data" and `increase()` sees the first failure after a restart.
-    pub fn init_writer_series() {
-        register_hot_series(&["publish"], &[]);
-        ::metrics::counter!(PUBLISH_FAILURES_TOTAL).absolute(0);
-        ::metrics::counter!(PUBLISH_REPAIRS_TOTAL).absolute(0);
-        ::metrics::gauge!(PUBLISH_BACKLOG_OLDEST_AGE_SECONDS).set(0.0);
-    }
-
-    /// Creates the reader's cache-lookup series at zero, for the same reason.
-    pub fn init_reader_series() {
-        register_hot_series(
-            &["get_views", "fill_account", "fill_transaction", "ping"],
-            &["account", "transaction"],
-        );
+    /// Creates counters at zero, so that dashboards show 0 rather than "no data" and
+    /// `increase()` sees the first event after a restart. Each service calls it (after
+    /// [`install`]) for the counters it moves only on rare events.
+    pub fn counters_at_zero(names: &[&'static str]) {
+        for &name in names {
+            ::metrics::counter!(name).absolute(0);
+        }
     }
 
     /// Middleware (`route_layer`) that counts and times every routed request.
@@ -256,9 +262,10 @@ pub mod metrics {
 
     static HOT_SERIES: OnceLock<HotSeries> = OnceLock::new();
 
-    /// Registers the hot series of a service (after [`install`]): its Redis operations and, for
-    /// the reader, its cache lookups (which also makes them exported as 0 from the start).
-    fn register_hot_series(redis_operations: &[&'static str], cache_views: &[&'static str]) {
+    /// Registers the hot series of a service (after [`install`]): the Redis operations it calls
+    /// on every request and the views it looks up (which also makes the lookups exported as 0
+    /// from the start). Each service names its own; call once.
+    pub fn register_hot_series(redis_operations: &[&'static str], cache_views: &[&'static str]) {
         let mut hot = HotSeries {
             redis_calls: HashMap::new(),
             cache_lookups: HashMap::new(),
@@ -295,7 +302,8 @@ pub mod metrics {
         ::metrics::gauge!(PUBLISH_BACKLOG_OLDEST_AGE_SECONDS).set(seconds);
     }
 
-    /// Times a database query future and records it under `query`.
+    /// Times a database query future and records it under `query` (the storage layer calls it
+    /// around each query, beside its SQL).
     pub async fn time_query<T, E>(
         query: &'static str,
         run: impl std::future::Future<Output = Result<T, E>>,

@@ -14,8 +14,9 @@
 
 use std::time::Duration;
 
-use shared::cache::Cache;
-use shared::db::{self, Recorded};
+use shared::cache::{self, Cache};
+use shared::db;
+use shared::domain::Recorded;
 use shared::telemetry::metrics as m;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, watch};
@@ -36,6 +37,14 @@ const CLEANUP_BATCH: usize = 512;
 /// Published ids waiting for their outbox deletion. If the queue is full the id is dropped:
 /// its row stays and gets republished later, which is harmless.
 const CLEANUP_QUEUE: usize = 16_384;
+
+/// Registers the publisher's metrics at start-up (after `metrics::install`): its Redis call as
+/// a hot series, and its rare-event counters at zero.
+pub fn init_metrics() {
+    m::register_hot_series(cache::PUBLISH_OPERATIONS, &[]);
+    m::counters_at_zero(&[m::PUBLISH_FAILURES_TOTAL, m::PUBLISH_REPAIRS_TOTAL]);
+    m::set_publish_backlog_age(0.0);
+}
 
 #[derive(Clone)]
 pub struct Publisher {
@@ -60,14 +69,7 @@ impl Publisher {
 
     /// Publishes committed changes in one Redis round trip, like [`Publisher::publish`].
     pub async fn publish_all(&self, changes: &[&Recorded]) -> bool {
-        let published = self
-            .cache
-            .publish_all(
-                changes
-                    .iter()
-                    .map(|recorded| (&recorded.transaction, &recorded.account)),
-            )
-            .await;
+        let published = self.cache.publish(changes.iter().copied()).await;
         match published {
             Ok(()) => {
                 for recorded in changes {
@@ -95,8 +97,7 @@ impl Publisher {
 pub async fn run_outbox_cleaner(pool: PgPool, mut queue: mpsc::Receiver<Uuid>) {
     let mut batch = Vec::with_capacity(CLEANUP_BATCH);
     while queue.recv_many(&mut batch, CLEANUP_BATCH).await > 0 {
-        if let Err(error) = m::time_query("mark_published", db::mark_published(&pool, &batch)).await
-        {
+        if let Err(error) = db::mark_published(&pool, &batch).await {
             // The rows stay; the repair loop will republish and delete them.
             tracing::warn!(%error, count = batch.len(), "could not clear published outbox rows");
         }
@@ -125,17 +126,10 @@ pub async fn repair_loop(pool: PgPool, publisher: Publisher, mut stop: watch::Re
 /// One pass: republish what is overdue, delete what got through, update the backlog gauge.
 /// Returns how many changes it republished.
 pub async fn repair_once(pool: &PgPool, cache: &Cache) -> anyhow::Result<usize> {
-    let overdue = m::time_query(
-        "unpublished",
-        db::unpublished(pool, REPAIR_GRACE, REPAIR_BATCH),
-    )
-    .await?;
+    let overdue = db::unpublished(pool, REPAIR_GRACE, REPAIR_BATCH).await?;
     let mut republished = Vec::with_capacity(overdue.len());
     for chunk in overdue.chunks(REPUBLISH_CHUNK) {
-        match cache
-            .publish_all(chunk.iter().map(|r| (&r.transaction, &r.account)))
-            .await
-        {
+        match cache.publish(chunk).await {
             Ok(()) => {
                 republished.extend(chunk.iter().map(|r| r.transaction.transaction_id.as_uuid()))
             }
@@ -146,14 +140,14 @@ pub async fn repair_once(pool: &PgPool, cache: &Cache) -> anyhow::Result<usize> 
         }
     }
     if !republished.is_empty() {
-        m::time_query("mark_published", db::mark_published(pool, &republished)).await?;
+        db::mark_published(pool, &republished).await?;
         m::record_publish_repairs(republished.len() as u64);
         tracing::info!(
             count = republished.len(),
             "republished changes from the outbox"
         );
     }
-    let age = m::time_query("oldest_unpublished_age", db::oldest_unpublished_age(pool)).await?;
+    let age = db::oldest_unpublished_age(pool).await?;
     m::set_publish_backlog_age(age);
     Ok(republished.len())
 }

@@ -17,8 +17,10 @@
 
 use std::sync::Arc;
 
-use shared::db::{self, NewRecord, RecordError, Recorded};
-use shared::telemetry::metrics as m;
+use shared::db::{self, NewRecord, RecordError};
+use shared::domain::Recorded;
+use shared::error::{ApiError, DATABASE_UNAVAILABLE};
+use shared::telemetry::{error_chain, metrics as m};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio::task::JoinSet;
@@ -30,7 +32,42 @@ pub const MAX_BATCH: usize = 256;
 /// Requests waiting for a worker; beyond this, `record` waits for room (backpressure).
 const QUEUE: usize = 4 * MAX_BATCH;
 
-type Reply = oneshot::Sender<Result<Recorded, RecordError>>;
+/// Why a request's transaction was not recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordFailure {
+    /// Its own statement failed or was refused (a lone request, or the one-by-one retry of a
+    /// refused batch).
+    #[error(transparent)]
+    Statement(#[from] RecordError),
+    /// The batch it was part of failed as a whole and, its outcome unknown, was not retried.
+    /// One error shared by every request of the batch, logged once by the worker.
+    #[error("its batch of {size} transactions failed")]
+    Batch {
+        size: usize,
+        #[source]
+        cause: Arc<RecordError>,
+    },
+    /// The recorder stopped (the writer is shutting down) before it answered.
+    #[error("the recorder has stopped")]
+    Stopped,
+}
+
+impl From<RecordFailure> for ApiError {
+    fn from(failure: RecordFailure) -> Self {
+        match failure {
+            RecordFailure::Statement(error) => error.into(),
+            RecordFailure::Batch { cause, .. } if cause.is_unavailable() => {
+                ApiError::Unavailable(DATABASE_UNAVAILABLE)
+            }
+            RecordFailure::Batch { .. } => ApiError::InternalLogged,
+            // Nothing was written; another writer instance (or this one, restarted) can take
+            // the retry.
+            RecordFailure::Stopped => ApiError::Unavailable(DATABASE_UNAVAILABLE),
+        }
+    }
+}
+
+type Reply = oneshot::Sender<Result<Recorded, RecordFailure>>;
 
 /// The front of the workers: cheap to clone, one per request handler.
 #[derive(Clone)]
@@ -57,14 +94,13 @@ impl Recorder {
 
     /// Records one transaction and publishes it; returns once it is committed (and, unless
     /// Redis failed, published).
-    pub async fn record(&self, record: NewRecord) -> Result<Recorded, RecordError> {
+    pub async fn record(&self, record: NewRecord) -> Result<Recorded, RecordFailure> {
         let (reply, answer) = oneshot::channel();
-        let stopped = || RecordError::Batch(Arc::new(sqlx::Error::PoolClosed));
         self.queue
             .send((record, reply))
             .await
-            .map_err(|_| stopped())?;
-        answer.await.unwrap_or_else(|_| Err(stopped()))
+            .map_err(|_| RecordFailure::Stopped)?;
+        answer.await.unwrap_or(Err(RecordFailure::Stopped))
     }
 }
 
@@ -102,55 +138,52 @@ async fn run_worker(
 pub async fn record_batch(
     pool: &PgPool,
     records: &[NewRecord],
-) -> Vec<Result<Recorded, RecordError>> {
+) -> Vec<Result<Recorded, RecordFailure>> {
     m::record_write_batch(records.len());
-    let error = match m::time_query(
-        "record_transactions",
-        db::record_transactions(pool, records),
-    )
-    .await
-    {
+    let error = match db::record_transactions(pool, records).await {
         Ok(recorded) => return recorded.into_iter().map(Ok).collect(),
         Err(error) => error,
     };
     // Only a statement PostgreSQL refused is known to be rolled back, so only that is retried.
-    let refused = match &error {
-        RecordError::IdempotencyKeyTaken | RecordError::BalanceOverflow => true,
-        RecordError::Database(error @ sqlx::Error::Database(_)) => !db::is_unavailable(error),
-        RecordError::Database(_) | RecordError::Batch(_) => false,
-    };
-    if !refused {
-        let shared = match error {
-            RecordError::Batch(shared) => shared,
-            RecordError::Database(error) => Arc::new(error),
-            other => Arc::new(sqlx::Error::Protocol(other.to_string())),
-        };
-        if !db::is_unavailable(&shared) {
-            tracing::error!(error = %shared, size = records.len(), "recording a batch failed");
+    if !error.was_refused() {
+        // Logged here, once for the batch; its requests answer without logging it again. An
+        // unreachable database is not an error of ours: each request's 503 is logged as such.
+        if !error.is_unavailable() {
+            tracing::error!(
+                error = error_chain(&error),
+                size = records.len(),
+                "recording a batch failed"
+            );
         }
+        let cause = Arc::new(error);
         return records
             .iter()
-            .map(|_| Err(RecordError::Batch(Arc::clone(&shared))))
+            .map(|_| {
+                Err(RecordFailure::Batch {
+                    size: records.len(),
+                    cause: Arc::clone(&cause),
+                })
+            })
             .collect();
     }
     if records.len() == 1 {
-        return vec![Err(error)];
+        return vec![Err(error.into())];
     }
-    tracing::debug!(%error, size = records.len(), "batch refused; recording one by one");
+    tracing::debug!(
+        error = error_chain(&error),
+        size = records.len(),
+        "batch refused; recording one by one"
+    );
     let mut outcomes = Vec::with_capacity(records.len());
     for record in records {
-        outcomes.push(
-            m::time_query(
-                "record_transaction",
-                db::record_transaction(
-                    pool,
-                    record.transaction_id,
-                    record.new,
-                    record.idempotency_key.as_ref(),
-                ),
-            )
-            .await,
-        );
+        let outcome = db::record_transaction(
+            pool,
+            record.transaction_id,
+            record.new,
+            record.idempotency_key.as_ref(),
+        )
+        .await;
+        outcomes.push(outcome.map_err(RecordFailure::from));
     }
     outcomes
 }

@@ -9,7 +9,7 @@ use shared::domain::{IdempotencyKey, NewTransaction, TransactionId};
 use sqlx::PgPool;
 use uuid::Uuid;
 use writer::publisher::Publisher;
-use writer::recorder::{self, Recorder};
+use writer::recorder::{self, RecordFailure, Recorder};
 
 fn record(account_id: Uuid, amount: i64, key: Option<&str>) -> NewRecord {
     NewRecord {
@@ -132,8 +132,14 @@ async fn a_refused_batch_is_retried_one_by_one_so_only_the_bad_request_fails(poo
         })
         .collect();
     assert_eq!(summary[0], Ok(1));
-    assert!(matches!(outcomes[1], Err(RecordError::BalanceOverflow)));
-    assert!(matches!(outcomes[2], Err(RecordError::IdempotencyKeyTaken)));
+    assert!(matches!(
+        outcomes[1],
+        Err(RecordFailure::Statement(RecordError::BalanceOverflow))
+    ));
+    assert!(matches!(
+        outcomes[2],
+        Err(RecordFailure::Statement(RecordError::IdempotencyKeyTaken))
+    ));
     assert_eq!(summary[3], Ok(i64::MAX - 10));
     assert_eq!(stored_count(&pool, "transactions").await, 3);
 }

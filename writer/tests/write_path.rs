@@ -502,10 +502,7 @@ async fn a_replayed_201_publishes_so_the_next_read_sees_the_write(pool: PgPool) 
     )
     .await
     .expect("commit");
-    cache
-        .publish(&before.transaction, &before.account)
-        .await
-        .expect("publish");
+    cache.publish([&before]).await.expect("publish");
     let key = shared::domain::IdempotencyKey::parse(b"lost-answer").expect("key");
     db::record_transaction(
         &pool,

@@ -1,0 +1,43 @@
+//! `GET /accounts/{account_id}`: an account's balance, from its view in Redis or PostgreSQL.
+
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use shared::cache::AccountView;
+use shared::db;
+use shared::domain::AccountId;
+use shared::error::{ApiError, PathId};
+use shared::http::{self, Routes};
+use shared::telemetry::metrics as m;
+
+use crate::views;
+use crate::AppState;
+
+pub fn routes() -> Routes<AppState> {
+    Routes::new().get("/accounts/{account_id}", get_account)
+}
+
+async fn get_account(
+    State(state): State<AppState>,
+    PathId(account_id): PathId<AccountId>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let trusted = state.account_views_trusted.load(Ordering::Relaxed);
+    if !trusted {
+        m::record_cache_lookup(views::ACCOUNT, "bypass");
+    } else if let Some(body) =
+        views::cached(views::ACCOUNT, state.cache.account_view(account_id).await)
+    {
+        return Ok(http::conditional_json(&headers, body));
+    }
+    let account = db::load_account(&state.pool, account_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("account {account_id} has no transactions")))?;
+    let view = AccountView::new(&account);
+    if trusted {
+        views::warn_fill_failed(views::ACCOUNT, state.cache.fill_account(&view).await);
+    }
+    Ok(http::conditional_json(&headers, view.into_body()))
+}

@@ -1,0 +1,27 @@
+//! What every handler of the reader shares.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use shared::cache::Cache;
+use sqlx::PgPool;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub cache: Cache,
+    /// False while the writer is behind with publishing (see
+    /// [`watch_publishing`](crate::watch_publishing)): account views in Redis may then be older
+    /// than acknowledged writes, so account reads go to PostgreSQL and fill nothing.
+    pub account_views_trusted: Arc<AtomicBool>,
+}
+
+impl AppState {
+    pub fn new(pool: PgPool, cache: Cache) -> Self {
+        Self {
+            pool,
+            cache,
+            account_views_trusted: Arc::new(AtomicBool::new(true)),
+        }
+    }
+}
