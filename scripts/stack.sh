@@ -117,8 +117,12 @@ start() {
   cores="$(nproc)"
   export READER_WORKER_THREADS="${READER_WORKER_THREADS:-$((cores > 2 ? cores - 1 : 1))}"
   bash "$ROOT/scripts/launcher.sh" up
-  if [ "${STACK_MONITORING:-yes}" != no ]; then bash "$ROOT/scripts/monitoring.sh" start; fi
-  say "stack is up: API $PROXY_URL, Prometheus http://127.0.0.1:${PROMETHEUS_PORT:-$DEFAULT_PROMETHEUS_PORT}, logs in $LOGS"
+  local prometheus=""
+  if [ "${STACK_MONITORING:-yes}" != no ]; then
+    bash "$ROOT/scripts/monitoring.sh" start
+    prometheus=", Prometheus http://127.0.0.1:${PROMETHEUS_PORT:-$DEFAULT_PROMETHEUS_PORT}"
+  fi
+  say "stack is up: API $PROXY_URL$prometheus, logs in $LOGS"
 }
 
 stop() {
