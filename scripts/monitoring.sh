@@ -16,18 +16,20 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STATE="${STACK_STATE_DIR:-$ROOT/.stack}"
 LOGS="$STATE/logs"
 
-PROMETHEUS_ADDR="127.0.0.1:9090"
-NODE_EXPORTER_ADDR="127.0.0.1:9100"
+TAG=monitoring
+# say, die, apt_install, wait_http, defaults; running, stop_pidfile
+# shellcheck source=scripts/lib/common.sh
+. "$ROOT/scripts/lib/common.sh"
+# shellcheck source=scripts/lib/process.sh
+. "$ROOT/scripts/lib/process.sh"
+
+PROMETHEUS_ADDR="127.0.0.1:${PROMETHEUS_PORT:-$DEFAULT_PROMETHEUS_PORT}"
+NODE_EXPORTER_ADDR="127.0.0.1:${NODE_EXPORTER_PORT:-$DEFAULT_NODE_EXPORTER_PORT}"
 PROMETHEUS_CONFIG="$ROOT/monitoring/prometheus/prometheus.native.yml"
 PROMETHEUS_DATA="$STATE/prometheus"
 PROMETHEUS_PID="$STATE/prometheus.pid"
 NODE_EXPORTER_PID="$STATE/node-exporter.pid"
 
-say() { printf '[monitoring] %s\n' "$*"; }
-die() { printf '[monitoring] error: %s\n' "$*" >&2; exit 1; }
-# pid_alive, wait_http, stop_pid
-# shellcheck source=scripts/lib/process.sh
-. "$ROOT/scripts/lib/process.sh"
 
 # --- tools --------------------------------------------------------------------------------
 
@@ -48,25 +50,21 @@ ensure_packages() {
   command -v curl >/dev/null 2>&1 || packages+=(curl)
   [ ${#packages[@]} -eq 0 ] && return 0
   mapfile -t packages < <(printf "%s\n" "${packages[@]}" | sort -u)
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    say "installing ${packages[*]} with apt-get"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
-    # Debian starts (and on systemd enables) its own services on install, with its own
-    # configuration and on the same ports; this script runs its own instances instead.
-    local unit
-    for unit in prometheus prometheus-node-exporter; do
-      if [ -d /run/systemd/system ]; then
-        systemctl disable --now "$unit" >/dev/null 2>&1 || true
-      elif command -v invoke-rc.d >/dev/null 2>&1; then
-        invoke-rc.d "$unit" stop >/dev/null 2>&1 || true
-      fi
-    done
-    return 0
-  fi
-  die "missing: ${packages[*]}. Install them, e.g. on Debian/Ubuntu: sudo apt-get install ${packages[*]}
-  (then stop the services the packages start: sudo systemctl disable --now prometheus prometheus-node-exporter)"
+  apt_install "${packages[@]}"
+  # Debian starts (and on systemd enables) its own services on install, with its own
+  # configuration and on the same ports; this script runs its own instances instead.
+  local unit
+  for unit in prometheus prometheus-node-exporter; do
+    if [ -d /run/systemd/system ]; then
+      as_root systemctl disable --now "$unit" >/dev/null 2>&1 || true
+    elif command -v invoke-rc.d >/dev/null 2>&1; then
+      as_root invoke-rc.d "$unit" stop >/dev/null 2>&1 || true
+    fi
+  done
 }
+
+# The executables, resolved as /proc/<pid>/exe shows them (a pid file alone proves nothing).
+exe_of() { readlink -f "$(find_binary "$@" || echo "/usr/bin/$1")"; }
 
 # --- processes ------------------------------------------------------------------------------
 
@@ -74,15 +72,16 @@ answers() { curl -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null; }
 
 start_node_exporter() {
   local url="http://$NODE_EXPORTER_ADDR/metrics"
-  if pid_alive "$NODE_EXPORTER_PID"; then
-    say "node-exporter already running (pid $(cat "$NODE_EXPORTER_PID"))"
+  local pid
+  if pid="$(running "$NODE_EXPORTER_PID" "$(exe_of prometheus-node-exporter node_exporter)")"; then
+    say "node-exporter already running (pid $pid)"
     return 0
   fi
   answers "$url" && die "something else already listens on $NODE_EXPORTER_ADDR (Debian's prometheus-node-exporter service? stop it: service prometheus-node-exporter stop)"
   local binary; binary="$(find_binary prometheus-node-exporter node_exporter)"
   # The systemd collector needs a running systemd and the dashboards do not use it.
   nohup "$binary" --web.listen-address="$NODE_EXPORTER_ADDR" --no-collector.systemd \
-    >>"$LOGS/node-exporter.log" 2>&1 &
+    </dev/null >>"$LOGS/node-exporter.log" 2>&1 &
   echo $! >"$NODE_EXPORTER_PID"
   if ! wait_http "$url" 30; then
     tail -n 20 "$LOGS/node-exporter.log" >&2 || true
@@ -95,11 +94,12 @@ start_prometheus() {
   local url="http://$PROMETHEUS_ADDR"
   promtool check config "$PROMETHEUS_CONFIG" >/dev/null 2>&1 \
     || { promtool check config "$PROMETHEUS_CONFIG" >&2 || true; die "$PROMETHEUS_CONFIG is invalid"; }
-  if pid_alive "$PROMETHEUS_PID"; then
+  local pid
+  if pid="$(running "$PROMETHEUS_PID" "$(exe_of prometheus)")"; then
     # Picks up changed scrape configuration and rule files (--web.enable-lifecycle).
     curl -fsS -o /dev/null --max-time 10 -X POST "$url/-/reload" \
-      || die "Prometheus (pid $(cat "$PROMETHEUS_PID")) did not reload its configuration; see $LOGS/prometheus.log"
-    say "Prometheus already running (pid $(cat "$PROMETHEUS_PID")); configuration reloaded"
+      || die "Prometheus (pid $pid) did not reload its configuration; see $LOGS/prometheus.log"
+    say "Prometheus already running (pid $pid); configuration reloaded"
     return 0
   fi
   answers "$url/-/ready" && die "something else already listens on $PROMETHEUS_ADDR (Debian's prometheus service? stop it: service prometheus stop)"
@@ -112,7 +112,7 @@ start_prometheus() {
     --storage.tsdb.retention.time=7d \
     --web.listen-address="$PROMETHEUS_ADDR" \
     --web.enable-lifecycle \
-    >>"$LOGS/prometheus.log" 2>&1 &
+    </dev/null >>"$LOGS/prometheus.log" 2>&1 &
   echo $! >"$PROMETHEUS_PID"
   if ! wait_http "$url/-/ready" 60; then
     tail -n 20 "$LOGS/prometheus.log" >&2 || true
@@ -129,19 +129,19 @@ start() {
 }
 
 stop() {
-  stop_pid prometheus "$PROMETHEUS_PID"
-  stop_pid node-exporter "$NODE_EXPORTER_PID"
+  stop_pidfile prometheus "$PROMETHEUS_PID" "$(exe_of prometheus)"
+  stop_pidfile node-exporter "$NODE_EXPORTER_PID" "$(exe_of prometheus-node-exporter node_exporter)"
 }
 
 status() {
   local rc=0
   if answers "http://$PROMETHEUS_ADDR/-/ready"; then
-    say "Prometheus answers on http://$PROMETHEUS_ADDR$(pid_alive "$PROMETHEUS_PID" && echo " (pid $(cat "$PROMETHEUS_PID"))")"
+    say "Prometheus answers on http://$PROMETHEUS_ADDR$(running "$PROMETHEUS_PID" "$(exe_of prometheus)" | sed 's/.*/ (pid &)/')"
   else
     say "Prometheus is not answering on http://$PROMETHEUS_ADDR"; rc=1
   fi
   if answers "http://$NODE_EXPORTER_ADDR/metrics"; then
-    say "node-exporter answers on http://$NODE_EXPORTER_ADDR$(pid_alive "$NODE_EXPORTER_PID" && echo " (pid $(cat "$NODE_EXPORTER_PID"))")"
+    say "node-exporter answers on http://$NODE_EXPORTER_ADDR$(running "$NODE_EXPORTER_PID" "$(exe_of prometheus-node-exporter node_exporter)" | sed 's/.*/ (pid &)/')"
   else
     say "node-exporter is not answering on http://$NODE_EXPORTER_ADDR"; rc=1
   fi

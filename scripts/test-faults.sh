@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The fault tests (docs/reliability.md): each test file starts a private stack on its own ports
-# (PostgreSQL 55432, Redis 56379, nginx 18080, writer 18081/19181, reader 18082/19182; state
-# and logs in .stack/faults/), breaks it for real while clients send through nginx, and checks
-# that nothing acknowledged was lost or applied twice. The shared PostgreSQL and Redis and the
-# main stack (8080-8082) are never touched.
+# (PostgreSQL 55432, Redis 56379, nginx 18080, writer 18081/19181, reader 18082/19182: the
+# DEFAULT_FAULTS_* of scripts/lib/defaults.sh; state and logs in .stack/faults/), writer, reader
+# and nginx run by scripts/launcher.sh as under npm start, breaks it for real while clients send
+# through nginx, and checks that nothing acknowledged was lost or applied twice. launcher.test.mjs
+# checks the launcher itself (supervision, npm start after a crash, npm stop). The shared
+# PostgreSQL and Redis and the main stack (8080-8082) are never touched.
 #
 #   bash scripts/test-faults.sh                 every fault test (a few minutes at most)
 #   bash scripts/test-faults.sh tests/faults/redis.test.mjs      one file
@@ -17,8 +19,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 
-say() { printf '[faults] %s\n' "$*"; }
-die() { printf '[faults] error: %s\n' "$*" >&2; exit 1; }
+TAG=faults
+# shellcheck source=scripts/lib/common.sh
+. "$ROOT/scripts/lib/common.sh"
 
 for binary in writer reader; do
   [ -x "$TARGET_DIR/release/$binary" ] || die "$TARGET_DIR/release/$binary is missing: build it first (bash scripts/stack.sh start, or cargo build --release -p writer -p reader)"
@@ -26,12 +29,12 @@ done
 
 # What the harness runs; PostgreSQL's server tools come from /usr/lib/postgresql/<version>/bin.
 missing=()
-needed=(node psql pg_isready redis-server redis-cli)
+needed=(node psql pg_isready redis-server redis-cli setsid curl)
 [ "$(id -u)" != 0 ] || needed+=(runuser) # PostgreSQL refuses root: the harness runs it as `postgres`
 for cmd in "${needed[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
 done
-command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+has_command nginx || missing+=(nginx)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || [ -n "${PG_BIN_DIR:-}" ] || missing+=("initdb (postgresql server)")
 [ ${#missing[@]} -eq 0 ] || die "missing: ${missing[*]} (on Debian: apt-get install nginx postgresql redis-server nodejs)"
 node_major="$(node -p 'process.versions.node.split(".")[0]')"
@@ -54,6 +57,6 @@ status=0
 node --test --test-concurrency=1 "${files[@]}" || status=$?
 say "finished in $((SECONDS - started)) s"
 if [ "$status" -ne 0 ]; then
-  say "FAILED; service logs: .stack/faults/logs/{writer,reader,nginx.error,postgres,redis}.log"
+  say "FAILED; service logs: .stack/faults/logs/{writer,reader,nginx.error,supervisor,launcher,postgres,redis}.log"
 fi
 exit "$status"

@@ -10,27 +10,22 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-PROMETHEUS_URL="${PROMETHEUS_URL:-http://127.0.0.1:9090}"
-API_URL="${API_URL:-http://127.0.0.1:8080}"
-WRITER_METRICS_URL="${WRITER_METRICS_URL:-http://127.0.0.1:9181/metrics}"
-READER_METRICS_URL="${READER_METRICS_URL:-http://127.0.0.1:9182/metrics}"
+TAG=monitoring-tests
+# check, checks_passed, the default ports
+# shellcheck source=scripts/lib/common.sh
+. "$ROOT/scripts/lib/common.sh"
+
+PROMETHEUS_URL="${PROMETHEUS_URL:-http://127.0.0.1:$DEFAULT_PROMETHEUS_PORT}"
+API_URL="${API_URL:-http://127.0.0.1:$DEFAULT_PROXY_PORT}"
+WRITER_METRICS_URL="${WRITER_METRICS_URL:-http://127.0.0.1:$DEFAULT_WRITER_METRICS_PORT/metrics}"
+READER_METRICS_URL="${READER_METRICS_URL:-http://127.0.0.1:$DEFAULT_READER_METRICS_PORT/metrics}"
 export PROMETHEUS_URL API_URL
 
 PROM_DIR=monitoring/prometheus
 CONTAINER_CONFIG="$PROM_DIR/prometheus.yml"
 NATIVE_CONFIG="$PROM_DIR/prometheus.native.yml"
 
-failed=()
 step() { printf '\n=== %s ===\n' "$*"; }
-check() { # description, command...
-  local what="$1"; shift
-  if "$@"; then
-    printf -- '--- ok: %s\n' "$what"
-  else
-    printf -- '--- FAILED: %s\n' "$what"
-    failed+=("$what")
-  fi
-}
 
 for tool in promtool python3 node curl; do
   command -v "$tool" >/dev/null 2>&1 || {
@@ -178,9 +173,8 @@ dashboard_queries() {
 check "dashboard structure and every panel query (node --test tests/monitoring/)" dashboard_queries
 
 echo
-if [ ${#failed[@]} -gt 0 ]; then
-  echo "monitoring tests FAILED (${#failed[@]}):"
-  printf '  - %s\n' "${failed[@]}"
+if ! checks_passed; then
+  echo "monitoring tests FAILED (${#CHECKS_FAILED[@]})"
   exit 1
 fi
 echo "all monitoring tests passed"

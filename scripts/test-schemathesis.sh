@@ -22,27 +22,20 @@ cd "$ROOT"
 
 SCHEMATHESIS_VERSION="4.32.5"
 VENV="$ROOT/.stack/tools/schemathesis-venv"
-API_URL="${API_URL:-http://localhost:8080}"
+API_URL="${API_URL:-http://localhost:8080}" # the native stack (DEFAULT_PROXY_PORT)
 API_URL="${API_URL%/}"
 MAX_EXAMPLES="${ST_MAX_EXAMPLES:-50}"
 TIME_LIMIT="${ST_TIME_LIMIT:-170}"
 CHECKS="${ST_CHECKS:-not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance}"
 REPORT_DIR="$ROOT/.stack/schemathesis"
 
-say() { printf '[schemathesis] %s\n' "$*"; }
-die() { printf '[schemathesis] error: %s\n' "$*" >&2; exit 1; }
+TAG=schemathesis
+# say, die, pinned_venv
+# shellcheck source=scripts/lib/common.sh
+. "$ROOT/scripts/lib/common.sh"
 
 # --- schemathesis, pinned, in its own venv ----------------------------------------------------
-installed_version() { "$VENV/bin/st" --version 2>/dev/null | awk '{print $NF}'; }
-if [ "$(installed_version)" != "$SCHEMATHESIS_VERSION" ]; then
-  command -v python3 >/dev/null 2>&1 || die "python3 is missing (Debian: apt-get install python3 python3-venv)"
-  say "installing schemathesis $SCHEMATHESIS_VERSION into ${VENV#"$ROOT"/}"
-  rm -rf "$VENV"
-  mkdir -p "$(dirname "$VENV")"
-  python3 -m venv "$VENV" || die "cannot create a venv (Debian: apt-get install python3-venv)"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
-  [ "$(installed_version)" = "$SCHEMATHESIS_VERSION" ] || die "schemathesis $SCHEMATHESIS_VERSION did not install"
-fi
+pinned_venv "$VENV" "schemathesis==$SCHEMATHESIS_VERSION"
 
 # --- the stack serves the document of this checkout -------------------------------------------
 curl -fsS --max-time 5 "$API_URL/ping" >/dev/null || die "the API does not answer at $API_URL (start it: npm start)"

@@ -6,8 +6,10 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/transactions}"
-export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
+# shellcheck source=scripts/lib/defaults.sh
+. scripts/lib/defaults.sh
+export DATABASE_URL="${DATABASE_URL:-$DEFAULT_DATABASE_URL}"
+export REDIS_URL="${REDIS_URL:-$DEFAULT_REDIS_URL}"
 
 step() { printf '\n=== %s ===\n' "$*"; }
 
@@ -34,7 +36,7 @@ if ! bash scripts/stack.sh status 2>/dev/null; then
   # benchmark or an earlier run left behind (easily millions of rows, which every unfiltered
   # GET /transactions then streams) neither slows nor skews the tests. A stack that is already
   # running is used as it is.
-  export DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/transactions_test}"
+  export DATABASE_URL="${TEST_DATABASE_URL:-$DEFAULT_TEST_DATABASE_URL}"
   export REDIS_KEY_PREFIX="${TEST_REDIS_KEY_PREFIX:-tm-test:}"
   psql "${DATABASE_URL%/*}/postgres" -v ON_ERROR_STOP=1 -qc \
     "DROP DATABASE IF EXISTS \"${DATABASE_URL##*/}\" WITH (FORCE)"
@@ -48,7 +50,7 @@ trap cleanup EXIT
 step "native stack"
 bash scripts/stack.sh start
 
-step "API tests through nginx (${API_URL:-http://localhost:8080})"
+step "API tests through nginx (${API_URL:-http://localhost:$DEFAULT_PROXY_PORT})"
 npm run --silent test:api
 
 step "schemathesis: the live stack against its OpenAPI document (reader/openapi.json)"
@@ -57,7 +59,7 @@ bash scripts/test-schemathesis.sh
 step "monitoring: promtool checks, alert rule tests, every dashboard query against Prometheus"
 bash scripts/test-monitoring.sh
 
-step "fault tests: Redis and PostgreSQL outages, SIGKILL and SIGTERM under load, hostile input (own servers on other ports)"
+step "fault tests: Redis and PostgreSQL outages, SIGKILL and SIGTERM under load, hostile input, the launcher's supervision (own servers on other ports)"
 bash scripts/test-faults.sh
 
 echo

@@ -1,29 +1,55 @@
-# Process helpers shared by scripts/stack.sh and scripts/monitoring.sh (sourced, not run).
-# The caller defines `say`.
+# Which process a pid file names, and stopping it (sourced, not run; needs say from common.sh).
+#
+# A pid file alone proves nothing: the process may have died (its pid file stays), be a zombie
+# (kill -0 still succeeds), or its pid may have been reused by something else. A process
+# counts as running only if it exists, is not a zombie and runs the expected executable
+# (/proc/<pid>/exe), optionally with an expected word in its command line.
 
-# pid_alive pidfile: the pid file exists and its process is running.
-pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
-
-# wait_http url [seconds]: poll until the URL answers 2xx, or fail after the deadline.
-wait_http() {
-  local deadline=$((SECONDS + ${2:-30}))
-  until curl -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null; do
-    [ $SECONDS -lt $deadline ] || return 1
-    sleep 0.2
-  done
+# pid_of pidfile: the pid in the file, if it is a number.
+pid_of() {
+  local pid
+  pid="$(cat "$1" 2>/dev/null)" || return 1
+  [[ "$pid" =~ ^[0-9]+$ ]] && echo "$pid"
 }
 
-# stop_pid name pidfile: SIGTERM, wait up to 15 s for a graceful exit, then SIGKILL.
+# pid_runs pid executable [cmdline-word]: that pid is alive, not a zombie, runs that
+# executable (a replaced file shows as "path (deleted)": still the same program) and, if
+# given, has the word in its command line.
+pid_runs() {
+  local pid="$1" exe="$2" word="${3:-}" stat link
+  [ -n "$pid" ] || return 1
+  stat="$(cat "/proc/$pid/stat" 2>/dev/null)" || return 1
+  stat="${stat##*) }"
+  [ "${stat%% *}" != Z ] || return 1
+  link="$(readlink "/proc/$pid/exe" 2>/dev/null)" || return 1
+  [ "${link% (deleted)}" = "$exe" ] || return 1
+  [ -z "$word" ] || tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$word"
+}
+
+# running pidfile executable [cmdline-word]: prints the pid of the running process.
+running() {
+  local pid
+  pid="$(pid_of "$1")" && pid_runs "$pid" "$2" "${3:-}" && echo "$pid"
+}
+
+# stop_pid name pid executable [seconds]: SIGTERM, wait for a graceful exit (default 15 s),
+# then SIGKILL. Only a pid that still runs that executable is signalled.
 stop_pid() {
-  local name="$1" pidfile="$2" pid
-  pid_alive "$pidfile" || { rm -f "$pidfile"; return 0; }
-  pid="$(cat "$pidfile")"
+  local name="$1" pid="$2" exe="$3" seconds="${4:-15}"
+  pid_runs "$pid" "$exe" || return 0
   kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$pid" 2>/dev/null; then
-    say "$name did not stop within 15 s; killing it"
+  local deadline=$((SECONDS + seconds))
+  while pid_runs "$pid" "$exe" && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
+  if pid_runs "$pid" "$exe"; then
+    say "$name did not stop within $seconds s; killing it"
     kill -KILL "$pid" 2>/dev/null || true
   fi
-  rm -f "$pidfile"
   say "$name stopped"
+}
+
+# stop_pidfile name pidfile executable [cmdline-word] [seconds]: stop_pid on what the file names.
+stop_pidfile() {
+  local pid
+  if pid="$(running "$2" "$3" "${4:-}")"; then stop_pid "$1" "$pid" "$3" "${5:-15}"; fi
+  rm -f "$2"
 }

@@ -1,0 +1,315 @@
+#!/usr/bin/env bash
+# The one native launcher: N writers, M readers and nginx in front of them, each instance
+# supervised (restarted when it dies, scripts/lib/supervise.sh), with every pid, log and
+# generated file under one state folder. `npm start`/`npm stop` (scripts/stack.sh) and the fault
+# tests (tests/faults/lib/stack.mjs) both run their stacks through it, with their own state
+# folder and ports. PostgreSQL and Redis are not its business: the callers bring them.
+#
+#   scripts/launcher.sh up       start what is not running (or restart what was rebuilt), wait
+#                                until every instance answers GET /ping, and nginx through it
+#   scripts/launcher.sh down     end supervision, then stop every instance of the state folder
+#   scripts/launcher.sh status   one line per instance; exit 0 if all run and nginx answers
+#   scripts/launcher.sh nginx-env DIR   write the generated nginx env/ (upstreams, listen) to DIR
+#
+# Parameters: environment variables, or the flags in brackets (defaults: scripts/lib/defaults.sh)
+#   STACK_STATE_DIR     [--state DIR]       pids, logs, binaries' copies, nginx prefix (.stack)
+#   WRITERS, READERS    [--writers N] [--readers M]   instances of each (1 and 1)
+#   PROXY_PORT          [--proxy-port P]    nginx, on 127.0.0.1 (8080)
+#   WRITER_PORT, READER_PORT   [--writer-port P] [--reader-port P]   first instance's API port
+#                       (8081, 8082); instance k listens on PORT + k - 1
+#   WRITER_METRICS_PORT, READER_METRICS_PORT   [--writer-metrics-port P] [--reader-metrics-port P]
+#                       first instance's metrics port (9181, 9182), likewise consecutive
+#   SERVICE_BINARIES    [--binaries DIR]    where `writer` and `reader` are built
+#                       ($CARGO_TARGET_DIR/release); the launcher runs copies in STATE/bin
+#   READER_WORKER_THREADS   the readers' TOKIO_WORKER_THREADS, if set
+# Every other variable (DATABASE_URL, REDIS_URL, RUST_LOG, ...) reaches the services as it is.
+#
+# Instance names: `writer`, `writer-2`, ... and `reader`, `reader-2`, ...; logs in
+# STATE/logs/<name>.log, nginx.access.log, nginx.error.log and supervisor.log (every restart).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TAG=launcher
+# shellcheck source=scripts/lib/common.sh
+. "$ROOT/scripts/lib/common.sh"
+# shellcheck source=scripts/lib/process.sh
+. "$ROOT/scripts/lib/process.sh"
+
+command="${1:-}"
+[ $# -gt 0 ] && shift
+nginx_env_dir=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --state) STACK_STATE_DIR="$2" ;;
+    --writers) WRITERS="$2" ;;
+    --readers) READERS="$2" ;;
+    --proxy-port) PROXY_PORT="$2" ;;
+    --writer-port) WRITER_PORT="$2" ;;
+    --reader-port) READER_PORT="$2" ;;
+    --writer-metrics-port) WRITER_METRICS_PORT="$2" ;;
+    --reader-metrics-port) READER_METRICS_PORT="$2" ;;
+    --binaries) SERVICE_BINARIES="$2" ;;
+    *) [ "$command" = nginx-env ] && [ -z "$nginx_env_dir" ] && { nginx_env_dir="$1"; shift; continue; }
+       die "unknown argument: $1" ;;
+  esac
+  shift 2
+done
+
+STATE="${STACK_STATE_DIR:-$ROOT/.stack}"
+mkdir -p "$STATE"
+STATE="$(cd "$STATE" && pwd -P)" # /proc/<pid>/exe shows resolved paths
+LOGS="$STATE/logs"
+WRITERS="${WRITERS:-$DEFAULT_WRITERS}"
+READERS="${READERS:-$DEFAULT_READERS}"
+PROXY_PORT="${PROXY_PORT:-$DEFAULT_PROXY_PORT}"
+WRITER_PORT="${WRITER_PORT:-$DEFAULT_WRITER_PORT}"
+READER_PORT="${READER_PORT:-$DEFAULT_READER_PORT}"
+WRITER_METRICS_PORT="${WRITER_METRICS_PORT:-$DEFAULT_WRITER_METRICS_PORT}"
+READER_METRICS_PORT="${READER_METRICS_PORT:-$DEFAULT_READER_METRICS_PORT}"
+SERVICE_BINARIES="${SERVICE_BINARIES:-${CARGO_TARGET_DIR:-$ROOT/target}/release}"
+SUPERVISE="$ROOT/scripts/lib/supervise.sh"
+BASH_EXE="$(readlink -f "$BASH")"
+NGINX_EXE="$(readlink -f "$(command -v nginx || echo /usr/sbin/nginx)")"
+NGINX_PREFIX="$STATE/nginx"
+export SUPERVISE_RESTART_MS="${SUPERVISE_RESTART_MS:-$DEFAULT_SUPERVISE_RESTART_MS}"
+export SUPERVISE_MAX_RESTART_MS="${SUPERVISE_MAX_RESTART_MS:-$DEFAULT_SUPERVISE_MAX_RESTART_MS}"
+export SUPERVISE_STABLE_MS="${SUPERVISE_STABLE_MS:-$DEFAULT_SUPERVISE_STABLE_MS}"
+
+# --- instances ------------------------------------------------------------------------------
+
+# name kind k: the k-th instance (1-based) of writer or reader.
+name() { if [ "$2" = 1 ]; then echo "$1"; else echo "$1-$2"; fi; }
+# exe_of name: the executable an instance of that name runs.
+exe_of() { if [ "$1" = nginx ]; then echo "$NGINX_EXE"; else echo "$STATE/bin/${1%%-*}"; fi; }
+# word_of name: what only this state folder's instance has in its command line.
+word_of() { if [ "$1" = nginx ]; then echo "-p $NGINX_PREFIX"; else echo ""; fi; }
+supervisor_of() { running "$STATE/$1.supervisor.pid" "$BASH_EXE" "supervise.sh $STATE $1 "; }
+instance_of() { running "$STATE/$1.pid" "$(exe_of "$1")" "$(word_of "$1")"; }
+
+# The names of every instance this state folder has supervised (from the pid files).
+known_instances() {
+  local file
+  for file in "$STATE"/*.supervisor.pid "$STATE"/*.pid; do
+    [ -e "$file" ] || continue
+    file="${file##*/}"
+    echo "${file%%.*}"
+  done | sort -u
+}
+
+check_ports() {
+  local ports=("$PROXY_PORT") k
+  [[ "$WRITERS" =~ ^[1-9][0-9]*$ ]] && [[ "$READERS" =~ ^[1-9][0-9]*$ ]] || die "WRITERS and READERS must be at least 1"
+  for ((k = 0; k < WRITERS; k++)); do ports+=($((WRITER_PORT + k)) $((WRITER_METRICS_PORT + k))); done
+  for ((k = 0; k < READERS; k++)); do ports+=($((READER_PORT + k)) $((READER_METRICS_PORT + k))); done
+  local repeated
+  repeated="$(printf '%s\n' "${ports[@]}" | sort | uniq -d | tr '\n' ' ')"
+  [ -z "$repeated" ] || die "port(s) ${repeated% } used twice: with $WRITERS writers and $READERS readers on consecutive ports, move READER_PORT or the metrics ports"
+}
+
+# start_supervised name stdout stderr command...: unless a supervisor of that name runs, starts
+# one (in its own session: nothing ties it to this shell or its terminal). Never reports a dead
+# instance as running.
+start_supervised() {
+  local name="$1" out="$2" err="$3" pid
+  shift 3
+  if supervisor_of "$name" >/dev/null; then
+    if pid="$(instance_of "$name")"; then say "$name already running (pid $pid)"
+    else say "$name is down; its supervisor is restarting it"
+    fi
+    return 0
+  fi
+  # Its supervisor is gone (killed, or the machine restarted): whatever the pid files name is
+  # stale, or an instance left running on its own, which is stopped and started supervised.
+  stop_pidfile "$name (unsupervised)" "$STATE/$name.pid" "$(exe_of "$name")" "$(word_of "$name")"
+  rm -f "$STATE/$name.hold" "$STATE/$name.exit" "$STATE/$name.supervisor.pid"
+  setsid "$BASH" "$SUPERVISE" "$STATE" "$name" "$out" "$err" -- "$@" </dev/null >>"$LOGS/supervisor.log" 2>&1 &
+  local deadline=$((SECONDS + 10))
+  until supervisor_of "$name" >/dev/null; do
+    [ $SECONDS -lt $deadline ] || die "the supervisor of $name did not start; see $LOGS/supervisor.log"
+    sleep 0.05
+  done
+  say "$name started under supervision"
+}
+
+# stop_instance name: ends supervision first (the supervisor stops restarting, sends the
+# instance SIGTERM and waits for it), then makes sure the instance is gone.
+stop_instance() {
+  local name="$1" pid exe
+  exe="$(exe_of "$name")"
+  if pid="$(supervisor_of "$name")"; then
+    kill -TERM "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + 30))
+    while pid_runs "$pid" "$BASH_EXE" && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
+    if pid_runs "$pid" "$BASH_EXE"; then
+      say "the supervisor of $name did not end within 30 s; killing it"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  fi
+  stop_pidfile "$name" "$STATE/$name.pid" "$exe" "$(word_of "$name")"
+  rm -f "$STATE/$name.supervisor.pid" "$STATE/$name.hold"
+  say "$name stopped"
+}
+
+# --- writer and reader ----------------------------------------------------------------------
+
+# install_binary kind: STATE/bin/<kind> is a copy of the built binary (a later `cargo build`
+# cannot swap the file under a running service). When the build differs from the copy, the
+# kind's running instances are stopped first, and started again from the new copy below.
+install_binary() {
+  local kind="$1" source="$SERVICE_BINARIES/$1" copy="$STATE/bin/$1" name
+  [ -x "$source" ] || die "$source is missing: build it first (npm start, or cargo build --release -p writer -p reader)"
+  cmp -s "$source" "$copy" && return 0
+  for name in $(known_instances); do
+    if [ "${name%%-*}" = "$kind" ] && supervisor_of "$name" >/dev/null; then
+      say "$name runs an older build; restarting it"
+      stop_instance "$name"
+    fi
+  done
+  mkdir -p "$STATE/bin"
+  cp -f "$source" "$copy.tmp"
+  mv -f "$copy.tmp" "$copy"
+}
+
+# The services need no privileges: started as root, they run as nobody (setpriv execs, so the
+# supervised pid is the service's), if nobody can reach the copies.
+as_nobody() {
+  if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null 2>&1 && id nobody >/dev/null 2>&1; then
+    local drop=(setpriv --reuid=nobody --regid="$(id -g nobody)" --clear-groups --)
+    if "${drop[@]}" test -x "$STATE/bin/writer"; then
+      printf '%s\n' "${drop[@]}"
+      return 0
+    fi
+    say "nobody cannot reach $STATE/bin; the services run as root" >&2
+  fi
+}
+
+# start_service kind k
+start_service() {
+  local kind="$1" k="$2" name port metrics
+  name="$(name "$kind" "$k")"
+  if [ "$kind" = writer ]; then port=$((WRITER_PORT + k - 1)) metrics=$((WRITER_METRICS_PORT + k - 1))
+  else port=$((READER_PORT + k - 1)) metrics=$((READER_METRICS_PORT + k - 1))
+  fi
+  local env=(LISTEN_ADDR="127.0.0.1:$port" METRICS_ADDR="127.0.0.1:$metrics")
+  [ "$kind" = reader ] && [ -n "${READER_WORKER_THREADS:-}" ] && env+=(TOKIO_WORKER_THREADS="$READER_WORKER_THREADS")
+  local drop
+  mapfile -t drop < <(as_nobody)
+  start_supervised "$name" "$LOGS/$name.log" "$LOGS/$name.log" env "${env[@]}" "${drop[@]}" "$STATE/bin/$kind"
+  if ! wait_http "http://127.0.0.1:$port/ping" 90; then
+    tail -n 20 "$LOGS/$name.log" >&2 || true
+    die "$name did not become healthy on 127.0.0.1:$port; see $LOGS/$name.log and $LOGS/supervisor.log"
+  fi
+  say "$name up on 127.0.0.1:$port (metrics on 127.0.0.1:$metrics)"
+}
+
+# Instances of an earlier `up` with more writers or readers than now.
+stop_surplus() {
+  local name kind k
+  for name in $(known_instances); do
+    kind="${name%%-*}" k="${name#*-}"
+    [ "$kind" != "$name" ] || continue
+    case "$kind" in writer) [ "$k" -gt "$WRITERS" ] || continue ;; reader) [ "$k" -gt "$READERS" ] || continue ;; *) continue ;; esac
+    stop_instance "$name"
+  done
+}
+
+# --- nginx ----------------------------------------------------------------------------------
+
+# upstream group first-port count: one upstream group, its servers on consecutive ports.
+# Several servers share the load by least connections (a long GET /transactions stream must
+# not count as one request).
+upstream() {
+  local group="$1" first="$2" count="$3" k
+  echo "upstream $group {"
+  [ "$count" -gt 1 ] && echo "    least_conn;"
+  for ((k = 0; k < count; k++)); do echo "    server 127.0.0.1:$((first + k)) max_fails=0;"; done
+  echo "    keepalive 64;"
+  echo "    keepalive_requests 100000;"
+  echo "}"
+}
+
+# nginx_env dir: what differs between this stack and compose (nginx/compose/), generated from
+# the launcher's parameters: the upstream groups and the listen address.
+nginx_env() {
+  local dir="$1"
+  mkdir -p "$dir"
+  {
+    echo "# Generated by scripts/launcher.sh: $WRITERS writer(s), $READERS reader(s) on this host."
+    upstream writer "$WRITER_PORT" "$WRITERS"
+    upstream reader "$READER_PORT" "$READERS"
+  } >"$dir/upstreams.conf.tmp"
+  mv -f "$dir/upstreams.conf.tmp" "$dir/upstreams.conf"
+  printf '# Generated by scripts/launcher.sh: loopback only.\nlisten 127.0.0.1:%s reuseport backlog=4096;\n' \
+    "$PROXY_PORT" >"$dir/listen.conf"
+}
+
+# nginx's stdout and stderr are always the log files, so that nginx.conf's /dev/stdout and
+# /dev/stderr (what compose's log collection reads) name files here too, whatever this script's
+# own stdio is: a socket (a Node child process), which nginx cannot open(), or a closed terminal.
+start_nginx() {
+  mkdir -p "$NGINX_PREFIX"
+  nginx_env "$NGINX_PREFIX/env"
+  ln -sfn "$ROOT/nginx/nginx.conf" "$NGINX_PREFIX/nginx.conf"
+  local out="$LOGS/nginx.access.log" err="$LOGS/nginx.error.log" pid
+  local args=(-p "$NGINX_PREFIX/" -c "$NGINX_PREFIX/nginx.conf" -e "$err")
+  if ! "$NGINX_EXE" -t -q "${args[@]}" -g "pid $NGINX_PREFIX/nginx.pid;" </dev/null >>"$out" 2>>"$err"; then
+    tail -n 5 "$err" >&2
+    die "nginx configuration is invalid; see $err"
+  fi
+  if supervisor_of nginx >/dev/null && pid="$(instance_of nginx)"; then
+    kill -HUP "$pid"
+    say "nginx already running (pid $pid); configuration reloaded"
+  else
+    start_supervised nginx "$out" "$err" "$NGINX_EXE" "${args[@]}" -g "pid $NGINX_PREFIX/nginx.pid; daemon off;"
+  fi
+  wait_http "http://127.0.0.1:$PROXY_PORT/ping" 30 || die "nginx did not answer on 127.0.0.1:$PROXY_PORT; see $err"
+  say "nginx up on http://127.0.0.1:$PROXY_PORT"
+}
+
+# --- commands -------------------------------------------------------------------------------
+
+up() {
+  check_ports
+  mkdir -p "$LOGS"
+  install_binary writer
+  install_binary reader
+  stop_surplus
+  local k
+  # Writers first: the first one migrates the schema.
+  for ((k = 1; k <= WRITERS; k++)); do start_service writer "$k"; done
+  for ((k = 1; k <= READERS; k++)); do start_service reader "$k"; done
+  start_nginx
+}
+
+down() {
+  local name
+  [ -d "$STATE" ] || return 0
+  # nginx first (no new requests), then readers, then writers.
+  [ -e "$STATE/nginx.pid" ] || [ -e "$STATE/nginx.supervisor.pid" ] && stop_instance nginx
+  for name in $(known_instances | grep '^reader'); do stop_instance "$name"; done
+  for name in $(known_instances | grep '^writer'); do stop_instance "$name"; done
+  return 0
+}
+
+status() {
+  local name pid rc=0
+  for name in $(known_instances | grep -E '^(writer|reader|nginx)'); do
+    if pid="$(instance_of "$name")"; then
+      say "$name: running (pid $pid)$(supervisor_of "$name" >/dev/null || echo ', unsupervised')"
+    elif supervisor_of "$name" >/dev/null; then
+      say "$name: down, being restarted by its supervisor"; rc=1
+    else
+      say "$name: not running"; rc=1
+    fi
+  done
+  curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$PROXY_PORT/ping" || { say "nothing answers on 127.0.0.1:$PROXY_PORT"; rc=1; }
+  return "$rc"
+}
+
+case "$command" in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  nginx-env) [ -n "$nginx_env_dir" ] || die "usage: $0 nginx-env DIR"; check_ports; nginx_env "$nginx_env_dir" ;;
+  *) echo "usage: $0 up|down|status|nginx-env DIR [--state DIR] [--writers N] [--readers M] [--proxy-port P] ..." >&2; exit 2 ;;
+esac
