@@ -270,6 +270,9 @@ struct ViewRead {
     reply: oneshot::Sender<Result<Option<Vec<u8>>, CacheError>>,
 }
 
+/// A view as Redis answers it: its JSON, or nothing.
+type ViewBody = Option<Vec<u8>>;
+
 /// The most view reads sent in one pipeline.
 const MAX_READ_PIPELINE: usize = 256;
 
@@ -293,7 +296,7 @@ async fn run_view_reads(cache: std::sync::Weak<CacheInner>, mut queue: mpsc::Rec
         }
         // Whether account views may be read is decided before they are sent: a view read
         // while a reset is still going may be one it has yet to delete.
-        let answers: Result<(bool, Vec<Option<Vec<u8>>>), CacheError> = cache
+        let answers: Result<(bool, Vec<ViewBody>), CacheError> = cache
             .call(GET_VIEWS, true, async |link: &Link| {
                 let current = link.views_current();
                 Ok((
