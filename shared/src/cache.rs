@@ -21,7 +21,7 @@
 //!
 //! Account views are only read while they are known current on the Redis process answering
 //! (a failover or a restart can lose publishes the old process acknowledged), and only a
-//! publish or fill whose [`Ticket`] matches the generation may create one; see [`link`] and
+//! publish or fill whose [`Ticket`] matches the generation may create one; see `cache/link.rs` and
 //! `docs/ha.md`.
 //!
 //! The stream is at-least-once: a change may appear twice (e.g. republished after a crash),
@@ -189,7 +189,7 @@ impl Keys {
     }
 }
 
-/// A shared, multiplexed Redis connection to the master (see [`link`]). It is opened on first
+/// A shared, multiplexed Redis connection to the master (see `cache/link.rs`). It is opened on first
 /// use, so a service starts even while Redis is down, and opened again (the master resolved
 /// again) after a failure. Every call is bounded by `timeout`.
 /// Cloning is one reference count: the router clones its state for every request.
@@ -400,7 +400,7 @@ impl Cache {
     }
 
     /// Publishes committed changes, in order, in one round trip: for each, its account view,
-    /// its transaction view and a stream entry (see [`PUBLISH_LUA`]). `ticket`: taken before
+    /// its transaction view and a stream entry (see `PUBLISH_LUA` in `cache/lua.rs`). `ticket`: taken before
     /// the changes were committed (or their state read).
     pub async fn publish<'a>(
         &self,
