@@ -19,8 +19,10 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
-use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, RedisResult};
+use redis::{
+    AsyncConnectionConfig, Client, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo,
+    RedisConnectionInfo, RedisResult,
+};
 use tokio::sync::{watch, Mutex};
 
 use super::Keys;
@@ -28,7 +30,12 @@ use super::Keys;
 /// Where the master is: one fixed URL, or whatever the Sentinels say.
 pub enum Target {
     Url(Client),
-    Sentinels(Mutex<SentinelClient>),
+    Sentinels {
+        sentinels: Vec<Client>,
+        master: String,
+        /// The database number and credentials for the master (from `REDIS_URL`).
+        node: RedisConnectionInfo,
+    },
 }
 
 impl Target {
@@ -41,34 +48,86 @@ impl Target {
         if sentinels.is_empty() {
             return Ok(Self::Url(Client::open(info)?));
         }
-        let addresses = sentinels
+        let sentinels = sentinels
             .iter()
-            .map(|address| format!("redis://{address}"))
-            .collect();
-        let node = SentinelNodeConnectionInfo {
-            tls_mode: None,
-            redis_connection_info: Some(info.redis),
-        };
-        let client = SentinelClient::build(
-            addresses,
-            master.to_owned(),
-            Some(node),
-            SentinelServerType::Master,
-        )
-        .map_err(|error| anyhow::anyhow!("REDIS_SENTINELS is not valid: {error}"))?;
-        Ok(Self::Sentinels(Mutex::new(client)))
+            .map(|address| {
+                Client::open(format!("redis://{address}"))
+                    .map_err(|error| anyhow::anyhow!("REDIS_SENTINELS: `{address}`: {error}"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Self::Sentinels {
+            sentinels,
+            master: master.to_owned(),
+            node: info.redis,
+        })
     }
 
-    async fn connect(&self, config: &AsyncConnectionConfig) -> RedisResult<MultiplexedConnection> {
+    /// A connection to the master, and whether it must be checked to be one (the Sentinels
+    /// may name a node that has not taken the role yet, or has just lost it).
+    async fn connect(
+        &self,
+        config: &AsyncConnectionConfig,
+    ) -> RedisResult<(MultiplexedConnection, bool)> {
         let client = match self {
-            Self::Url(client) => client.clone(),
-            // Asks each Sentinel in turn; the address it gives must answer ROLE as a master.
-            Self::Sentinels(sentinels) => sentinels.lock().await.async_get_client().await?,
+            Self::Url(client) => {
+                let connection = client
+                    .get_multiplexed_async_connection_with_config(config)
+                    .await?;
+                return Ok((connection, false));
+            }
+            Self::Sentinels {
+                sentinels,
+                master,
+                node,
+            } => master_from_sentinels(sentinels, master, node, config).await?,
         };
-        client
+        let connection = client
             .get_multiplexed_async_connection_with_config(config)
-            .await
+            .await?;
+        Ok((connection, true))
     }
+}
+
+/// Asks the Sentinels in turn for the master's address (`SENTINEL GET-MASTER-ADDR-BY-NAME`, as
+/// Redis's guidelines for Sentinel clients say): the first that answers is taken.
+async fn master_from_sentinels(
+    sentinels: &[Client],
+    master: &str,
+    node: &RedisConnectionInfo,
+    config: &AsyncConnectionConfig,
+) -> RedisResult<Client> {
+    let mut last_error = None;
+    for sentinel in sentinels {
+        let asked = async {
+            let mut connection = sentinel
+                .get_multiplexed_async_connection_with_config(config)
+                .await?;
+            redis::cmd("SENTINEL")
+                .arg("GET-MASTER-ADDR-BY-NAME")
+                .arg(master)
+                .query_async::<Option<(String, u16)>>(&mut connection)
+                .await
+        };
+        match asked.await {
+            Ok(Some((host, port))) => {
+                return Client::open(ConnectionInfo {
+                    addr: ConnectionAddr::Tcp(host, port),
+                    redis: node.clone(),
+                })
+            }
+            Ok(None) => {
+                last_error = Some(
+                    (
+                        ErrorKind::MasterNameNotFoundBySentinel,
+                        "the Sentinel does not know the master name",
+                    )
+                        .into(),
+                )
+            }
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| (ErrorKind::InvalidClientConfig, "no Sentinel").into()))
 }
 
 /// The views' generation as a caller saw it before reading PostgreSQL (or committing): the
@@ -187,14 +246,24 @@ impl Links {
         // No response timeout: `Cache::call` bounds every call, and a second timer per command
         // is measurable on the read path.
         let config = AsyncConnectionConfig::new().set_connection_timeout(self.timeout);
-        let mut connection = self.target.connect(&config).await?;
-        let (info, generation): (String, Option<String>) = redis::pipe()
+        let (mut connection, check_role) = self.target.connect(&config).await?;
+        let (info, generation, role): (String, Option<String>, Vec<redis::Value>) = redis::pipe()
             .cmd("INFO")
             .arg("server")
             .cmd("GET")
             .arg(self.keys.generation())
+            .cmd("ROLE")
             .query_async(&mut connection)
             .await?;
+        let is_master =
+            matches!(role.first(), Some(redis::Value::BulkString(role)) if role == b"master");
+        if check_role && !is_master {
+            return Err((
+                ErrorKind::MasterDown,
+                "the node the Sentinels named is not a master",
+            )
+                .into());
+        }
         let run_id: Arc<str> = run_id_of(&info)?.into();
         let current = generation.as_deref() == Some(&*run_id);
         Ok(Link {
