@@ -25,6 +25,9 @@ async fn get_account(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let trusted = state.account_views_trusted.load(Ordering::Relaxed);
+    // Taken before anything is read: a fill may create a view only if no failover came between
+    // (see `shared::cache::Ticket`).
+    let ticket = state.cache.ticket().await;
     if !trusted {
         m::record_cache_lookup(views::ACCOUNT, "bypass");
     } else if let Some(body) =
@@ -36,8 +39,11 @@ async fn get_account(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("account {account_id} has no transactions")))?;
     let view = AccountView::new(&account);
-    if trusted {
-        views::warn_fill_failed(views::ACCOUNT, state.cache.fill_account(&view).await);
+    if trusted && ticket.is_valid() {
+        views::warn_fill_failed(
+            views::ACCOUNT,
+            state.cache.fill_account(&view, &ticket).await,
+        );
     }
     Ok(http::conditional_json(&headers, view.into_body()))
 }

@@ -46,11 +46,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     // connection before each use and recovers from a PostgreSQL restart without any error.
     let state = AppState::new(
         db::connect(&settings.pool_config(true))?,
-        Cache::new(
-            &settings.redis_url,
-            &settings.redis_key_prefix,
-            settings.redis_timeout,
-        )?,
+        Cache::from_settings(&settings)?,
     );
     let pool = state.pool.clone();
     let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -152,10 +152,16 @@ async fn an_older_account_view_never_replaces_a_newer_one(pool: PgPool) {
 
     // The newer change is published first; the older one (a slow reader's fill, or a
     // republished change) arrives after it.
-    cache.publish([&second]).await.expect("publish");
-    cache.publish([&first]).await.expect("publish");
     cache
-        .fill_account(&AccountView::new(&first.account))
+        .publish([&second], &cache.ticket().await)
+        .await
+        .expect("publish");
+    cache
+        .publish([&first], &cache.ticket().await)
+        .await
+        .expect("publish");
+    cache
+        .fill_account(&AccountView::new(&first.account), &cache.ticket().await)
         .await
         .expect("fill");
 
@@ -430,7 +436,10 @@ async fn account_reads_bypass_redis_while_the_writer_cannot_publish(pool: PgPool
     let cache = testing::isolated_cache();
     let account_id = Uuid::new_v4();
     let first = commit(&pool, account_id, 10).await;
-    cache.publish([&first]).await.expect("publish");
+    cache
+        .publish([&first], &cache.ticket().await)
+        .await
+        .expect("publish");
     sqlx::query("DELETE FROM publish_outbox")
         .execute(&pool)
         .await
@@ -491,7 +500,7 @@ async fn concurrent_view_lookups_each_get_their_own_answer() {
             created_at: chrono::Utc::now(),
         });
         cache
-            .fill_account(&account_view)
+            .fill_account(&account_view, &cache.ticket().await)
             .await
             .expect("fill account");
         cache

@@ -7,6 +7,7 @@
 //! | `{prefix}account:{account_id}` | hash | `version`, `body` (the account's JSON as served) |
 //! | `{prefix}transaction:{transaction_id}` | string | the transaction's JSON as served |
 //! | `{prefix}events` | stream | one `transaction.created` entry per published change |
+//! | `{prefix}views-generation` | string | the run id of the Redis process the views are current on |
 //!
 //! Views hold ready-to-send JSON, so a cache hit costs one round trip and no serialization. This
 //! module owns that format end to end: [`AccountView`] and [`TransactionView`] are the one
@@ -18,6 +19,11 @@
 //! so their views never change once set. Redis is never the source of truth: any key may be
 //! lost, and the next read refills it from PostgreSQL.
 //!
+//! Account views are only read while they are known current on the Redis process answering
+//! (a failover or a restart can lose publishes the old process acknowledged), and only a
+//! publish or fill whose [`Ticket`] matches the generation may create one; see `cache/link.rs` and
+//! `docs/ha.md`.
+//!
 //! The stream is at-least-once: a change may appear twice (e.g. republished after a crash),
 //! so consumers deduplicate by `transaction_id`.
 
@@ -25,9 +31,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, Script};
-use tokio::sync::{mpsc, oneshot, OnceCell};
+use redis::Script;
+use tokio::sync::{mpsc, oneshot};
+
+mod link;
+mod lua;
+use link::{Link, Links};
+pub use link::{Target, Ticket};
+use lua::{FILL_ACCOUNT_LUA, PUBLISH_LUA};
 
 use crate::domain::{AccountId, AccountState, Recorded, Transaction, TransactionId};
 use crate::telemetry::metrics as m;
@@ -44,53 +55,6 @@ const FILL_TRANSACTION: &str = "fill_transaction";
 /// The stream is trimmed to about this many entries; consumers that fall further behind
 /// resynchronise from PostgreSQL.
 const STREAM_MAX_LEN: usize = 100_000;
-
-/// Lua: sets an account view unless the cached one is at least as new. The one version
-/// compare; both scripts below start with it.
-macro_rules! set_account_if_newer_lua {
-    () => {
-        r"
-local function set_account_if_newer(key, version, body)
-  local current = tonumber(redis.call('HGET', key, 'version') or '-1')
-  if current < tonumber(version) then
-    redis.call('HSET', key, 'version', version, 'body', body)
-    return 1
-  end
-  return 0
-end
-"
-    };
-}
-
-/// A reader's fill of an account view. KEYS[1] account view; ARGV[1] version, ARGV[2] body.
-/// Returns 1 if it was set.
-const FILL_ACCOUNT_LUA: &str = concat!(
-    set_account_if_newer_lua!(),
-    "return set_account_if_newer(KEYS[1], ARGV[1], ARGV[2])"
-);
-
-/// Committed changes, any number of them, in one round trip: for each, the account view
-/// (versioned, as above), the transaction view and the stream entry, in the order given.
-/// KEYS[1] stream, then per change: account view, transaction view.
-/// ARGV[1] stream max length, then per change: version, account body, transaction body,
-/// transaction id, account id. Returns the number of changes.
-const PUBLISH_LUA: &str = concat!(
-    set_account_if_newer_lua!(),
-    r"
-local changes = math.floor((#KEYS - 1) / 2)
-for i = 0, changes - 1 do
-  local account_key, transaction_key = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
-  local a = 2 + 5 * i
-  local version, account, transaction = ARGV[a], ARGV[a + 1], ARGV[a + 2]
-  set_account_if_newer(account_key, version, account)
-  redis.call('SET', transaction_key, transaction)
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*',
-    'type', 'transaction.created', 'transaction_id', ARGV[a + 3], 'account_id', ARGV[a + 4],
-    'account_version', version, 'transaction', transaction, 'account', account)
-end
-return changes
-"
-);
 
 /// An account view: the JSON `GET /accounts/{id}` serves, as Redis holds it, with the version
 /// that orders it.
@@ -162,6 +126,10 @@ pub enum CacheError {
     /// The task that sends the view reads has stopped (the cache is being dropped).
     #[error("the view reader stopped")]
     ViewReaderStopped,
+    /// The Redis process answering is not known to hold current account views (it was
+    /// promoted or restarted and its views are being reset): the read goes to PostgreSQL.
+    #[error("account views are not known current on this Redis")]
+    ViewsNotCurrent,
 }
 
 impl CacheError {
@@ -177,8 +145,17 @@ impl CacheError {
                     || error.is_connection_refusal()
             }
             Self::Pipeline(error) => error.means_unreachable(),
-            Self::PipelineAnswers { .. } | Self::ViewReaderStopped => false,
+            Self::PipelineAnswers { .. } | Self::ViewReaderStopped | Self::ViewsNotCurrent => false,
         }
+    }
+
+    /// The connection in use leads nowhere useful: Redis is unreachable through it, or the
+    /// process behind it is no longer the master. The master is resolved again.
+    fn means_new_link(&self) -> bool {
+        use redis::ErrorKind::{MasterDown, MasterNameNotFoundBySentinel, ReadOnly};
+        self.means_unreachable()
+            || matches!(self, Self::Redis(error)
+                if matches!(error.kind(), ReadOnly | MasterDown | MasterNameNotFoundBySentinel))
     }
 }
 
@@ -203,17 +180,24 @@ impl Keys {
     pub fn events(&self) -> String {
         format!("{}events", self.prefix)
     }
+    /// Every account view's key starts with this.
+    pub fn account_prefix(&self) -> String {
+        format!("{}account:", self.prefix)
+    }
+    pub fn generation(&self) -> String {
+        format!("{}views-generation", self.prefix)
+    }
 }
 
-/// A shared, multiplexed Redis connection that reconnects by itself. It is opened on first
-/// use, so a service starts even while Redis is down. Every call is bounded by `timeout`.
+/// A shared, multiplexed Redis connection to the master (see `cache/link.rs`). It is opened on first
+/// use, so a service starts even while Redis is down, and opened again (the master resolved
+/// again) after a failure. Every call is bounded by `timeout`.
 /// Cloning is one reference count: the router clones its state for every request.
 #[derive(Clone)]
 pub struct Cache(std::sync::Arc<CacheInner>);
 
 pub struct CacheInner {
-    client: Client,
-    connection: OnceCell<ConnectionManager>,
+    links: Links,
     pub keys: Keys,
     timeout: Duration,
     fill_account_script: Script,
@@ -232,6 +216,9 @@ struct ViewRead {
     key: String,
     reply: oneshot::Sender<Result<Option<Vec<u8>>, CacheError>>,
 }
+
+/// A view as Redis answers it: its JSON, or nothing.
+type ViewBody = Option<Vec<u8>>;
 
 /// The most view reads sent in one pipeline.
 const MAX_READ_PIPELINE: usize = 256;
@@ -254,21 +241,32 @@ async fn run_view_reads(cache: std::sync::Weak<CacheInner>, mut queue: mpsc::Rec
                 pipe.cmd("GET").arg(&read.key);
             }
         }
-        let answers: Result<Vec<Option<Vec<u8>>>, CacheError> = cache
-            .call(GET_VIEWS, true, async |mut connection| {
-                pipe.query_async(&mut connection).await
+        // Whether account views may be read is decided before they are sent: a view read
+        // while a reset is still going may be one it has yet to delete.
+        let answers: Result<(bool, Vec<ViewBody>), CacheError> = cache
+            .call(GET_VIEWS, true, async |link: &Link| {
+                let current = link.views_current();
+                Ok((
+                    current,
+                    pipe.query_async(&mut link.connection.clone()).await?,
+                ))
             })
             .await;
         match answers {
-            Ok(answers) if answers.len() == reads.len() => {
+            Ok((current, answers)) if answers.len() == reads.len() => {
                 for (read, answer) in reads.drain(..).zip(answers) {
-                    let _ = read.reply.send(Ok(answer));
+                    let answer = if read.hash_body && !current {
+                        Err(CacheError::ViewsNotCurrent)
+                    } else {
+                        Ok(answer)
+                    };
+                    let _ = read.reply.send(answer);
                 }
             }
             other => {
                 let error = std::sync::Arc::new(match other {
                     Err(error) => error,
-                    Ok(answers) => CacheError::PipelineAnswers {
+                    Ok((_, answers)) => CacheError::PipelineAnswers {
                         reads: reads.len(),
                         answers: answers.len(),
                     },
@@ -295,36 +293,69 @@ impl std::ops::Deref for Cache {
 pub const UNAVAILABLE_BACKOFF: Duration = Duration::from_secs(1);
 
 impl Cache {
+    /// A cache on the one Redis at `redis_url`.
     pub fn new(redis_url: &str, key_prefix: &str, timeout: Duration) -> anyhow::Result<Self> {
-        let client = Client::open(redis_url)
-            .map_err(|error| anyhow::anyhow!("REDIS_URL is not a valid Redis URL: {error}"))?;
-        Ok(Self(std::sync::Arc::new(CacheInner {
-            client,
-            connection: OnceCell::new(),
-            keys: Keys::new(key_prefix),
+        Ok(Self::on(
+            Target::new(redis_url, &[], "")?,
+            key_prefix,
+            timeout,
+        ))
+    }
+
+    /// A cache on the service's Redis: the master the Sentinels name, if `REDIS_SENTINELS` is
+    /// set, else `REDIS_URL`.
+    pub fn from_settings(settings: &crate::settings::Settings) -> anyhow::Result<Self> {
+        let target = Target::new(
+            &settings.redis_url,
+            &settings.redis_sentinels,
+            &settings.redis_sentinel_master,
+        )?;
+        Ok(Self::on(
+            target,
+            &settings.redis_key_prefix,
+            settings.redis_timeout,
+        ))
+    }
+
+    pub fn on(target: Target, key_prefix: &str, timeout: Duration) -> Self {
+        let keys = Keys::new(key_prefix);
+        Self(std::sync::Arc::new(CacheInner {
+            links: Links::new(target, keys.clone(), timeout),
+            keys,
             timeout,
             fill_account_script: Script::new(FILL_ACCOUNT_LUA),
             publish_script: Script::new(PUBLISH_LUA),
             unavailable_until_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             view_reads: std::sync::OnceLock::new(),
-        })))
+        }))
     }
 
-    async fn connection(&self) -> Result<ConnectionManager, CacheError> {
-        let connection = self
-            .connection
-            .get_or_try_init(|| {
-                // No response timeout here: `call` bounds every call, connecting included, and
-                // a second timer per command is measurable on the read path.
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(self.timeout)
-                    .set_number_of_retries(2)
-                    .set_max_delay(1_000);
-                ConnectionManager::new_with_config(self.client.clone(), config)
-            })
-            .await?;
-        Ok(connection.clone())
+    fn marked_unavailable(&self) -> bool {
+        let now_ms = self.epoch.elapsed().as_millis() as u64;
+        now_ms < self.unavailable_until_ms.load(Ordering::Relaxed)
+    }
+
+    /// The views' generation now, to be taken *before* reading PostgreSQL or committing, and
+    /// passed to the publish or fill of what was read (see [`Ticket`]). Free while a link is
+    /// open; otherwise opens one, within the timeout. No ticket while Redis is unavailable.
+    pub async fn ticket(&self) -> Ticket {
+        if let Some(link) = self.links.peek() {
+            return link.ticket();
+        }
+        if self.marked_unavailable() {
+            return Ticket::none();
+        }
+        match tokio::time::timeout(self.timeout, self.links.get()).await {
+            Ok(Ok(link)) => link.ticket(),
+            _ => Ticket::none(),
+        }
+    }
+
+    /// Whether the Redis in use is known to hold current account views (false while none is
+    /// connected).
+    pub fn views_current(&self) -> bool {
+        self.links.peek().is_some_and(|link| link.views_current())
     }
 
     /// Runs one Redis operation with the timeout and records its duration and outcome.
@@ -335,39 +366,53 @@ impl Cache {
         &self,
         operation: &'static str,
         fail_fast: bool,
-        run: impl AsyncFnOnce(ConnectionManager) -> redis::RedisResult<T>,
+        run: impl AsyncFnOnce(&Link) -> redis::RedisResult<T>,
     ) -> Result<T, CacheError> {
         let started = Instant::now();
         let now_ms = self.epoch.elapsed().as_millis() as u64;
-        if fail_fast && now_ms < self.unavailable_until_ms.load(Ordering::Relaxed) {
+        if fail_fast && self.marked_unavailable() {
             m::record_redis_call(operation, started.elapsed(), false);
             return Err(CacheError::Unavailable);
         }
+        let mut used = None;
         let result = match tokio::time::timeout(self.timeout, async {
-            let connection = self.connection().await?;
-            Ok::<_, CacheError>(run(connection).await?)
+            let link = used.insert(self.links.get().await?);
+            Ok::<_, CacheError>(run(link).await?)
         })
         .await
         {
             Ok(result) => result,
             Err(_) => Err(CacheError::Timeout),
         };
-        if result.as_ref().is_err_and(CacheError::means_unreachable) {
-            let until = now_ms + UNAVAILABLE_BACKOFF.as_millis() as u64;
-            self.unavailable_until_ms.store(until, Ordering::Relaxed);
+        if let Err(error) = &result {
+            // A timeout too: a master that hangs keeps its connections open, and only asking
+            // the Sentinels again finds the one that replaced it.
+            if let (true, Some(link)) = (error.means_new_link(), &used) {
+                self.links.drop_link(link);
+            }
+            if error.means_unreachable() {
+                let until = now_ms + UNAVAILABLE_BACKOFF.as_millis() as u64;
+                self.unavailable_until_ms.store(until, Ordering::Relaxed);
+            }
         }
         m::record_redis_call(operation, started.elapsed(), result.is_ok());
         result
     }
 
     /// Publishes committed changes, in order, in one round trip: for each, its account view,
-    /// its transaction view and a stream entry (see [`PUBLISH_LUA`]).
+    /// its transaction view and a stream entry (see `PUBLISH_LUA` in `cache/lua.rs`). `ticket`: taken before
+    /// the changes were committed (or their state read).
     pub async fn publish<'a>(
         &self,
         changes: impl IntoIterator<Item = &'a Recorded>,
+        ticket: &Ticket,
     ) -> Result<(), CacheError> {
         let mut invocation = self.publish_script.prepare_invoke();
-        invocation.key(self.keys.events()).arg(STREAM_MAX_LEN);
+        invocation
+            .key(self.keys.events())
+            .key(self.keys.generation())
+            .arg(STREAM_MAX_LEN)
+            .arg(ticket.as_arg());
         for Recorded {
             transaction,
             account,
@@ -384,8 +429,10 @@ impl Cache {
                 .arg(transaction.transaction_id.to_string())
                 .arg(account.account_id.to_string());
         }
-        self.call(PUBLISH, false, async |mut connection| {
-            invocation.invoke_async::<i64>(&mut connection).await
+        self.call(PUBLISH, false, async |link: &Link| {
+            invocation
+                .invoke_async::<i64>(&mut link.connection.clone())
+                .await
         })
         .await
         .map(drop)
@@ -399,8 +446,7 @@ impl Cache {
     /// One view lookup, sent with the others that are waiting (see [`run_view_reads`]).
     async fn read_view(&self, hash_body: bool, key: String) -> Result<Option<Bytes>, CacheError> {
         // Fail fast here too, without queueing, while Redis is marked unavailable.
-        let now_ms = self.epoch.elapsed().as_millis() as u64;
-        if now_ms < self.unavailable_until_ms.load(Ordering::Relaxed) {
+        if self.marked_unavailable() {
             return Err(CacheError::Unavailable);
         }
         let queue = self.view_reads.get_or_init(|| {
@@ -422,14 +468,21 @@ impl Cache {
     }
 
     /// Caches an account view read from PostgreSQL, unless a newer one is already there.
-    pub async fn fill_account(&self, view: &AccountView) -> Result<(), CacheError> {
+    /// `ticket`: taken before the read (see [`Cache::ticket`]).
+    pub async fn fill_account(
+        &self,
+        view: &AccountView,
+        ticket: &Ticket,
+    ) -> Result<(), CacheError> {
         let key = self.keys.account(view.account_id);
-        self.call(FILL_ACCOUNT, true, async |mut connection| {
+        self.call(FILL_ACCOUNT, true, async |link: &Link| {
             self.fill_account_script
                 .key(key)
+                .key(self.keys.generation())
                 .arg(view.version)
                 .arg(&view.body[..])
-                .invoke_async::<i64>(&mut connection)
+                .arg(ticket.as_arg())
+                .invoke_async::<i64>(&mut link.connection.clone())
                 .await
         })
         .await
@@ -445,11 +498,11 @@ impl Cache {
     /// nothing to order.
     pub async fn fill_transaction(&self, view: &TransactionView) -> Result<(), CacheError> {
         let key = self.keys.transaction(view.transaction_id);
-        self.call(FILL_TRANSACTION, true, async |mut connection| {
+        self.call(FILL_TRANSACTION, true, async |link: &Link| {
             redis::cmd("SET")
                 .arg(key)
                 .arg(&view.body[..])
-                .query_async::<()>(&mut connection)
+                .query_async::<()>(&mut link.connection.clone())
                 .await
         })
         .await

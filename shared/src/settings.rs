@@ -52,6 +52,16 @@ const fn per_service(name: &'static str, writer: &'static str, reader: &'static 
     }
 }
 
+/// A variable with no default: unset means the feature is off.
+const fn optional(name: &'static str) -> Variable {
+    Variable {
+        name,
+        writer_default: None,
+        reader_default: None,
+        read_by_settings: true,
+    }
+}
+
 const fn read_by_library(name: &'static str, default: Option<&'static str>) -> Variable {
     Variable {
         name,
@@ -72,6 +82,8 @@ pub const VARIABLES: &[Variable] = &[
     ),
     both("REDIS_URL", "redis://127.0.0.1:6379/0"),
     both("REDIS_KEY_PREFIX", "tm:"),
+    optional("REDIS_SENTINELS"),
+    both("REDIS_SENTINEL_MASTER", "ledger"),
     per_service("LISTEN_ADDR", "127.0.0.1:8081", "127.0.0.1:8082"),
     per_service("METRICS_ADDR", "127.0.0.1:9181", "127.0.0.1:9182"),
     per_service("DB_POOL_SIZE", "16", "8"),
@@ -100,6 +112,10 @@ pub struct Settings {
     pub redis_url: String,
     /// `REDIS_KEY_PREFIX`
     pub redis_key_prefix: String,
+    /// `REDIS_SENTINELS` (`host:port` each); empty: the one Redis at `REDIS_URL`.
+    pub redis_sentinels: Vec<String>,
+    /// `REDIS_SENTINEL_MASTER`
+    pub redis_sentinel_master: String,
     /// `LISTEN_ADDR`
     pub listen_addr: SocketAddr,
     /// `METRICS_ADDR` (never exposed through nginx)
@@ -160,6 +176,8 @@ impl Settings {
             database_url: env.get("DATABASE_URL")?,
             redis_url: env.get("REDIS_URL")?,
             redis_key_prefix: env.get("REDIS_KEY_PREFIX")?,
+            redis_sentinels: parse_sentinels(env.optional("REDIS_SENTINELS")?.as_deref())?,
+            redis_sentinel_master: env.get("REDIS_SENTINEL_MASTER")?,
             listen_addr: env.parse("LISTEN_ADDR")?,
             metrics_addr: env.parse("METRICS_ADDR")?,
             db_pool_size: env.parse("DB_POOL_SIZE")?,
@@ -189,6 +207,25 @@ impl Settings {
             test_before_acquire,
         }
     }
+}
+
+/// `host:port,host:port,…`; each must name a port.
+fn parse_sentinels(raw: Option<&str>) -> anyhow::Result<Vec<String>> {
+    raw.unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|address| !address.is_empty())
+        .map(|address| {
+            let port = address
+                .rsplit_once(':')
+                .map(|(_, port)| port.parse::<u16>());
+            anyhow::ensure!(
+                matches!(port, Some(Ok(_))),
+                "REDIS_SENTINELS: `{address}` is not host:port"
+            );
+            Ok(address.to_owned())
+        })
+        .collect()
 }
 
 /// `*` (any origin) becomes an empty list; anything else must be a list of `scheme://host[:port]`.
@@ -234,6 +271,15 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
             .filter(|value| !value.is_empty())
             .or_else(|| default.map(str::to_owned))
             .ok_or_else(|| anyhow!("{name} has no default in settings::VARIABLES"))
+    }
+
+    /// A variable without a default: `None` when unset or empty.
+    fn optional(&self, name: &str) -> anyhow::Result<Option<String>> {
+        anyhow::ensure!(
+            VARIABLES.iter().any(|variable| variable.name == name),
+            "{name} is not declared in settings::VARIABLES"
+        );
+        Ok((self.lookup)(name).filter(|value| !value.is_empty()))
     }
 
     fn parse<T>(&self, name: &str) -> anyhow::Result<T>
@@ -387,6 +433,25 @@ mod tests {
             declared.sort();
             assert_eq!(read, declared, "{service:?}");
         }
+    }
+
+    #[test]
+    fn sentinels_are_a_list_of_host_and_port() {
+        let single = settings(Service::Reader, &[]).expect("defaults");
+        assert!(single.redis_sentinels.is_empty());
+        assert_eq!(single.redis_sentinel_master, "ledger");
+        let listed = settings(
+            Service::Reader,
+            &[("REDIS_SENTINELS", "127.0.0.1:26379, sentinel-2:26379")],
+        )
+        .expect("valid");
+        assert_eq!(
+            listed.redis_sentinels,
+            ["127.0.0.1:26379", "sentinel-2:26379"]
+        );
+        let error =
+            settings(Service::Reader, &[("REDIS_SENTINELS", "127.0.0.1")]).expect_err("no port");
+        assert!(error.to_string().contains("REDIS_SENTINELS"), "{error}");
     }
 
     #[test]

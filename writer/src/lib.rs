@@ -142,6 +142,7 @@ async fn replay_if_known(
             "Idempotency-Key was already used with a different request body".into(),
         ));
     }
+    let ticket = state.publisher.ticket().await;
     let account = db::load_account(&state.pool, earlier.account_id)
         .await?
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("a transaction without its account")))?;
@@ -149,7 +150,7 @@ async fn replay_if_known(
         transaction: earlier,
         account,
     };
-    state.publisher.publish(&recorded).await;
+    state.publisher.publish(&recorded, &ticket).await;
     Ok(Some(created(recorded.transaction, true)))
 }
 
@@ -164,11 +165,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     // retry, with their Idempotency-Key) and is replaced.
     let pool = db::connect(&settings.pool_config(false))?;
     db::migrate_when_available(&pool, Duration::from_secs(60)).await?;
-    let cache = Cache::new(
-        &settings.redis_url,
-        &settings.redis_key_prefix,
-        settings.redis_timeout,
-    )?;
+    let cache = Cache::from_settings(&settings)?;
     let (publisher, outbox_cleaner) = Publisher::start(pool.clone(), cache);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let repair = tokio::spawn(publisher::repair_loop(

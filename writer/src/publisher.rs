@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use shared::cache::{self, Cache};
+use shared::cache::{self, Cache, Ticket};
 use shared::db;
 use shared::domain::Recorded;
 use shared::telemetry::metrics as m;
@@ -61,15 +61,20 @@ impl Publisher {
         (Self { cache, published }, cleaner)
     }
 
+    /// The views' generation, to take before committing (or reading) what is then published.
+    pub async fn ticket(&self) -> Ticket {
+        self.cache.ticket().await
+    }
+
     /// Publishes one committed change. Never fails the request: a change that could not be
     /// published stays in the outbox for the repair loop.
-    pub async fn publish(&self, recorded: &Recorded) -> bool {
-        self.publish_all(&[recorded]).await
+    pub async fn publish(&self, recorded: &Recorded, ticket: &Ticket) -> bool {
+        self.publish_all(&[recorded], ticket).await
     }
 
     /// Publishes committed changes in one Redis round trip, like [`Publisher::publish`].
-    pub async fn publish_all(&self, changes: &[&Recorded]) -> bool {
-        let published = self.cache.publish(changes.iter().copied()).await;
+    pub async fn publish_all(&self, changes: &[&Recorded], ticket: &Ticket) -> bool {
+        let published = self.cache.publish(changes.iter().copied(), ticket).await;
         match published {
             Ok(()) => {
                 for recorded in changes {
@@ -126,10 +131,13 @@ pub async fn repair_loop(pool: PgPool, publisher: Publisher, mut stop: watch::Re
 /// One pass: republish what is overdue, delete what got through, update the backlog gauge.
 /// Returns how many changes it republished.
 pub async fn repair_once(pool: &PgPool, cache: &Cache) -> anyhow::Result<usize> {
+    // Before the read: the accounts' current states it returns are then at least as new as
+    // anything a Redis failover since could have lost.
+    let ticket = cache.ticket().await;
     let overdue = db::unpublished(pool, REPAIR_GRACE, REPAIR_BATCH).await?;
     let mut republished = Vec::with_capacity(overdue.len());
     for chunk in overdue.chunks(REPUBLISH_CHUNK) {
-        match cache.publish(chunk).await {
+        match cache.publish(chunk, &ticket).await {
             Ok(()) => {
                 republished.extend(chunk.iter().map(|r| r.transaction.transaction_id.as_uuid()))
             }

@@ -121,10 +121,13 @@ async fn run_worker(
             break; // every Recorder is gone and the queue is empty
         }
         let (records, replies): (Vec<NewRecord>, Vec<Reply>) = batch.drain(..).unzip();
+        // Before the commit: what it commits is then newer than anything a Redis failover
+        // since could have lost, so its publish may create views (see `shared::cache::Ticket`).
+        let ticket = publisher.ticket().await;
         let outcomes = record_batch(&pool, &records).await;
         let committed: Vec<&Recorded> = outcomes.iter().flatten().collect();
         if !committed.is_empty() {
-            publisher.publish_all(&committed).await;
+            publisher.publish_all(&committed, &ticket).await;
         }
         for (reply, outcome) in replies.into_iter().zip(outcomes) {
             // The request may have gone (client disconnected, timed out): nothing to answer.

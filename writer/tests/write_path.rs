@@ -502,7 +502,10 @@ async fn a_replayed_201_publishes_so_the_next_read_sees_the_write(pool: PgPool) 
     )
     .await
     .expect("commit");
-    cache.publish([&before]).await.expect("publish");
+    cache
+        .publish([&before], &cache.ticket().await)
+        .await
+        .expect("publish");
     let key = shared::domain::IdempotencyKey::parse(b"lost-answer").expect("key");
     db::record_transaction(
         &pool,
