@@ -176,6 +176,11 @@ const API_PORT = { writer: "8081", reader: "8082" };
 const METRICS_PORT = { writer: "9181", reader: "9182" };
 
 describe("services and networks", () => {
+  test("no top-level name: (Compose 1.29 refuses it); .env.example sets COMPOSE_PROJECT_NAME instead", () => {
+    assert.equal(compose.name, undefined, "docker-compose.yml has a top-level name:");
+    assert.match(read(".env.example"), /^COMPOSE_PROJECT_NAME=[a-z0-9][a-z0-9_-]*$/m);
+  });
+
   test("exactly the eight services", () => {
     assert.deepEqual(Object.keys(services).sort(), EXPECTED_SERVICES);
   });
@@ -321,6 +326,16 @@ describe("images", () => {
       assert.equal(interpolate(services[name].build.args.VERSION), version, `${name} build arg VERSION`);
     }
     assert.match(read(".env.example"), new RegExp(`^#?\\s*VERSION=${version.replace(/\./g, "\\.")}$`, "m"));
+  });
+
+  test("the Dockerfile builds with the classic builder and no registry beyond its base images", () => {
+    const dockerfile = read("docker/service.Dockerfile");
+    // A `# syntax=` line makes BuildKit fetch a frontend image from a registry.
+    assert.doesNotMatch(dockerfile, /^#\s*syntax\s*=/im, "a # syntax= directive");
+    // BuildKit-only instructions that the classic builder (Compose 1.29) cannot run.
+    assert.doesNotMatch(dockerfile, /^\s*RUN\s+--(mount|network|security)\b/im, "RUN --mount/--network/--security");
+    assert.doesNotMatch(dockerfile, /^\s*(RUN|COPY)\b[^\n]*<<-?\s*["']?\w+/im, "a heredoc");
+    assert.doesNotMatch(dockerfile, /^\s*(COPY|ADD)\s+--(link|parents|exclude|chmod)\b/im, "a BuildKit-only COPY flag");
   });
 
   test(".dockerignore lets in the Cargo workspace only", () => {
