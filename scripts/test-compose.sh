@@ -42,10 +42,15 @@ IMAGES_FROM="${COMPOSE_TEST_IMAGES:-auto}"
 OFFLINE_IMAGES="${OFFLINE_IMAGES_DIR:-../shared/offline-images}"
 DOCKERD_LOG="${DOCKERD_LOG:-/var/log/dockerd.log}"
 LOCK="${TM_PORTS_LOCK:-/tmp/tm-ports.lock}"
+STATE_DIR="${STACK_STATE_DIR:-$ROOT/.stack}/compose-test"
 # The classic builder: Compose 1.29 has no other, and BuildKit would look registries up.
 export DOCKER_BUILDKIT=0 COMPOSE_DOCKER_CLI_BUILD=0
 export COMPOSE_PROJECT_NAME="$PROJECT"
 export API_URL="http://127.0.0.1:8080" PROMETHEUS_URL="http://127.0.0.1:9090"
+# Throw-away containers (network probes, the address placeholder) use the Dockerfile's busybox.
+BUSYBOX_IMAGE="$(sed -nE 's/^FROM[[:space:]]+(busybox:[^[:space:]]+).*/\1/p' docker/service.Dockerfile | head -n 1)"
+export BUSYBOX_IMAGE="${BUSYBOX_IMAGE:-busybox:1.37.0-musl}"
+export ADDRESS_HOLDER="${PROJECT}-address-holder"
 STARTED=$(date +%s)
 
 say() { printf '[test-compose] %s\n' "$*"; }
@@ -161,16 +166,37 @@ build_standins() {
     as_root sh -c 'echo "# Sources are in /etc/apt/sources.list.d/." >/etc/apt/sources.list' || die "cannot create /etc/apt/sources.list"
   fi
   say "building local stand-ins: bash $OFFLINE_IMAGES/build.sh ."
-  as_root env DOCKER=docker bash "$builder" . || die "the stand-in build failed (output above)"
+  local out
+  out="$(as_root env DOCKER=docker bash "$builder" . 2>&1)"
+  local status=$?
+  printf '%s\n' "$out"
+  [ "$status" = 0 ] || die "the stand-in build failed (output above)"
+  # Remember which images have no stand-in, so that the next run does not rebuild everything
+  # only to learn that again (until build.sh changes).
+  mkdir -p "$STATE_DIR"
+  { sha256sum <"$builder"; awk '$1 == "NO" && $2 == "STAND-IN" { print $3 }' <<<"$out"; } >"$STATE_DIR/no-standin"
+}
+
+# True when every image named is one the stand-in builder, as of its current version, said it
+# has no recipe for.
+known_without_standin() { # images...
+  local builder="$OFFLINE_IMAGES/build.sh" known image
+  [ -f "$STATE_DIR/no-standin" ] && [ -f "$builder" ] || return 1
+  known="$(cat "$STATE_DIR/no-standin")"
+  [ "$(head -n 1 <<<"$known")" = "$(sha256sum <"$builder")" ] || return 1
+  for image in "$@"; do grep -qxF "$image" <<<"$known" || return 1; done
 }
 
 UP_SERVICES=()
 LEFT_OUT=()
 ensure_images() {
-  local lines missing=() service image kind
+  local lines missing=() missing_images=() service image kind
   lines="$(service_images)" || die "${COMPOSE[*]} config failed"
   while read -r service image kind; do
-    [ "$kind" = pulled ] && ! docker image inspect "$image" >/dev/null 2>&1 && missing+=("$service")
+    if [ "$kind" = pulled ] && ! docker image inspect "$image" >/dev/null 2>&1; then
+      missing+=("$service")
+      missing_images+=("$image")
+    fi
   done <<<"$lines"
   if [ ${#missing[@]} -gt 0 ]; then
     local from="$IMAGES_FROM"
@@ -180,7 +206,12 @@ ensure_images() {
     say "images missing for: ${missing[*]}; getting them from: $from"
     case "$from" in
       registry) "${COMPOSE[@]}" pull "${missing[@]}" || die "${COMPOSE[*]} pull failed" ;;
-      standins) build_standins ;;
+      standins)
+        if known_without_standin "${missing_images[@]}"; then
+          say "no stand-in exists for ${missing_images[*]} (as $OFFLINE_IMAGES/build.sh reported before)"
+        else
+          build_standins
+        fi ;;
       *) die "COMPOSE_TEST_IMAGES must be auto, registry or standins (not '$from')" ;;
     esac
   fi
@@ -263,6 +294,18 @@ up_and_wait_healthy() {
   "${COMPOSE[@]}" up -d "${UP_SERVICES[@]}" && node_test tests/compose/health.test.mjs
 }
 
+# Docker gives a new container the lowest free address of its network, so a recreated
+# container normally gets its old address back, and the redeploy check would prove nothing
+# about nginx following new addresses. So a placeholder container takes the app network's first
+# address before the stack starts; the redeploy check removes it just before recreating writer
+# and reader, and they come back on other addresses, as they do on any host where containers
+# came and went in between.
+hold_first_address() {
+  "${COMPOSE[@]}" up --no-start postgres >/dev/null 2>&1 || return 1 # creates the networks
+  docker run -d --name "$ADDRESS_HOLDER" --network "${PROJECT}_app" --entrypoint /bin/busybox \
+    "$BUSYBOX_IMAGE" sleep 3600 >/dev/null
+}
+
 teardown() {
   local status=$?
   if [ "${STACK_TOUCHED:-no}" = yes ]; then
@@ -271,6 +314,7 @@ teardown() {
       "${COMPOSE[@]}" ps -a 2>&1
       "${COMPOSE[@]}" logs --no-color --tail=30 2>&1 | tail -n 200
     fi
+    docker rm -f "$ADDRESS_HOLDER" >/dev/null 2>&1
     say "tearing down: ${COMPOSE[*]} down -v --remove-orphans"
     "${COMPOSE[@]}" down -v --remove-orphans --timeout 20 >/dev/null 2>&1 ||
       say "WARNING: teardown failed; run: COMPOSE_PROJECT_NAME=$PROJECT ${COMPOSE[*]} down -v"
@@ -282,7 +326,9 @@ teardown() {
 run_checks() {
   local rest=("API tests" "Prometheus targets" "dashboard queries" "isolation" "redeploy" "scale-out" "crash" "life cycle")
   STACK_TOUCHED=yes
-  "${COMPOSE[@]}" down -v --remove-orphans >/dev/null 2>&1 # what an interrupted run left
+  docker rm -f "$ADDRESS_HOLDER" >/dev/null 2>&1 # what an interrupted run left
+  "${COMPOSE[@]}" down -v --remove-orphans >/dev/null 2>&1
+  hold_first_address || { failed+=("placeholder on the app network"); return; }
   if ! check "up: every container healthy within $HEALTH_TIMEOUT s" up_and_wait_healthy; then
     not_run=("${rest[@]}")
     return

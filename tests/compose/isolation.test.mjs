@@ -27,7 +27,7 @@ function probe(network, services) {
     const address = ids.length > 0 ? addressOn(ids[0], home) : '';
     return (
       `if nslookup ${service} >/dev/null 2>&1; then r=yes; else r=no; fi; ` +
-      (address ? `if nc -w 2 -e true ${address} ${port} </dev/null >/dev/null 2>&1; then c=yes; else c=no; fi; ` : 'c=none; ') +
+      (address ? `if nc -w 2 ${address} ${port} -e true </dev/null >/dev/null 2>&1; then c=yes; else c=no; fi; ` : 'c=none; ') +
       `echo "${service} $r $c"`
     );
   });

@@ -144,7 +144,8 @@ export async function requestsServed(address, port) {
   assert.equal(response.status, 200, `GET http://${address}:${port}/metrics`);
   let sum = 0;
   for (const line of (await response.text()).split('\n')) {
-    const match = /^http_requests_total(?:\{[^}]*\})? ([0-9.eE+-]+)$/.exec(line);
+    // Label values hold braces (route="/accounts/{account_id}"), so match up to the last one.
+    const match = /^http_requests_total(?:\{.*\})? ([0-9.eE+-]+)$/.exec(line);
     if (match) sum += Number(match[1]);
   }
   return sum;

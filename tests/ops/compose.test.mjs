@@ -417,14 +417,36 @@ describe("nginx", () => {
     assert.match(conf, /include\s+env\/listen\.conf;/);
   });
 
-  test("every upstream server is a compose service on nginx's network, at its LISTEN_ADDR port", () => {
-    const servers = [...read("nginx/compose/upstreams.conf").matchAll(/^\s*server\s+([^\s:;]+):(\d+)/gm)];
-    assert.ok(servers.length >= 2, "no upstream servers in nginx/compose/upstreams.conf");
-    for (const [, host, port] of servers) {
-      assert.ok(host in services, `upstream ${host} is not a compose service`);
+  test("writer and reader are found through Docker's DNS per request, at their LISTEN_ADDR ports", () => {
+    const code = (file) => read(file).replace(/#.*$/gm, "");
+    const upstreams = code("nginx/compose/upstreams.conf");
+    // An upstream group resolves its server names once, when nginx starts: after a redeploy
+    // or a scale-out it would keep sending to the old addresses.
+    assert.doesNotMatch(upstreams, /^\s*upstream\s/m, "nginx/compose/upstreams.conf defines an upstream group");
+    const resolver = /^\s*resolver\s+127\.0\.0\.11\b[^;]*\bvalid=(\d+)s\b/m.exec(upstreams);
+    assert.ok(resolver, "no `resolver 127.0.0.11 valid=Ns` (Docker's DNS) in nginx/compose/upstreams.conf");
+    assert.ok(Number(resolver[1]) <= 5, `resolver valid=${resolver[1]}s: a redeploy must be seen within seconds`);
+
+    // nginx.conf proxies to $api_backend, whose values are the native upstream group names;
+    // the compose include maps each to the service of that name and its port, ...
+    const conf = code("nginx/nginx.conf");
+    assert.match(conf, /proxy_pass\s+http:\/\/\$api_backend;/);
+    const mapBody = (text, from, to) =>
+      new RegExp(`map\\s+\\$${from}\\s+\\$${to}\\s*\\{([^}]*)\\}`).exec(text)?.[1] ?? "";
+    const entries = (body) => [...body.matchAll(/^\s*(\S+)\s+(\S+);/gm)].map(([, key, value]) => [key, value]);
+    const groups = [...new Set(entries(mapBody(conf, "request_method", "api_backend")).map(([, value]) => value))].sort();
+    assert.deepEqual(groups, ["reader", "writer"]);
+    const targets = Object.fromEntries(entries(mapBody(upstreams, "api_backend", "api_compose_backend")));
+    assert.deepEqual(Object.keys(targets).sort(), groups, "the compose map must cover every value of $api_backend");
+    for (const [group, target] of Object.entries(targets)) {
+      const [host, port] = target.split(":");
+      assert.equal(host, group, `${group} -> ${target}: not the service of that name`);
+      assert.ok(host in services, `${host} is not a compose service`);
       assert.ok(sharesNetwork("nginx", host), `nginx and ${host} share no network`);
-      assert.equal(portOfAddr(environmentOf(host).LISTEN_ADDR), port, `${host}: LISTEN_ADDR vs upstream port ${port}`);
+      assert.equal(portOfAddr(environmentOf(host).LISTEN_ADDR), port, `${host}: LISTEN_ADDR vs ${target}`);
     }
+    // ... and listen.conf (the server block) makes that the proxy_pass target.
+    assert.match(code("nginx/compose/listen.conf"), /^\s*set\s+\$api_backend\s+\$api_compose_backend;/m);
   });
 
   test("nginx listens in the container on the published port", () => {
