@@ -53,27 +53,13 @@ export BUSYBOX_IMAGE="${BUSYBOX_IMAGE:-busybox:1.37.0-musl}"
 export ADDRESS_HOLDER="${PROJECT}-address-holder"
 STARTED=$(date +%s)
 
-say() { printf '[test-compose] %s\n' "$*"; }
-die() { printf '[test-compose] error: %s\n' "$*" >&2; exit 1; }
+TAG=test-compose
+# say, die, as_root, can_be_root, apt_install
+# shellcheck source=scripts/lib/common.sh
+. "$ROOT/scripts/lib/common.sh"
 elapsed() { echo "$(($(date +%s) - STARTED)) s"; }
 
-as_root() {
-  if [ "$(id -u)" = 0 ]; then "$@"
-  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo "$@"
-  else return 1
-  fi
-}
-can_be_root() { [ "$(id -u)" = 0 ] || { command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; }; }
-
 # --- tools and the Docker daemon ---------------------------------------------------------------
-
-apt_install() { # packages...
-  command -v apt-get >/dev/null 2>&1 && can_be_root ||
-    die "missing: $* (install them: Debian/Ubuntu apt-get install $*; elsewhere Docker Engine with Compose)"
-  say "installing $* with apt-get"
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq || die "apt-get update failed"
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null || die "apt-get install $* failed"
-}
 
 COMPOSE=()
 ensure_tools() {
@@ -268,7 +254,7 @@ take_ports_lock() {
 passed=()
 failed=()
 not_run=()
-check() { # name command...
+named_check() { # name command...
   local name="$1" t0=$SECONDS status
   shift
   printf '\n=== check: %s ===\n' "$name"
@@ -329,18 +315,18 @@ run_checks() {
   docker rm -f "$ADDRESS_HOLDER" >/dev/null 2>&1 # what an interrupted run left
   "${COMPOSE[@]}" down -v --remove-orphans >/dev/null 2>&1
   hold_first_address || { failed+=("placeholder on the app network"); return; }
-  if ! check "up: every container healthy within $HEALTH_TIMEOUT s" up_and_wait_healthy; then
+  if ! named_check "up: every container healthy within $HEALTH_TIMEOUT s" up_and_wait_healthy; then
     not_run=("${rest[@]}")
     return
   fi
-  check "API tests (api-tests/) through nginx at $API_URL" node_test api-tests/
-  check "Prometheus: writer, reader and node-exporter targets up" node_test tests/compose/monitoring.test.mjs
-  check "dashboard queries return data (tests/monitoring/panels.test.mjs)" node_test tests/monitoring/panels.test.mjs
-  check "network isolation (app / monitoring)" node_test tests/compose/isolation.test.mjs
-  check "redeploy: writer and reader recreated, nginx untouched" node_test tests/compose/redeploy.test.mjs
-  check "scale-out: 2 writers, 3 readers" node_test tests/compose/scale.test.mjs
-  check "crash: kill -9 from the host, restarted and healthy" node_test tests/compose/crash.test.mjs
-  check "life cycle: data survives down + up; down -v leaves nothing" node_test tests/compose/lifecycle.test.mjs
+  named_check "API tests (api-tests/) through nginx at $API_URL" node_test api-tests/
+  named_check "Prometheus: writer, reader and node-exporter targets up" node_test tests/compose/monitoring.test.mjs
+  named_check "dashboard queries return data (tests/monitoring/panels.test.mjs)" node_test tests/monitoring/panels.test.mjs
+  named_check "network isolation (app / monitoring)" node_test tests/compose/isolation.test.mjs
+  named_check "redeploy: writer and reader recreated, nginx untouched" node_test tests/compose/redeploy.test.mjs
+  named_check "scale-out: 2 writers, 3 readers" node_test tests/compose/scale.test.mjs
+  named_check "crash: kill -9 from the host, restarted and healthy" node_test tests/compose/crash.test.mjs
+  named_check "life cycle: data survives down + up; down -v leaves nothing" node_test tests/compose/lifecycle.test.mjs
 }
 
 LOG_DIR="$(mktemp -d)"
