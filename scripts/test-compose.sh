@@ -31,7 +31,8 @@
 # Environment: COMPOSE_TEST_PROJECT (ledger-test: not the `ledger` of .env.example, so the
 # test never touches a stack of yours), COMPOSE_HEALTH_TIMEOUT (180), COMPOSE_TEST_IMAGES
 # (auto | registry | standins), OFFLINE_IMAGES_DIR (../shared/offline-images, relative to the
-# project root), DOCKERD_LOG (/var/log/dockerd.log), TM_PORTS_LOCK.
+# project root), COMPOSE_TEST_CACHE (~/.cache/transaction-api/compose-test), DOCKERD_LOG
+# (/var/log/dockerd.log), TM_PORTS_LOCK.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -42,7 +43,9 @@ IMAGES_FROM="${COMPOSE_TEST_IMAGES:-auto}"
 OFFLINE_IMAGES="${OFFLINE_IMAGES_DIR:-../shared/offline-images}"
 DOCKERD_LOG="${DOCKERD_LOG:-/var/log/dockerd.log}"
 LOCK="${TM_PORTS_LOCK:-/tmp/tm-ports.lock}"
-STATE_DIR="${STACK_STATE_DIR:-$ROOT/.stack}/compose-test"
+# Shared by every checkout on this machine (like .ci/run's cargo cache): what the stand-in
+# builder could not build, so that a run does not rebuild every stand-in to learn it again.
+STATE_DIR="${COMPOSE_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/transaction-api/compose-test}"
 # The classic builder: Compose 1.29 has no other, and BuildKit would look registries up.
 export DOCKER_BUILDKIT=0 COMPOSE_DOCKER_CLI_BUILD=0
 export COMPOSE_PROJECT_NAME="$PROJECT"
