@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # The writer and the reader: one Dockerfile, one final target per service.
 #
 #   docker build -f docker/service.Dockerfile --target writer -t ledger-writer .
@@ -12,6 +10,9 @@
 # Dockerfiles would duplicate all of this and could drift apart.
 #
 # Build context: the repository root. .dockerignore lets in only the Cargo workspace.
+# No `# syntax=` line and no BuildKit-only instruction (RUN --mount, heredocs): BuildKit would
+# look the syntax frontend up in a registry, and the classic builder (DOCKER_BUILDKIT=0,
+# Compose 1.29) must build it too, so an air-gapped build needs only the base images.
 # No database is needed: sqlx checks no queries at compile time here, and `sqlx::migrate!`
 # embeds shared/migrations into the binary.
 

@@ -176,6 +176,11 @@ const API_PORT = { writer: "8081", reader: "8082" };
 const METRICS_PORT = { writer: "9181", reader: "9182" };
 
 describe("services and networks", () => {
+  test("no top-level name: (Compose 1.29 refuses it); .env.example sets COMPOSE_PROJECT_NAME instead", () => {
+    assert.equal(compose.name, undefined, "docker-compose.yml has a top-level name:");
+    assert.match(read(".env.example"), /^COMPOSE_PROJECT_NAME=[a-z0-9][a-z0-9_-]*$/m);
+  });
+
   test("exactly the eight services", () => {
     assert.deepEqual(Object.keys(services).sort(), EXPECTED_SERVICES);
   });
@@ -323,6 +328,16 @@ describe("images", () => {
     assert.match(read(".env.example"), new RegExp(`^#?\\s*VERSION=${version.replace(/\./g, "\\.")}$`, "m"));
   });
 
+  test("the Dockerfile builds with the classic builder and no registry beyond its base images", () => {
+    const dockerfile = read("docker/service.Dockerfile");
+    // A `# syntax=` line makes BuildKit fetch a frontend image from a registry.
+    assert.doesNotMatch(dockerfile, /^#\s*syntax\s*=/im, "a # syntax= directive");
+    // BuildKit-only instructions that the classic builder (Compose 1.29) cannot run.
+    assert.doesNotMatch(dockerfile, /^\s*RUN\s+--(mount|network|security)\b/im, "RUN --mount/--network/--security");
+    assert.doesNotMatch(dockerfile, /^\s*(RUN|COPY)\b[^\n]*<<-?\s*["']?\w+/im, "a heredoc");
+    assert.doesNotMatch(dockerfile, /^\s*(COPY|ADD)\s+--(link|parents|exclude|chmod)\b/im, "a BuildKit-only COPY flag");
+  });
+
   test(".dockerignore lets in the Cargo workspace only", () => {
     const lines = read(".dockerignore")
       .split("\n")
@@ -402,14 +417,36 @@ describe("nginx", () => {
     assert.match(conf, /include\s+env\/listen\.conf;/);
   });
 
-  test("every upstream server is a compose service on nginx's network, at its LISTEN_ADDR port", () => {
-    const servers = [...read("nginx/compose/upstreams.conf").matchAll(/^\s*server\s+([^\s:;]+):(\d+)/gm)];
-    assert.ok(servers.length >= 2, "no upstream servers in nginx/compose/upstreams.conf");
-    for (const [, host, port] of servers) {
-      assert.ok(host in services, `upstream ${host} is not a compose service`);
+  test("writer and reader are found through Docker's DNS per request, at their LISTEN_ADDR ports", () => {
+    const code = (file) => read(file).replace(/#.*$/gm, "");
+    const upstreams = code("nginx/compose/upstreams.conf");
+    // An upstream group resolves its server names once, when nginx starts: after a redeploy
+    // or a scale-out it would keep sending to the old addresses.
+    assert.doesNotMatch(upstreams, /^\s*upstream\s/m, "nginx/compose/upstreams.conf defines an upstream group");
+    const resolver = /^\s*resolver\s+127\.0\.0\.11\b[^;]*\bvalid=(\d+)s\b/m.exec(upstreams);
+    assert.ok(resolver, "no `resolver 127.0.0.11 valid=Ns` (Docker's DNS) in nginx/compose/upstreams.conf");
+    assert.ok(Number(resolver[1]) <= 5, `resolver valid=${resolver[1]}s: a redeploy must be seen within seconds`);
+
+    // nginx.conf proxies to $api_backend, whose values are the native upstream group names;
+    // the compose include maps each to the service of that name and its port, ...
+    const conf = code("nginx/nginx.conf");
+    assert.match(conf, /proxy_pass\s+http:\/\/\$api_backend;/);
+    const mapBody = (text, from, to) =>
+      new RegExp(`map\\s+\\$${from}\\s+\\$${to}\\s*\\{([^}]*)\\}`).exec(text)?.[1] ?? "";
+    const entries = (body) => [...body.matchAll(/^\s*(\S+)\s+(\S+);/gm)].map(([, key, value]) => [key, value]);
+    const groups = [...new Set(entries(mapBody(conf, "request_method", "api_backend")).map(([, value]) => value))].sort();
+    assert.deepEqual(groups, ["reader", "writer"]);
+    const targets = Object.fromEntries(entries(mapBody(upstreams, "api_backend", "api_compose_backend")));
+    assert.deepEqual(Object.keys(targets).sort(), groups, "the compose map must cover every value of $api_backend");
+    for (const [group, target] of Object.entries(targets)) {
+      const [host, port] = target.split(":");
+      assert.equal(host, group, `${group} -> ${target}: not the service of that name`);
+      assert.ok(host in services, `${host} is not a compose service`);
       assert.ok(sharesNetwork("nginx", host), `nginx and ${host} share no network`);
-      assert.equal(portOfAddr(environmentOf(host).LISTEN_ADDR), port, `${host}: LISTEN_ADDR vs upstream port ${port}`);
+      assert.equal(portOfAddr(environmentOf(host).LISTEN_ADDR), port, `${host}: LISTEN_ADDR vs ${target}`);
     }
+    // ... and listen.conf (the server block) makes that the proxy_pass target.
+    assert.match(code("nginx/compose/listen.conf"), /^\s*set\s+\$api_backend\s+\$api_compose_backend;/m);
   });
 
   test("nginx listens in the container on the published port", () => {
