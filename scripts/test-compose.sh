@@ -40,7 +40,12 @@ cd "$ROOT" || exit 1
 PROJECT="${COMPOSE_TEST_PROJECT:-ledger-test}"
 HEALTH_TIMEOUT="${COMPOSE_HEALTH_TIMEOUT:-180}"
 IMAGES_FROM="${COMPOSE_TEST_IMAGES:-auto}"
+# The stand-in builder: OFFLINE_IMAGES_DIR, else ../shared/offline-images beside the checkout,
+# else the machine's shared folder (/work/shared, where a CI clone may sit elsewhere).
 OFFLINE_IMAGES="${OFFLINE_IMAGES_DIR:-../shared/offline-images}"
+if [ -z "${OFFLINE_IMAGES_DIR:-}" ] && [ ! -f "$OFFLINE_IMAGES/build.sh" ] && [ -f /work/shared/offline-images/build.sh ]; then
+  OFFLINE_IMAGES=/work/shared/offline-images
+fi
 DOCKERD_LOG="${DOCKERD_LOG:-/var/log/dockerd.log}"
 LOCK="${TM_PORTS_LOCK:-/tmp/tm-ports.lock}"
 # Shared by every checkout on this machine (like .ci/run's cargo cache): what the stand-in

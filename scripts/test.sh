@@ -62,5 +62,15 @@ bash scripts/test-monitoring.sh
 step "fault tests: Redis and PostgreSQL outages, SIGKILL and SIGTERM under load, hostile input, the launcher's supervision (own servers on other ports)"
 bash scripts/test-faults.sh
 
+# docker compose publishes the same ports as the native stack (8080, 9090): stop ours first.
+cleanup
+started_stack=no
+if bash scripts/stack.sh status 2>/dev/null; then
+  echo "error: a native stack that npm test did not start answers on :$DEFAULT_PROXY_PORT; the compose checks need its ports. Stop it (npm stop) and run npm test again." >&2
+  exit 1
+fi
+step "docker compose, run for real: health, API tests, Prometheus, network isolation, redeploy, scale-out, crash, down/up (scripts/test-compose.sh)"
+bash scripts/test-compose.sh
+
 echo
 echo "all tests passed"
