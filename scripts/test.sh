@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Every test (npm test): checks of the container and CI files, the Rust workspace's tests
-# against real PostgreSQL and Redis, then the API tests through nginx against the native stack
-# and the monitoring tests against its Prometheus. Starts what it needs and stops what it
+# Every test (npm test): checks of the container, CI and Kubernetes files, the Rust workspace's
+# tests against real PostgreSQL and Redis, the API tests through nginx against the native stack,
+# the monitoring tests against its Prometheus, the fault tests, and last the compose stack run
+# for real (tests/README.md lists what runs where). Starts what it needs and stops what it
 # started; exits non-zero if anything failed.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
