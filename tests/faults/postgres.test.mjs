@@ -36,6 +36,66 @@ const MAX_503_MS = 3500; // the 2 s acquire timeout plus slack for a busy 2-core
 /** Everything the clients sent in this file: the invariants check all of it. */
 const ledgers = [];
 
+/** While PostgreSQL is down: uncached reads, the list and a POST each answer a documented 503,
+ * quickly. Returns the probes' [what, response] pairs. */
+async function probeWhileDown(uncached, uncachedOp) {
+  await sleep(1000);
+  const probes = await Promise.all([
+    ['GET uncached account', `/accounts/${uncached.accounts[0]}`],
+    ['GET uncached transaction', `/transactions/${uncachedOp.acked.transaction_id}`],
+    ['GET /transactions', '/transactions'],
+    ['POST without key', '/transactions', `{"account_id":"${uncached.accounts[0]}","amount":1}`],
+  ].map(async ([what, path, body]) => [what, await request(body ? 'POST' : 'GET', path, { body })]));
+  for (const [what, res] of probes) {
+    assert.ok(isDocumented503(res), `${what} while PostgreSQL is down: expected a 503 JSON with Retry-After, got ${describeResponse(res)}`);
+    assert.ok(res.ms <= MAX_503_MS, `${what} took ${Math.round(res.ms)} ms to answer 503 (max ${MAX_503_MS})`);
+  }
+  figure('pg-down.probes-ms', Object.fromEntries(probes.map(([what, res]) => [what, Math.round(res.ms)])));
+  return probes;
+}
+
+/** After PostgreSQL is back: polls until a write, an uncached read and the list succeed by
+ * themselves (no service restart), each within 30 s; returns how long each took. */
+async function waitForRecovery(uncached, uncachedOp, upWall) {
+  let writeRecoveryMs;
+  let readRecoveryMs;
+  let listRecoveryMs;
+  const recoveryProbe = new Ledger(uncached.accounts);
+  ledgers.push(recoveryProbe);
+  const giveUpAt = upWall + 30_000;
+  while (writeRecoveryMs === undefined || readRecoveryMs === undefined || listRecoveryMs === undefined) {
+    assert.ok(Date.now() < giveUpAt, `no recovery within 30 s of PostgreSQL returning (write ${writeRecoveryMs}, read ${readRecoveryMs}, list ${listRecoveryMs})`);
+    if (writeRecoveryMs === undefined) {
+      const op = recoveryProbe.newOp(uncached.accounts[0], 1);
+      recoveryProbe.markSent(op);
+      const res = await request('POST', '/transactions', { body: '{"account_id":"' + op.account + '","amount":1}', headers: { 'idempotency-key': op.key } });
+      if (res.status === 201) {
+        recoveryProbe.markAcked(op, res.json, res);
+        writeRecoveryMs = Date.now() - upWall;
+      } else {
+        assert.ok(isDocumented503(res), `POST after PostgreSQL returned: ${describeResponse(res)}`);
+        recoveryProbe.ops.delete(op.key); // never acknowledged; retried below under a new key only if it was not applied
+      }
+    }
+    if (readRecoveryMs === undefined) {
+      const res = await request('GET', `/transactions/${uncachedOp.acked.transaction_id}`);
+      if (res.status === 200) {
+        assert.deepEqual(res.json, uncachedOp.acked);
+        readRecoveryMs = Date.now() - upWall;
+      } else assert.ok(isDocumented503(res), `GET uncached transaction after PostgreSQL returned: ${describeResponse(res)}`);
+    }
+    if (listRecoveryMs === undefined) {
+      const res = await request('GET', '/transactions');
+      if (res.status === 200) {
+        assert.ok(Array.isArray(res.json), 'GET /transactions is an array');
+        listRecoveryMs = Date.now() - upWall;
+      } else assert.ok(isDocumented503(res), `GET /transactions after PostgreSQL returned: ${describeResponse(res)}`);
+    }
+    await sleep(100);
+  }
+  return { writeRecoveryMs, readRecoveryMs, listRecoveryMs };
+}
+
 describe('PostgreSQL outage', { timeout: 180_000 }, () => {
   before(() => startStack({ env: { DB_ACQUIRE_TIMEOUT_MS: String(ACQUIRE_TIMEOUT_MS) } }));
   after(() => stopStack());
@@ -63,19 +123,7 @@ describe('PostgreSQL outage', { timeout: 180_000 }, () => {
     const downDoneAt = Date.now() - load.t0;
     log(`PostgreSQL stopped (pg_ctl took ${downDoneAt - downAt} ms)`);
 
-    // While it is down: uncached reads and the list are 503s, quickly.
-    await sleep(1000);
-    const probes = await Promise.all([
-      ['GET uncached account', `/accounts/${uncached.accounts[0]}`],
-      ['GET uncached transaction', `/transactions/${uncachedOp.acked.transaction_id}`],
-      ['GET /transactions', '/transactions'],
-      ['POST without key', '/transactions', `{"account_id":"${uncached.accounts[0]}","amount":1}`],
-    ].map(async ([what, path, body]) => [what, await request(body ? 'POST' : 'GET', path, { body })]));
-    for (const [what, res] of probes) {
-      assert.ok(isDocumented503(res), `${what} while PostgreSQL is down: expected a 503 JSON with Retry-After, got ${describeResponse(res)}`);
-      assert.ok(res.ms <= MAX_503_MS, `${what} took ${Math.round(res.ms)} ms to answer 503 (max ${MAX_503_MS})`);
-    }
-    figure('pg-down.probes-ms', Object.fromEntries(probes.map(([what, res]) => [what, Math.round(res.ms)])));
+    const probes = await probeWhileDown(uncached, uncachedOp);
     await sleep(3000);
 
     const upAt = Date.now() - load.t0;
@@ -83,43 +131,7 @@ describe('PostgreSQL outage', { timeout: 180_000 }, () => {
     const upWall = Date.now();
     log('PostgreSQL started again');
 
-    // Writes and uncached reads recover by themselves (no service restart).
-    let writeRecoveryMs;
-    let readRecoveryMs;
-    let listRecoveryMs;
-    const recoveryProbe = new Ledger(uncached.accounts);
-    ledgers.push(recoveryProbe);
-    const giveUpAt = upWall + 30_000;
-    while (writeRecoveryMs === undefined || readRecoveryMs === undefined || listRecoveryMs === undefined) {
-      assert.ok(Date.now() < giveUpAt, `no recovery within 30 s of PostgreSQL returning (write ${writeRecoveryMs}, read ${readRecoveryMs}, list ${listRecoveryMs})`);
-      if (writeRecoveryMs === undefined) {
-        const op = recoveryProbe.newOp(uncached.accounts[0], 1);
-        recoveryProbe.markSent(op);
-        const res = await request('POST', '/transactions', { body: '{"account_id":"' + op.account + '","amount":1}', headers: { 'idempotency-key': op.key } });
-        if (res.status === 201) {
-          recoveryProbe.markAcked(op, res.json, res);
-          writeRecoveryMs = Date.now() - upWall;
-        } else {
-          assert.ok(isDocumented503(res), `POST after PostgreSQL returned: ${describeResponse(res)}`);
-          recoveryProbe.ops.delete(op.key); // never acknowledged; retried below under a new key only if it was not applied
-        }
-      }
-      if (readRecoveryMs === undefined) {
-        const res = await request('GET', `/transactions/${uncachedOp.acked.transaction_id}`);
-        if (res.status === 200) {
-          assert.deepEqual(res.json, uncachedOp.acked);
-          readRecoveryMs = Date.now() - upWall;
-        } else assert.ok(isDocumented503(res), `GET uncached transaction after PostgreSQL returned: ${describeResponse(res)}`);
-      }
-      if (listRecoveryMs === undefined) {
-        const res = await request('GET', '/transactions');
-        if (res.status === 200) {
-          assert.ok(Array.isArray(res.json), 'GET /transactions is an array');
-          listRecoveryMs = Date.now() - upWall;
-        } else assert.ok(isDocumented503(res), `GET /transactions after PostgreSQL returned: ${describeResponse(res)}`);
-      }
-      await sleep(100);
-    }
+    const { writeRecoveryMs, readRecoveryMs, listRecoveryMs } = await waitForRecovery(uncached, uncachedOp, upWall);
     await sleep(2000);
     const summary = await load.stop();
 
