@@ -135,7 +135,7 @@ stop_postgres_nodes() {
   local first=2 n
   [ "$(primary_node 2>/dev/null)" = 2 ] && first=1
   for n in "$first" $((3 - first)); do
-    stop_pid "patroni pg$n" "$STATE/patroni-pg$n.pid"
+    stop_store "patroni pg$n" "$STATE/patroni-pg$n.pid"
     # Patroni stops its PostgreSQL on SIGTERM; one left behind (Patroni was killed) is
     # stopped here, so nothing outlives `stop`.
     if [ -f "$STATE/pg$n/data/postmaster.pid" ] && kill -0 "$(head -n 1 "$STATE/pg$n/data/postmaster.pid")" 2>/dev/null; then
