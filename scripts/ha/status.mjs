@@ -92,8 +92,13 @@ async function extraFromFiles(settings) {
   } catch {
     return [];
   }
-  return Promise.all(names.map(async (n) => JSON.parse(await readFile(join(dir, n), 'utf8'))));
+  const found = await Promise.all(names.map(async (n) => JSON.parse(await readFile(join(dir, n), 'utf8'))));
+  // The request path's order (writers, readers, nginx), then whatever else (monitoring).
+  const rank = (c) => { const i = KIND_ORDER.indexOf(c.kind); return i < 0 ? KIND_ORDER.length : i; };
+  return found.sort((a, b) => rank(a) - rank(b) || a.name.localeCompare(b.name));
 }
+
+const KIND_ORDER = ['writer', 'reader', 'nginx'];
 
 /** Every component with its pid, port and role now; `extra` adds {name, kind, port, role?}. */
 export async function componentsStatus(settings, extra = []) {
