@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034 # URL, WRITER_METRICS, READER_METRICS, STATE: run.sh's settings, read there
 # BENCH_TOPOLOGY=ha npm run bench: the replicated topology (docs/ha.md) against the single stack
 # in the same run (sourced by bench/run.sh, which defines run_wrk, seed_stack and the rest).
 #
