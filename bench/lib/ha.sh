@@ -14,10 +14,12 @@ HA_BENCH_STATE="$ROOT/.stack/ha-bench"
 HA_BENCH_BASE="${BENCH_HA_PORT_BASE:-53000}"
 HA_BENCH_STARTED=0
 
-ha_topology() { # start|stop
+ha_topology() { # start|stop|clean (clean: the stores' state deleted, for a fresh start)
+  local script="$ROOT/scripts/ha/topology.sh"
+  [ "$1" = clean ] && script="$ROOT/scripts/ha/stores.sh"
   env -u PGPASSWORD HA_STATE_DIR="$HA_BENCH_STATE" HA_PORT_BASE="$HA_BENCH_BASE" \
     HA_PROXY_PORT=$((HA_BENCH_BASE + 80)) HA_BUILD=no HA_MONITORING=no LOG_FORMAT=json RUST_LOG=warn \
-    bash "$ROOT/scripts/ha/topology.sh" "$1"
+    bash "$script" "$1"
 }
 
 ha_cleanup() {
@@ -53,6 +55,10 @@ ha_main() {
 
   say "starting a private replicated topology (2 writers, 2 readers, Patroni, Sentinel; $HA_BENCH_STATE)"
   HA_BENCH_STARTED=1
+  # A fresh copy every run: the same empty database as the single stack's seeding meets, and no
+  # configuration left from an earlier run on other ports.
+  { ha_topology stop && ha_topology clean; } >"$TMP/logs/ha-clean.txt" 2>&1 || true
+  rm -rf "$HA_BENCH_STATE"
   ha_topology start >"$TMP/logs/ha-start.txt" 2>&1 || { tail -n 20 "$TMP/logs/ha-start.txt" >&2; die "the replicated topology did not start"; }
   URL="http://127.0.0.1:$((HA_BENCH_BASE + 80))"
   WRITER_METRICS="http://127.0.0.1:$((HA_BENCH_BASE + 181))/metrics http://127.0.0.1:$((HA_BENCH_BASE + 182))/metrics"
