@@ -30,6 +30,12 @@ ha_cleanup() {
   fi
 }
 
+ha_metrics_urls() { # first-port count: the instances' /metrics URLs, space-separated
+  local k urls=()
+  for ((k = 0; k < $2; k++)); do urls+=("http://127.0.0.1:$(($1 + k))/metrics"); done
+  echo "${urls[*]}"
+}
+
 # ha_pair label: the two phases compared, on whatever URL / metrics / state is current.
 ha_pair() {
   seed_stack
@@ -61,8 +67,8 @@ ha_main() {
   rm -rf "$HA_BENCH_STATE"
   ha_topology start >"$TMP/logs/ha-start.txt" 2>&1 || { tail -n 20 "$TMP/logs/ha-start.txt" >&2; die "the replicated topology did not start"; }
   URL="http://127.0.0.1:$((HA_BENCH_BASE + 80))"
-  WRITER_METRICS="http://127.0.0.1:$((HA_BENCH_BASE + 181))/metrics http://127.0.0.1:$((HA_BENCH_BASE + 182))/metrics"
-  READER_METRICS="http://127.0.0.1:$((HA_BENCH_BASE + 191))/metrics http://127.0.0.1:$((HA_BENCH_BASE + 192))/metrics"
+  WRITER_METRICS="$(ha_metrics_urls $((HA_BENCH_BASE + 181)) "${HA_WRITERS:-2}")"
+  READER_METRICS="$(ha_metrics_urls $((HA_BENCH_BASE + 191)) "${HA_READERS:-2}")"
   STATE="$HA_BENCH_STATE/services" # the CPU meter's writer/reader pids
   ha_pair ha
   ha_cleanup
