@@ -62,7 +62,7 @@ bash scripts/test-monitoring.sh
 step "fault tests: Redis and PostgreSQL outages, SIGKILL and SIGTERM under load, hostile input, the launcher's supervision (own servers on other ports)"
 bash scripts/test-faults.sh
 
-step "replicated topology: the stores (Patroni, HAProxy, Sentinel) and 2 writers + 2 readers behind nginx under kill -9 of PostgreSQL/Redis masters, a switchover, a writer and a reader (own ports 58xxx/54xxx; about 3.5 minutes)"
+step "replicated topology: the stores (Patroni, HAProxy, Sentinel) and 2 writers + 2 readers behind nginx under kill -9 of PostgreSQL/Redis masters, a switchover, a writer and a reader (own ports 27xxx/28xxx; about 3.5 minutes)"
 npm run --silent test:ha
 
 echo
