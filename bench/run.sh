@@ -13,6 +13,9 @@
 #   BENCH_BIG_DURATION=5s        each of its six account-read measurements (A B A B A B)
 #   BENCH_DROP_SCRATCH=0         1: drop the cached scratch database bench_big at the end
 #   BENCH_SEED=42                seed of the load generators' random choices
+#   BENCH_TOPOLOGY=single        ha: write and account-read throughput of the replicated
+#                                topology against the single stack's, in the same run
+#                                (bench/lib/ha.sh; results in bench/results/ha.json)
 #
 # Exit status: 0 when every phase got only 2xx answers and no socket errors, 1 otherwise (the
 # table is printed either way). Targets that are missed are reported, not failed.
@@ -114,6 +117,7 @@ cleanup() {
   if [ "${BENCH_DROP_SCRATCH:-0}" = 1 ]; then
     psql_admin -c "DROP DATABASE IF EXISTS bench_big" 2>/dev/null || true
   fi
+  ha_cleanup
   if [ "$STARTED_STACK" = 1 ]; then
     say "stopping the stack this benchmark started"
     bash "$ROOT/scripts/stack.sh" stop || true
@@ -401,9 +405,17 @@ main_phases() { # writer-pid reader-pid
 
 }
 
+# shellcheck source=bench/lib/ha.sh
+. "$BENCH_DIR/lib/ha.sh"
+
 # --- main -------------------------------------------------------------------------------------
 
 main() {
+  case "${BENCH_TOPOLOGY:-single}" in
+    single) ;;
+    ha) ha_main; return ;;
+    *) die "BENCH_TOPOLOGY must be single or ha, got ${BENCH_TOPOLOGY}" ;;
+  esac
   rm -rf "$TMP"
   mkdir -p "$TMP/phases" "$TMP/logs"
   ensure_tools

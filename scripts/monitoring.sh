@@ -25,7 +25,8 @@ TAG=monitoring
 
 PROMETHEUS_ADDR="127.0.0.1:${PROMETHEUS_PORT:-$DEFAULT_PROMETHEUS_PORT}"
 NODE_EXPORTER_ADDR="127.0.0.1:${NODE_EXPORTER_PORT:-$DEFAULT_NODE_EXPORTER_PORT}"
-PROMETHEUS_CONFIG="$ROOT/monitoring/prometheus/prometheus.native.yml"
+# The replicated topology (scripts/ha/topology.sh) passes its generated configuration.
+PROMETHEUS_CONFIG="${PROMETHEUS_CONFIG:-$ROOT/monitoring/prometheus/prometheus.native.yml}"
 PROMETHEUS_DATA="$STATE/prometheus"
 PROMETHEUS_PID="$STATE/prometheus.pid"
 NODE_EXPORTER_PID="$STATE/node-exporter.pid"

@@ -106,7 +106,18 @@ build() {
   (cd "$ROOT" && cargo build --release --locked -p writer -p reader)
 }
 
+# Only one of the two stacks runs at a time: the replicated topology (npm run ha:start)
+# serves the API on the same port.
+refuse_if_ha_runs() {
+  local ha="$ROOT/.stack/ha/services" exe
+  exe="$(readlink -f "$(command -v nginx || echo /usr/sbin/nginx)")"
+  running "$ha/nginx.pid" "$exe" "-p $ha/nginx" >/dev/null || return 0
+  grep -q "127.0.0.1:${PROXY_PORT:-$DEFAULT_PROXY_PORT} " "$ha/nginx/env/listen.conf" 2>/dev/null || return 0
+  die "the replicated topology (npm run ha:start) is running on the same port: stop it first (npm run ha:stop)"
+}
+
 start() {
+  refuse_if_ha_runs
   deps
   build
   # The reader's tokio worker threads: one fewer than the cores, at least one. On a small host

@@ -63,6 +63,9 @@ bash scripts/test-monitoring.sh
 step "fault tests: Redis and PostgreSQL outages, SIGKILL and SIGTERM under load, hostile input, the launcher's supervision (own servers on other ports)"
 bash scripts/test-faults.sh
 
+step "replicated topology: the stores (Patroni, HAProxy, Sentinel) and 2 writers + 2 readers behind nginx under kill -9 of PostgreSQL/Redis masters, a switchover, a writer and a reader (own ports 27xxx/28xxx; about 3.5 minutes)"
+npm run --silent test:ha
+
 # docker compose publishes the same ports as the native stack (8080, 9090): stop ours first.
 cleanup
 started_stack=no

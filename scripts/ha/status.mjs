@@ -72,6 +72,18 @@ async function redisInfo(port) {
   }
 }
 
+/** The pid a pid file names, if that process runs (not a zombie); else null. */
+async function pidFromFile(file) {
+  try {
+    const pid = Number((await readFile(file, 'utf8')).trim());
+    if (!Number.isInteger(pid) || pid <= 0) return null;
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z') ? null : pid;
+  } catch {
+    return null;
+  }
+}
+
 async function extraFromFiles(settings) {
   const dir = join(settings.HA_STATE_DIR, 'components');
   let names = [];
@@ -80,8 +92,13 @@ async function extraFromFiles(settings) {
   } catch {
     return [];
   }
-  return Promise.all(names.map(async (n) => JSON.parse(await readFile(join(dir, n), 'utf8'))));
+  const found = await Promise.all(names.map(async (n) => JSON.parse(await readFile(join(dir, n), 'utf8'))));
+  // The request path's order (writers, readers, nginx), then whatever else (monitoring).
+  const rank = (c) => { const i = KIND_ORDER.indexOf(c.kind); return i < 0 ? KIND_ORDER.length : i; };
+  return found.sort((a, b) => rank(a) - rank(b) || a.name.localeCompare(b.name));
 }
+
+const KIND_ORDER = ['writer', 'reader', 'nginx'];
 
 /** Every component with its pid, port and role now; `extra` adds {name, kind, port, role?}. */
 export async function componentsStatus(settings, extra = []) {
@@ -113,7 +130,8 @@ export async function componentsStatus(settings, extra = []) {
   });
 
   for (const c of [...(await extraFromFiles(settings)), ...extra]) {
-    components.push({ name: c.name, kind: c.kind, role: c.role ?? null, pid: pidOn(Number(c.port)), port: Number(c.port) });
+    const pid = c.pidFile ? await pidFromFile(c.pidFile) : pidOn(Number(c.port));
+    components.push({ name: c.name, kind: c.kind, role: c.role ?? null, pid, port: Number(c.port) });
   }
   return { components };
 }

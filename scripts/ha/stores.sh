@@ -51,10 +51,10 @@ start() {
 
 stop() {
   [ -d "$STATE" ] || return 0
-  stop_pid haproxy "$STATE/haproxy.pid"
+  stop_store haproxy "$STATE/haproxy.pid"
   stop_postgres_nodes
   stop_redis_side
-  stop_pid etcd "$STATE/etcd.pid"
+  stop_store etcd "$STATE/etcd.pid"
 }
 
 case "${1:-}" in

@@ -1,5 +1,5 @@
 // The replicated stores (scripts/ha/stores.sh) under faults: a private copy on its own ports
-// (HA_PORT_BASE 58000, state in .stack/ha-test), started here and stopped at the end even when
+// (HA_PORT_BASE 28000, state in .stack/ha-test), started here and stopped at the end even when
 // a test fails. Every measured time is printed as `[ha-figure] name: value` (docs/ha.md
 // quotes them).
 //
@@ -27,7 +27,7 @@ const STATE = path.join(ROOT, '.stack', 'ha-test');
 const ENV = {
   PATH: process.env.PATH,
   HOME: process.env.HOME,
-  HA_PORT_BASE: process.env.HA_TEST_PORT_BASE ?? '58000',
+  HA_PORT_BASE: process.env.HA_TEST_PORT_BASE ?? '28000',
   HA_STATE_DIR: STATE,
 };
 let settings;

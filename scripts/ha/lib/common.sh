@@ -1,12 +1,33 @@
 # shellcheck shell=bash
 # Shared by the scripts under scripts/ha/ (sourced, not run). Needs $ROOT, $STATE and $LOGS.
 
-say() { printf '[ha-stores] %s\n' "$*"; }
-die() { printf '[ha-stores] error: %s\n' "$*" >&2; exit 1; }
-
-# pid_alive, wait_http, stop_pid
+# wait_http and the default ports (scripts/lib/common.sh); pid_of, stop_pid (process.sh).
+# shellcheck source=scripts/lib/common.sh
+. "$ROOT/scripts/lib/common.sh"
 # shellcheck source=scripts/lib/process.sh
 . "$ROOT/scripts/lib/process.sh"
+say() { printf '[%s] %s\n' "${HA_TAG:-ha-stores}" "$*"; }
+die() { printf '[%s] error: %s\n' "${HA_TAG:-ha-stores}" "$*" >&2; exit 1; }
+
+# pid_alive pidfile: the process the pid file names exists and is not a zombie. (The stores
+# run several executables through setpriv and python, so unlike the launcher's `running` this
+# does not check the executable; the pid files live in the stores' own state folder.)
+pid_alive() {
+  local pid stat
+  pid="$(pid_of "$1")" || return 1
+  stat="$(cat "/proc/$pid/stat" 2>/dev/null)" || return 1
+  stat="${stat##*) }"
+  [ "${stat%% *}" != Z ]
+}
+
+# stop_store name pidfile: SIGTERM to what the pid file names, SIGKILL after 15 s (stop_pid).
+stop_store() {
+  local pid exe
+  if pid_alive "$2" && pid="$(pid_of "$2")" && exe="$(readlink "/proc/$pid/exe" 2>/dev/null)"; then
+    stop_pid "$1" "$pid" "${exe% (deleted)}"
+  fi
+  rm -f "$2"
+}
 
 # Debian package that provides each command (or file) the stores need.
 declare -A PACKAGE_OF_TOOL=(

@@ -135,7 +135,7 @@ stop_postgres_nodes() {
   local first=2 n
   [ "$(primary_node 2>/dev/null)" = 2 ] && first=1
   for n in "$first" $((3 - first)); do
-    stop_pid "patroni pg$n" "$STATE/patroni-pg$n.pid"
+    stop_store "patroni pg$n" "$STATE/patroni-pg$n.pid"
     # Patroni stops its PostgreSQL on SIGTERM; one left behind (Patroni was killed) is
     # stopped here, so nothing outlives `stop`.
     if [ -f "$STATE/pg$n/data/postmaster.pid" ] && kill -0 "$(head -n 1 "$STATE/pg$n/data/postmaster.pid")" 2>/dev/null; then
@@ -221,12 +221,28 @@ haproxy_writes_to_primary_only() {
   grep -qx "pg_write,pg$primary,UP" <<<"$stats" && grep -qx "pg_write,pg$((3 - primary)),DOWN" <<<"$stats"
 }
 
+# HAProxy's stats page answers, or its process is gone.
+haproxy_answers_or_died() {
+  ! pid_alive "$STATE/haproxy.pid" || curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$HA_HAPROXY_STATS_PORT/stats"
+}
+
 start_haproxy() {
   local pidfile="$STATE/haproxy.pid"
   write_haproxy_config
   haproxy -c -q -f "$STATE/haproxy/haproxy.cfg" || die "the HAProxy configuration is invalid"
   if pid_alive "$pidfile"; then say "haproxy already running (pid $(cat "$pidfile"))"; return 0; fi
-  start_bg haproxy "$pidfile" haproxy -db -f "$STATE/haproxy/haproxy.cfg"
+  # Our ports lie in Linux's default ephemeral range (32768-60999): for a moment, one of them
+  # can be the source port of some unrelated client connection, and HAProxy exits with "cannot
+  # bind socket". Such a port is free again soon: try a few times.
+  local try
+  for try in 1 2 3 4 5; do
+    start_bg haproxy "$pidfile" haproxy -db -f "$STATE/haproxy/haproxy.cfg"
+    wait_until 15 haproxy_answers_or_died
+    pid_alive "$pidfile" && break
+    grep -q "Address already in use" <(tail -n 5 "$LOGS/haproxy.log") || die "haproxy did not start; see $LOGS/haproxy.log"
+    say "haproxy could not bind a port still in use as a connection's source port (try $try of 5); retrying"
+    sleep 1
+  done
   wait_http "http://127.0.0.1:$HA_HAPROXY_STATS_PORT/stats" 15 || die "haproxy did not start; see $LOGS/haproxy.log"
   # HAProxy counts a server up until its checks say otherwise, so right after a start the write
   # port may still lead to the replica: wait until it leads to the primary alone.

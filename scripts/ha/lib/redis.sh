@@ -100,6 +100,6 @@ redis_master_addr() {
 
 stop_redis_side() {
   local n
-  for n in 3 2 1; do stop_pid "sentinel$n" "$STATE/sentinel$n.pid"; done
-  for n in 2 1; do stop_pid "redis$n" "$STATE/redis$n.pid"; done
+  for n in 3 2 1; do stop_store "sentinel$n" "$STATE/sentinel$n.pid"; done
+  for n in 2 1; do stop_store "redis$n" "$STATE/redis$n.pid"; done
 }

@@ -109,8 +109,16 @@ export const pg = {
   },
 };
 
+// The database sql() runs on: the fault-test cluster's, unless a suite of another stack (the
+// replicated topology's tests) names its own with useDatabaseUrl (a libpq URL, password included).
+let databaseUrl;
+export function useDatabaseUrl(url) {
+  databaseUrl = url;
+}
+
 function psqlArgs(database = DATABASE) {
-  return ['-h', '127.0.0.1', '-p', String(PORTS.pg), '-U', 'postgres', '-d', database, '-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-F', '\t'];
+  const target = databaseUrl && database === DATABASE ? ['-d', databaseUrl] : ['-h', '127.0.0.1', '-p', String(PORTS.pg), '-U', 'postgres', '-d', database];
+  return [...target, '-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-F', '\t'];
 }
 
 /** Runs SQL on the test database; returns the rows as arrays of strings (tab-separated output). */

@@ -6,11 +6,18 @@ import { API, PORTS } from './config.mjs';
 
 // --- HTTP ----------------------------------------------------------------------------------
 
+// Where request() goes by default: the fault-test stack's nginx, unless a suite of another
+// stack (tests/ha/topology.test.mjs: the replicated topology) points it at its own with useApi.
+let apiBase = API;
+export function useApi(base) {
+  apiBase = base;
+}
+
 /**
  * One request through nginx (or `base`). Never throws: a network failure or timeout is
  * status 0 with `error`. Returns { status, ms, text, json, retryAfter, contentType, replayed, error }.
  */
-export async function request(method, pathname, { body, headers = {}, timeoutMs = 20_000, base = API } = {}) {
+export async function request(method, pathname, { body, headers = {}, timeoutMs = 20_000, base = apiBase } = {}) {
   const started = performance.now();
   try {
     const res = await fetch(base + pathname, {

@@ -1,0 +1,202 @@
+#!/usr/bin/env bash
+# The replicated topology (docs/ha.md): the stores (scripts/ha/stores.sh: etcd, 2 Patroni/
+# PostgreSQL nodes, HAProxy, Redis master + replica, 3 Sentinels), then 2 writers, 2 readers and
+# nginx through the one launcher (scripts/launcher.sh, its own state folder), then Prometheus
+# scraping every instance (a generated configuration) and the store-roles exporter.
+#
+#   scripts/ha/topology.sh start    npm run ha:start: build, start what is not running, wait
+#   scripts/ha/topology.sh stop     npm run ha:stop: stop everything `start` started
+#   scripts/ha/topology.sh status   npm run ha:status: one JSON object, every component now
+#
+# Only one of the two stacks runs at a time (both serve the API on 127.0.0.1:8080): `start`
+# refuses while the single stack (npm start) is up, and scripts/stack.sh refuses while this one is.
+#
+# Settings: scripts/ha/defaults.env (HA_PORT_BASE moves every port but the proxy's,
+# HA_PROXY_PORT that one, HA_STATE_DIR the state). Two more let the tests run this very script
+# on a private copy: HA_BUILD=no (use the binaries as built) and HA_MONITORING=no (no
+# Prometheus, node-exporter or roles exporter).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+set -a
+# shellcheck source=scripts/ha/defaults.env
+. "$ROOT/scripts/ha/defaults.env"
+HA_STATE_DIR="${HA_STATE_DIR:-$ROOT/.stack/ha}"
+set +a
+STATE="$HA_STATE_DIR"
+LOGS="$STATE/logs"
+SERVICES="${HA_SERVICES_STATE:-$STATE/services}"
+HA_TAG=ha
+# shellcheck source=scripts/ha/lib/common.sh
+. "$ROOT/scripts/ha/lib/common.sh"
+
+PROMETHEUS_CONFIG="$STATE/prometheus/prometheus.yml"
+ROLES_PID="$STATE/roles-exporter.pid"
+NODE_EXE="$(readlink -f "$(command -v node || echo /usr/bin/node)")"
+
+# The launcher's parameters for this topology; everything else it passes to the services.
+launcher() {
+  env STACK_STATE_DIR="$SERVICES" WRITERS="$HA_WRITERS" READERS="$HA_READERS" \
+    PROXY_PORT="$HA_PROXY_PORT" WRITER_PORT="$HA_WRITER_PORT" READER_PORT="$HA_READER_PORT" \
+    WRITER_METRICS_PORT="$HA_WRITER_METRICS_PORT" READER_METRICS_PORT="$HA_READER_METRICS_PORT" \
+    bash "$ROOT/scripts/launcher.sh" "$@"
+}
+
+# nginx of a launcher state folder runs (its supervised master, by its pid file).
+nginx_of_runs() {
+  local exe
+  exe="$(readlink -f "$(command -v nginx || echo /usr/sbin/nginx)")"
+  running "$1/nginx.pid" "$exe" "-p $1/nginx" >/dev/null 2>&1
+}
+
+# The single stack and this one both serve 127.0.0.1:8080: refuse to start over the other.
+refuse_if_port_taken() {
+  nginx_of_runs "$SERVICES" && return 0 # ours: `start` again only brings back what died
+  if nginx_of_runs "$ROOT/.stack" || curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$HA_PROXY_PORT/ping" 2>/dev/null; then
+    die "something already serves 127.0.0.1:$HA_PROXY_PORT, most likely the single stack (npm start): stop it first (npm stop); only one of the two stacks runs at a time"
+  fi
+}
+
+build() {
+  [ "${HA_BUILD:-yes}" != no ] || return 0
+  command -v cargo >/dev/null 2>&1 || export PATH="$HOME/.cargo/bin:$PATH"
+  command -v cargo >/dev/null 2>&1 || die "cargo is missing; install Rust with rustup (https://rustup.rs)"
+  say "building writer and reader (release)"
+  (cd "$ROOT" && cargo build --release --locked -p writer -p reader)
+}
+
+# The Redis master the Sentinels name now, as host:port.
+sentinel_master() {
+  local port answer
+  for port in $HA_SENTINEL_PORTS; do
+    answer="$(redis-cli -p "$port" SENTINEL get-master-addr-by-name "$HA_REDIS_MASTER_NAME" 2>/dev/null | paste -sd: -)" || continue
+    [[ "$answer" =~ ^[0-9.]+:[0-9]+$ ]] && { echo "$answer"; return 0; }
+  done
+  return 1
+}
+
+# The services: both on the write port (the primary) - the reader's fallback reads must see
+# every acknowledged write (docs/decisions.md 27) - and Redis through the Sentinels.
+# REDIS_URL names the master the Sentinels name at start, for builds that do not read
+# REDIS_SENTINELS yet (they ignore unknown variables); builds that do follow the Sentinels.
+# The readers' tokio workers as `npm start` sets them (one fewer than the cores, at least one).
+start_services() {
+  local master
+  master="$(sentinel_master)" || die "no Sentinel names a Redis master \"$HA_REDIS_MASTER_NAME\""
+  # shellcheck disable=SC2034 # read by the launcher through the environment
+  DATABASE_URL="$HA_DATABASE_URL" REDIS_URL="redis://$master/0" \
+    REDIS_SENTINELS="$HA_REDIS_SENTINELS" REDIS_SENTINEL_MASTER="$HA_REDIS_MASTER_NAME" \
+    RUST_LOG="${RUST_LOG:-info}" LOG_FORMAT="${LOG_FORMAT:-json}" \
+    READER_WORKER_THREADS="${READER_WORKER_THREADS:-$(($(nproc) > 2 ? $(nproc) - 1 : 1))}" \
+    launcher up
+}
+
+# component name kind port [pidfile]: `ha:status` lists it (scripts/ha/status.mjs).
+component() {
+  local file="$STATE/components/$1.json"
+  printf '{"name":"%s","kind":"%s","port":%s%s}\n' "$1" "$2" "$3" "${4:+,\"pidFile\":\"$4\"}" >"$file.tmp"
+  mv -f "$file.tmp" "$file"
+}
+
+register_services() {
+  local k name
+  mkdir -p "$STATE/components"
+  for ((k = 1; k <= HA_WRITERS; k++)); do
+    name="writer$([ "$k" = 1 ] || echo "-$k")"
+    component "$name" writer $((HA_WRITER_PORT + k - 1)) "$SERVICES/$name.pid"
+  done
+  for ((k = 1; k <= HA_READERS; k++)); do
+    name="reader$([ "$k" = 1 ] || echo "-$k")"
+    component "$name" reader $((HA_READER_PORT + k - 1)) "$SERVICES/$name.pid"
+  done
+  component nginx nginx "$HA_PROXY_PORT" "$SERVICES/nginx.pid"
+}
+
+# targets first-port count job: the scrape targets of one launcher kind, instance = its name.
+targets() {
+  local first="$1" count="$2" job="$3" k
+  for ((k = 1; k <= count; k++)); do
+    printf '      - targets: ["127.0.0.1:%s"]\n        labels:\n          instance: %s\n' \
+      $((first + k - 1)) "$job$([ "$k" = 1 ] || echo "-$k")"
+  done
+}
+
+# Prometheus for this topology: the native configuration's jobs (writer, reader, node) with
+# every instance, plus HAProxy's /metrics and the store roles. Same rules, same dashboard.
+write_prometheus_config() {
+  mkdir -p "$(dirname "$PROMETHEUS_CONFIG")"
+  {
+    echo "# Generated by scripts/ha/topology.sh for the replicated topology; the single stack's"
+    echo "# counterpart is monitoring/prometheus/prometheus.native.yml (same jobs, one instance each)."
+    printf 'global:\n  scrape_interval: 5s\n  scrape_timeout: 4s\n  evaluation_interval: 5s\n'
+    printf 'rule_files:\n  - %s/monitoring/prometheus/rules/*.yml\n' "$ROOT"
+    printf 'scrape_configs:\n'
+    printf '  - job_name: writer\n    static_configs:\n'
+    targets "$HA_WRITER_METRICS_PORT" "$HA_WRITERS" writer
+    printf '  - job_name: reader\n    static_configs:\n'
+    targets "$HA_READER_METRICS_PORT" "$HA_READERS" reader
+    printf '  - job_name: node\n    static_configs:\n      - targets: ["127.0.0.1:%s"]\n        labels:\n          instance: host\n' \
+      "${NODE_EXPORTER_PORT:-$DEFAULT_NODE_EXPORTER_PORT}"
+    printf '  - job_name: haproxy\n    static_configs:\n      - targets: ["127.0.0.1:%s"]\n        labels:\n          instance: haproxy\n' \
+      "$HA_HAPROXY_STATS_PORT"
+    printf '  - job_name: store-roles\n    static_configs:\n      - targets: ["127.0.0.1:%s"]\n        labels:\n          instance: stores\n' \
+      "$HA_ROLES_EXPORTER_PORT"
+  } >"$PROMETHEUS_CONFIG.tmp"
+  mv -f "$PROMETHEUS_CONFIG.tmp" "$PROMETHEUS_CONFIG"
+}
+
+start_roles_exporter() {
+  local pid
+  if pid="$(running "$ROLES_PID" "$NODE_EXE" roles-exporter.mjs)"; then
+    say "roles exporter already running (pid $pid)"
+  else
+    HA_STATE_DIR="$STATE" nohup node "$ROOT/scripts/ha/roles-exporter.mjs" "$HA_ROLES_EXPORTER_PORT" \
+      </dev/null >>"$LOGS/roles-exporter.log" 2>&1 &
+    echo $! >"$ROLES_PID"
+  fi
+  wait_http "http://127.0.0.1:$HA_ROLES_EXPORTER_PORT/metrics" 30 || die "the roles exporter did not start; see $LOGS/roles-exporter.log"
+  component roles-exporter exporter "$HA_ROLES_EXPORTER_PORT" "$ROLES_PID"
+}
+
+# Prometheus and node-exporter as `npm start` runs them (scripts/monitoring.sh), with this
+# topology's configuration and state folder.
+monitoring() {
+  STACK_STATE_DIR="$SERVICES" PROMETHEUS_CONFIG="$PROMETHEUS_CONFIG" bash "$ROOT/scripts/monitoring.sh" "$@"
+}
+
+start_monitoring() {
+  start_roles_exporter
+  write_prometheus_config
+  monitoring start
+  component prometheus prometheus "${PROMETHEUS_PORT:-$DEFAULT_PROMETHEUS_PORT}" "$SERVICES/prometheus.pid"
+  component node-exporter exporter "${NODE_EXPORTER_PORT:-$DEFAULT_NODE_EXPORTER_PORT}" "$SERVICES/node-exporter.pid"
+}
+
+start() {
+  ensure_packages
+  ensure_commands nginx=nginx
+  refuse_if_port_taken
+  build
+  bash "$ROOT/scripts/ha/stores.sh" start
+  start_services
+  register_services
+  [ "${HA_MONITORING:-yes}" = no ] || start_monitoring
+  say "replicated topology up: API http://127.0.0.1:$HA_PROXY_PORT ($HA_WRITERS writers, $HA_READERS readers)$([ "${HA_MONITORING:-yes}" = no ] || echo ", Prometheus http://127.0.0.1:${PROMETHEUS_PORT:-$DEFAULT_PROMETHEUS_PORT}"); \`npm run ha:status\` shows every component"
+}
+
+stop() {
+  if [ "${HA_MONITORING:-yes}" != no ]; then
+    monitoring stop
+    stop_store "roles exporter" "$ROLES_PID"
+  fi
+  launcher down
+  rm -f "$STATE"/components/{writer,reader,nginx,roles-exporter,prometheus,node-exporter}*.json
+  bash "$ROOT/scripts/ha/stores.sh" stop
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  status) exec node "$ROOT/scripts/ha/status.mjs" ;;
+  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+esac
