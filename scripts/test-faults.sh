@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The fault tests (docs/reliability.md): each test file starts a private stack on its own ports
-# (PostgreSQL 55432, Redis 56379, nginx 18080, writer 18081/19181, reader 18082/19182: the
+# (PostgreSQL 15432, Redis 16379, nginx 18080, writer 18081/19181, reader 18082/19182: the
 # DEFAULT_FAULTS_* of scripts/lib/defaults.sh; state and logs in .stack/faults/), writer, reader
 # and nginx run by scripts/launcher.sh as under npm start, breaks it for real while clients send
 # through nginx, and checks that nothing acknowledged was lost or applied twice. launcher.test.mjs

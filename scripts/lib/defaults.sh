@@ -18,9 +18,12 @@ DEFAULT_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/transactions_test
 DEFAULT_REDIS_URL=redis://127.0.0.1:6379/0
 
 # The fault-test stack (tests/faults/): its own PostgreSQL and Redis, and the same launcher on
-# other ports; FAULTS_PORT_OFFSET moves them all.
-DEFAULT_FAULTS_POSTGRES_PORT=55432
-DEFAULT_FAULTS_REDIS_PORT=56379
+# other ports; FAULTS_PORT_OFFSET moves them all. Every listening port of a test stays below
+# Linux's ephemeral range (32768-60999): there, a client connection's source port, or its
+# TIME_WAIT, can hold the port for a minute and the server cannot bind (seen: PostgreSQL on
+# the old 55432 failed every fault test of a run with 'Address already in use').
+DEFAULT_FAULTS_POSTGRES_PORT=15432
+DEFAULT_FAULTS_REDIS_PORT=16379
 DEFAULT_FAULTS_PROXY_PORT=18080
 DEFAULT_FAULTS_WRITER_PORT=18081
 DEFAULT_FAULTS_READER_PORT=18082

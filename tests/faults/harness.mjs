@@ -3,8 +3,8 @@
 // and the invariant checker. Built-ins only (node:child_process, node:net, global fetch).
 //
 //   part        port    lives in
-//   PostgreSQL  55432   .stack/faults/pg        (initdb'd here, run as the `postgres` user)
-//   Redis       56379   .stack/faults/redis     (no persistence: a restart comes back empty)
+//   PostgreSQL  15432   .stack/faults/pg        (initdb'd here, run as the `postgres` user)
+//   Redis       16379   .stack/faults/redis     (no persistence: a restart comes back empty)
 //   nginx       18080   .stack/faults/nginx     (the repository's nginx/nginx.conf, own env/)
 //   writer      18081   metrics 19181           (release binary, copied to .stack/faults/bin)
 //   reader      18082   metrics 19182
