@@ -63,12 +63,14 @@ bash scripts/test-monitoring.sh
 step "fault tests: Redis and PostgreSQL outages, SIGKILL and SIGTERM under load, hostile input, the launcher's supervision (own servers on other ports)"
 bash scripts/test-faults.sh
 
+# The native stack is done with: stop it (if this run started it) before the replicated
+# topology and compose, which need the CPU, and compose its ports (8080, 9090).
+cleanup
+started_stack=no
+
 step "replicated topology: the stores (Patroni, HAProxy, Sentinel) and 2 writers + 2 readers behind nginx under kill -9 of PostgreSQL/Redis masters, a switchover, a writer and a reader (own ports 27xxx/28xxx; about 3.5 minutes)"
 npm run --silent test:ha
 
-# docker compose publishes the same ports as the native stack (8080, 9090): stop ours first.
-cleanup
-started_stack=no
 if bash scripts/stack.sh status 2>/dev/null; then
   echo "error: a native stack that npm test did not start answers on :$DEFAULT_PROXY_PORT; the compose checks need its ports. Stop it (npm stop) and run npm test again." >&2
   exit 1
