@@ -179,6 +179,8 @@ after(async () => {
 test('ha:status lists every component with its pid, port and role', async () => {
   const components = await status();
   const count = (kind) => components.filter((c) => c.kind === kind).length;
+  const KINDS = ['postgres', 'redis', 'sentinel', 'etcd', 'patroni', 'haproxy', 'writer', 'reader', 'nginx'];
+  assert.deepEqual(components.filter((c) => !KINDS.includes(c.kind)).map((c) => c.name), [], 'every kind is one of the documented set');
   for (const [kind, n] of Object.entries({ postgres: 2, patroni: 2, redis: 2, sentinel: 3, etcd: 1, haproxy: 1, writer: 2, reader: 2, nginx: 1 })) {
     assert.equal(count(kind), n, `${n} ${kind}`);
   }
