@@ -13,11 +13,11 @@ import { execFile, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
 import { componentsStatus, loadSettings } from '../../scripts/ha/status.mjs';
+import { byName, waitFor, withRole } from './lib.mjs';
 
 const run = promisify(execFile);
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -44,20 +44,6 @@ async function stores(command, timeoutMs = 240_000) {
 
 async function status() {
   return (await componentsStatus(settings)).components;
-}
-
-const byName = (components, name) => components.find((c) => c.name === name);
-const withRole = (components, kind, role) => components.filter((c) => c.kind === kind && c.role === role);
-
-/** Polls `check` until it returns a truthy value; returns [value, elapsed ms], or throws. */
-async function waitFor(what, timeoutMs, check, everyMs = 100) {
-  const start = Date.now();
-  for (;;) {
-    const value = await check().catch(() => undefined);
-    if (value) return [value, Date.now() - start];
-    if (Date.now() - start > timeoutMs) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await sleep(everyMs);
-  }
 }
 
 /** Runs SQL through psql as `user` on `port`; resolves to its unaligned output. */

@@ -23,6 +23,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
 import { componentsStatus, loadSettings } from '../../scripts/ha/status.mjs';
+import { byName, waitFor, withRole } from './lib.mjs';
 import { useDatabaseUrl } from '../faults/lib/datastores.mjs';
 import { describeResponse, request, useApi } from '../faults/lib/http.mjs';
 import { accounts, assertInvariants, postAcked } from '../faults/lib/invariants.mjs';
@@ -62,20 +63,6 @@ async function topology(command, timeoutMs = 300_000) {
 }
 
 const status = async () => (await componentsStatus(settings)).components;
-const byName = (components, name) => components.find((c) => c.name === name);
-const withRole = (components, kind, role) => components.filter((c) => c.kind === kind && c.role === role);
-
-/** Polls `check` until it returns a truthy value; returns [value, elapsed ms], or throws. */
-async function waitFor(what, timeoutMs, check, everyMs = 200) {
-  const start = Date.now();
-  for (;;) {
-    const value = await check().catch(() => undefined);
-    if (value) return [value, Date.now() - start];
-    if (Date.now() - start > timeoutMs) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await sleep(everyMs);
-  }
-}
-
 /** The stores whole again: a PostgreSQL primary with a synchronous standby, a Redis master with a replica. */
 async function waitStoresWhole(label, timeoutMs = 90_000) {
   const [, ms] = await waitFor(`${label}: the stores whole again`, timeoutMs, async () => {
