@@ -62,29 +62,7 @@ async fn start_redis(config: &[String], sentinel: bool) -> Process {
         format!("dir {}", dir.0.display()),
     ];
     lines.extend(config.iter().cloned());
-    let file = dir.0.join("redis.conf");
-    std::fs::write(&file, lines.join("\n") + "\n").expect("config");
-    let mut command = Command::new("redis-server");
-    command.arg(&file);
-    if sentinel {
-        command.arg("--sentinel");
-    }
-    let child = command
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server is installed");
-    let process = Process {
-        child,
-        port,
-        _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while query::<String>(port, &["PING"]).await.is_err() {
-        assert!(Instant::now() < deadline, "redis on {port} did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    process
+    launch(dir, port, &lines, sentinel).await
 }
 
 /// A node's data: no persistence, as in the topology.
@@ -319,14 +297,24 @@ async fn restart_on(port: u16, config: &[String]) -> Process {
     let dir = TempDir::new();
     let mut lines = vec![format!("port {port}"), "bind 127.0.0.1".into()];
     lines.extend(config.iter().cloned());
+    launch(dir, port, &lines, false).await
+}
+
+/// Writes `lines` as the configuration of a redis-server (a Sentinel with `sentinel`) in
+/// `dir`, starts it, and waits until it answers PING on `port`.
+async fn launch(dir: TempDir, port: u16, lines: &[String], sentinel: bool) -> Process {
     let file = dir.0.join("redis.conf");
     std::fs::write(&file, lines.join("\n") + "\n").expect("config");
-    let child = Command::new("redis-server")
-        .arg(&file)
+    let mut command = Command::new("redis-server");
+    command.arg(&file);
+    if sentinel {
+        command.arg("--sentinel");
+    }
+    let child = command
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("redis-server");
+        .expect("redis-server is installed");
     let process = Process {
         child,
         port,
@@ -334,7 +322,7 @@ async fn restart_on(port: u16, config: &[String]) -> Process {
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     while query::<String>(port, &["PING"]).await.is_err() {
-        assert!(Instant::now() < deadline, "redis on {port} did not restart");
+        assert!(Instant::now() < deadline, "redis on {port} did not start");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     process
