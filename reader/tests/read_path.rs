@@ -32,6 +32,7 @@ async fn commit(pool: &PgPool, account_id: Uuid, amount: i64) -> Recorded {
     )
     .await
     .expect("committed")
+    .recorded
 }
 
 #[tokio::test]
@@ -440,14 +441,14 @@ async fn account_reads_bypass_redis_while_the_writer_cannot_publish(pool: PgPool
         .publish([&first], &cache.ticket().await)
         .await
         .expect("publish");
-    sqlx::query("DELETE FROM publish_outbox")
+    sqlx::query("DELETE FROM publish_batches")
         .execute(&pool)
         .await
         .expect("first change published");
     // The next write commits, but its publish failed: Redis still says 10, and the outbox row
     // is older than the lag limit.
     commit(&pool, account_id, 5).await;
-    sqlx::query("UPDATE publish_outbox SET created_at = now() - interval '1 minute'")
+    sqlx::query("UPDATE publish_batches SET created_at = now() - interval '1 minute'")
         .execute(&pool)
         .await
         .expect("age the outbox row");
@@ -465,7 +466,7 @@ async fn account_reads_bypass_redis_while_the_writer_cannot_publish(pool: PgPool
     assert_eq!(account["balance"], 15, "PostgreSQL, not the stale view");
 
     // The repair loop caught up: views are used again.
-    sqlx::query("DELETE FROM publish_outbox")
+    sqlx::query("DELETE FROM publish_batches")
         .execute(&pool)
         .await
         .expect("repaired");

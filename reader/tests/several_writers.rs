@@ -41,7 +41,7 @@ async fn a_writer_that_cannot_publish_is_repaired_by_the_others_without_conflict
         }
     }
     // The stranded writer's changes wait; once older than the lag limit, readers bypass views.
-    sqlx::query("UPDATE publish_outbox SET created_at = created_at - interval '1 minute'")
+    sqlx::query("UPDATE publish_batches SET created_at = created_at - interval '1 minute'")
         .execute(&pool)
         .await
         .expect("age the outbox");

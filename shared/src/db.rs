@@ -139,9 +139,11 @@ WITH account AS (
     VALUES ($1, $2, $3, $4)
     RETURNING created_at
 ), outbox AS (
-    INSERT INTO publish_outbox (transaction_id) VALUES ($1)
+    INSERT INTO publish_batches (transaction_ids) VALUES (ARRAY[$1::uuid])
+    RETURNING batch_id
 )
-SELECT transaction.created_at, account.balance, account.version FROM account, transaction
+SELECT transaction.created_at, account.balance, account.version, outbox.batch_id
+FROM account, transaction, outbox
 "#;
 
 pub async fn record_transaction(
@@ -149,7 +151,7 @@ pub async fn record_transaction(
     transaction_id: TransactionId,
     new: NewTransaction,
     idempotency_key: Option<&IdempotencyKey>,
-) -> Result<Recorded, RecordError> {
+) -> Result<Committed<Recorded>, RecordError> {
     let query = sqlx::query_as(RECORD_TRANSACTION_SQL)
         .bind(transaction_id.as_uuid())
         .bind(new.account_id.as_uuid())
@@ -158,17 +160,34 @@ pub async fn record_transaction(
     let row: RecordedRow = time_query("record_transaction", query.fetch_one(pool))
         .await
         .map_err(record_error)?;
-    Ok(recorded(transaction_id, new, row))
+    let outbox = OutboxBatch(row.3);
+    Ok(Committed {
+        recorded: recorded(transaction_id, new, row),
+        outbox,
+    })
 }
 
-/// What a record statement returned for one transaction: its `created_at` and its account's
-/// balance and version right after it.
-type RecordedRow = (DateTime<Utc>, i64, i64);
+/// The outbox row of one commit (`publish_batches.batch_id`): it lists the commit's
+/// transactions until they are all in Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxBatch(pub i64);
+
+/// What one commit recorded (one transaction, or a batch of them in input order), with its
+/// outbox row, to delete once the commit's changes are published.
+#[derive(Debug)]
+pub struct Committed<T> {
+    pub recorded: T,
+    pub outbox: OutboxBatch,
+}
+
+/// What a record statement returned for one transaction: its `created_at`, its account's
+/// balance and version right after it, and its commit's outbox row.
+type RecordedRow = (DateTime<Utc>, i64, i64, i64);
 
 fn recorded(
     transaction_id: TransactionId,
     new: NewTransaction,
-    (created_at, balance, version): RecordedRow,
+    (created_at, balance, version, _outbox): RecordedRow,
 ) -> Recorded {
     Recorded {
         transaction: Transaction {
@@ -225,7 +244,9 @@ WITH input AS (
     SELECT transaction_id, account_id, amount, idempotency_key FROM input ORDER BY n
     RETURNING transaction_id, created_at
 ), outbox AS (
-    INSERT INTO publish_outbox (transaction_id) SELECT transaction_id FROM input
+    INSERT INTO publish_batches (transaction_ids)
+    SELECT array_agg(transaction_id ORDER BY n) FROM input
+    RETURNING batch_id
 ), later AS (
     -- What the same account's later rows of this batch add on top of each row.
     SELECT n, transaction_id, account_id,
@@ -237,10 +258,12 @@ WITH input AS (
 )
 SELECT transaction.created_at,
        (account.balance - later.amount)::bigint AS balance,
-       account.version - later.applied AS version
+       account.version - later.applied AS version,
+       outbox.batch_id
 FROM later
 JOIN account USING (account_id)
 JOIN transaction USING (transaction_id)
+CROSS JOIN outbox
 ORDER BY later.n
 "#;
 
@@ -249,7 +272,7 @@ ORDER BY later.n
 pub async fn record_transactions(
     pool: &PgPool,
     batch: &[NewRecord],
-) -> Result<Vec<Recorded>, RecordError> {
+) -> Result<Committed<Vec<Recorded>>, RecordError> {
     let ids: Vec<Uuid> = batch.iter().map(|r| r.transaction_id.as_uuid()).collect();
     let accounts: Vec<Uuid> = batch.iter().map(|r| r.new.account_id.as_uuid()).collect();
     let amounts: Vec<i64> = batch.iter().map(|r| r.new.amount.value()).collect();
@@ -271,11 +294,18 @@ pub async fn record_transactions(
             returned: rows.len(),
         });
     }
-    Ok(batch
+    let Some(outbox) = rows.first().map(|row| OutboxBatch(row.3)) else {
+        return Err(RecordError::UnexpectedRows {
+            sent: 0,
+            returned: 0,
+        });
+    };
+    let recorded = batch
         .iter()
         .zip(rows)
         .map(|(record, row)| recorded(record.transaction_id, record.new, row))
-        .collect())
+        .collect();
+    Ok(Committed { recorded, outbox })
 }
 
 fn record_error(error: sqlx::Error) -> RecordError {
@@ -409,54 +439,75 @@ async fn list(
         .collect())
 }
 
-/// Removes published changes from the outbox.
-pub async fn mark_published(pool: &PgPool, transaction_ids: &[Uuid]) -> Result<u64, sqlx::Error> {
-    let query = sqlx::query("DELETE FROM publish_outbox WHERE transaction_id = ANY($1)")
-        .bind(transaction_ids);
-    let done = time_query("mark_published", query.execute(pool)).await?;
-    Ok(done.rows_affected())
+/// Removes the outbox rows of commits whose changes are all in Redis. Committed without waiting
+/// for the WAL flush (`synchronous_commit = off`): a delete lost in a crash only leaves a row
+/// the repair loop republishes (harmless, views are versioned), and not waiting keeps these
+/// commits from taking turns at the disk with the writes clients wait for. One round trip:
+/// the ids are integers, written into the statement.
+pub async fn mark_published(pool: &PgPool, batches: &[OutboxBatch]) -> Result<(), sqlx::Error> {
+    if batches.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = batches.iter().map(|batch| batch.0.to_string()).collect();
+    let sql = format!(
+        "BEGIN; SET LOCAL synchronous_commit = off; \
+         DELETE FROM publish_batches WHERE batch_id IN ({}); COMMIT;",
+        ids.join(",")
+    );
+    time_query("mark_published", sqlx::raw_sql(&sql).execute(pool)).await?;
+    Ok(())
 }
 
-/// Changes still in the outbox that are older than `grace` (younger ones are most likely being
-/// published right now by the request that made them), oldest first, with each account's
-/// *current* state: publishing that is always correct, whatever was missed in between.
+/// Commits still in the outbox that are older than `grace` (younger ones are most likely being
+/// published right now by the requests that made them), oldest first, at most `limit` of them,
+/// each with its transactions and their accounts' *current* states: publishing that is always
+/// correct, whatever was missed in between.
 pub async fn unpublished(
     pool: &PgPool,
     grace: Duration,
     limit: i64,
-) -> Result<Vec<Recorded>, sqlx::Error> {
+) -> Result<Vec<Committed<Vec<Recorded>>>, sqlx::Error> {
     let query = sqlx::query_as(
-        "SELECT t.transaction_id, t.account_id, t.amount, t.created_at, a.balance, a.version
-         FROM publish_outbox o
-         JOIN transactions t USING (transaction_id)
+        "WITH overdue AS (
+             SELECT batch_id, transaction_ids, created_at FROM publish_batches
+             WHERE created_at < now() - make_interval(secs => $1)
+             ORDER BY created_at, batch_id
+             LIMIT $2
+         )
+         SELECT o.batch_id, t.transaction_id, t.account_id, t.amount, t.created_at,
+                a.balance, a.version
+         FROM overdue o
+         CROSS JOIN LATERAL unnest(o.transaction_ids) WITH ORDINALITY AS u (transaction_id, n)
+         JOIN transactions t ON t.transaction_id = u.transaction_id
          JOIN accounts a ON a.account_id = t.account_id
-         WHERE o.created_at < now() - make_interval(secs => $1)
-         ORDER BY o.created_at
-         LIMIT $2",
+         ORDER BY o.created_at, o.batch_id, u.n",
     )
     .bind(grace.as_secs_f64())
     .bind(limit);
-    let rows: Vec<(Uuid, Uuid, i64, DateTime<Utc>, i64, i64)> =
-        time_query("unpublished", query.fetch_all(pool)).await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(transaction_id, account_id, amount, created_at, balance, version)| {
-                let transaction =
-                    transaction_from_row((transaction_id, account_id, amount, created_at));
-                Recorded {
-                    account: AccountState {
-                        account: Account {
-                            account_id: transaction.account_id,
-                            balance,
-                        },
-                        version,
-                    },
-                    transaction,
-                }
+    type Row = (i64, Uuid, Uuid, i64, DateTime<Utc>, i64, i64);
+    let rows: Vec<Row> = time_query("unpublished", query.fetch_all(pool)).await?;
+    let mut commits: Vec<Committed<Vec<Recorded>>> = Vec::new();
+    for (batch_id, transaction_id, account_id, amount, created_at, balance, version) in rows {
+        let transaction = transaction_from_row((transaction_id, account_id, amount, created_at));
+        let recorded = Recorded {
+            account: AccountState {
+                account: Account {
+                    account_id: transaction.account_id,
+                    balance,
+                },
+                version,
             },
-        )
-        .collect())
+            transaction,
+        };
+        match commits.last_mut() {
+            Some(commit) if commit.outbox.0 == batch_id => commit.recorded.push(recorded),
+            _ => commits.push(Committed {
+                recorded: vec![recorded],
+                outbox: OutboxBatch(batch_id),
+            }),
+        }
+    }
+    Ok(commits)
 }
 
 /// Whether some committed change has waited longer than `older_than` to be published: the
@@ -466,7 +517,7 @@ pub async fn publishing_is_behind(
     older_than: Duration,
 ) -> Result<bool, sqlx::Error> {
     let query = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM publish_outbox
+        "SELECT EXISTS (SELECT 1 FROM publish_batches
                         WHERE created_at < now() - make_interval(secs => $1))",
     )
     .bind(older_than.as_secs_f64());
@@ -476,7 +527,7 @@ pub async fn publishing_is_behind(
 /// Age in seconds of the oldest change not yet published to Redis (0 when none is pending).
 pub async fn oldest_unpublished_age(pool: &PgPool) -> Result<f64, sqlx::Error> {
     let query = sqlx::query_scalar(
-        "SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(created_at))::float8, 0) FROM publish_outbox",
+        "SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(created_at))::float8, 0) FROM publish_batches",
     );
     time_query("oldest_unpublished_age", query.fetch_one(pool)).await
 }

@@ -1,10 +1,10 @@
 //! Getting committed changes into Redis, reliably.
 //!
-//! Each commit also writes an outbox row (same statement, same transaction). The request then
-//! publishes the change itself, before it answers, which is what makes read-your-writes hold.
-//! What happens next:
+//! Each commit also writes an outbox row listing its transactions (same statement, same
+//! transaction). The commit's requests are answered only after the change is published, which
+//! is what makes read-your-writes hold. What happens next:
 //!
-//! - publish succeeded: the outbox row is deleted, in batches, by [`run_outbox_cleaner`];
+//! - publish succeeded: the outbox row is deleted, many per statement, by [`run_outbox_cleaner`];
 //! - publish failed (Redis down, timeout) or the process died before publishing: the row stays,
 //!   and [`repair_loop`] republishes it with the account's *current* state once it is older
 //!   than [`REPAIR_GRACE`]. Views are versioned, so republishing is always safe.
@@ -15,28 +15,27 @@
 use std::time::Duration;
 
 use shared::cache::{self, Cache, Ticket};
-use shared::db;
+use shared::db::{self, OutboxBatch};
 use shared::domain::Recorded;
 use shared::telemetry::metrics as m;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use uuid::Uuid;
 
 /// Outbox rows younger than this are left to the request that is publishing them.
 pub const REPAIR_GRACE: Duration = Duration::from_secs(2);
 /// How often the repair loop looks for unpublished changes.
 pub const REPAIR_INTERVAL: Duration = Duration::from_secs(1);
-/// Changes republished per repair pass at most.
-const REPAIR_BATCH: i64 = 500;
+/// Commits republished per repair pass at most (each up to `recorder::MAX_BATCH` changes).
+const REPAIR_BATCH: i64 = 64;
 /// Changes republished per Redis call (one Lua script call; Redis serves nothing else meanwhile,
 /// so keep it short).
 const REPUBLISH_CHUNK: usize = 100;
 /// Outbox deletions are batched up to this many per statement.
 const CLEANUP_BATCH: usize = 512;
-/// Published ids waiting for their outbox deletion. If the queue is full the id is dropped:
+/// Published commits waiting for their outbox deletion. If the queue is full the id is dropped:
 /// its row stays and gets republished later, which is harmless.
-const CLEANUP_QUEUE: usize = 16_384;
+const CLEANUP_QUEUE: usize = 4_096;
 
 /// Registers the publisher's metrics at start-up (after `metrics::install`): its Redis call as
 /// a hot series, and its rare-event counters at zero.
@@ -49,7 +48,7 @@ pub fn init_metrics() {
 #[derive(Clone)]
 pub struct Publisher {
     cache: Cache,
-    published: mpsc::Sender<Uuid>,
+    published: mpsc::Sender<OutboxBatch>,
 }
 
 impl Publisher {
@@ -66,21 +65,26 @@ impl Publisher {
         self.cache.ticket().await
     }
 
-    /// Publishes one committed change. Never fails the request: a change that could not be
-    /// published stays in the outbox for the repair loop.
+    /// Publishes the current state of an account and one of its transactions, which are in
+    /// PostgreSQL but may not be in Redis (a replayed request). Never fails the request.
     pub async fn publish(&self, recorded: &Recorded, ticket: &Ticket) -> bool {
-        self.publish_all(&[recorded], ticket).await
+        self.publish_all(&[recorded], &[], ticket).await
     }
 
-    /// Publishes committed changes in one Redis round trip, like [`Publisher::publish`].
-    pub async fn publish_all(&self, changes: &[&Recorded], ticket: &Ticket) -> bool {
+    /// Publishes committed changes in one Redis round trip, then has `outbox`, the rows of the
+    /// commits they are all of, deleted. Never fails the request: a change that could not be
+    /// published stays in the outbox for the repair loop.
+    pub async fn publish_all(
+        &self,
+        changes: &[&Recorded],
+        outbox: &[OutboxBatch],
+        ticket: &Ticket,
+    ) -> bool {
         let published = self.cache.publish(changes.iter().copied(), ticket).await;
         match published {
             Ok(()) => {
-                for recorded in changes {
-                    let _ = self
-                        .published
-                        .try_send(recorded.transaction.transaction_id.as_uuid());
+                for batch in outbox {
+                    let _ = self.published.try_send(*batch);
                 }
                 true
             }
@@ -99,7 +103,7 @@ impl Publisher {
 }
 
 /// Deletes the outbox rows of published changes, many per statement.
-pub async fn run_outbox_cleaner(pool: PgPool, mut queue: mpsc::Receiver<Uuid>) {
+pub async fn run_outbox_cleaner(pool: PgPool, mut queue: mpsc::Receiver<OutboxBatch>) {
     let mut batch = Vec::with_capacity(CLEANUP_BATCH);
     while queue.recv_many(&mut batch, CLEANUP_BATCH).await > 0 {
         if let Err(error) = db::mark_published(&pool, &batch).await {
@@ -115,8 +119,8 @@ pub async fn run_outbox_cleaner(pool: PgPool, mut queue: mpsc::Receiver<Uuid>) {
 pub async fn repair_loop(pool: PgPool, publisher: Publisher, mut stop: watch::Receiver<bool>) {
     loop {
         match repair_once(&pool, &publisher.cache).await {
-            // A full batch: there is likely more; go on at once.
-            Ok(done) if done as i64 == REPAIR_BATCH => continue,
+            // It found work: there may be more; go on at once.
+            Ok(done) if done > 0 => continue,
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "outbox repair pass failed"),
         }
@@ -136,26 +140,27 @@ pub async fn repair_once(pool: &PgPool, cache: &Cache) -> anyhow::Result<usize> 
     let ticket = cache.ticket().await;
     let overdue = db::unpublished(pool, REPAIR_GRACE, REPAIR_BATCH).await?;
     let mut republished = Vec::with_capacity(overdue.len());
-    for chunk in overdue.chunks(REPUBLISH_CHUNK) {
-        match cache.publish(chunk, &ticket).await {
-            Ok(()) => {
-                republished.extend(chunk.iter().map(|r| r.transaction.transaction_id.as_uuid()))
-            }
-            Err(error) => {
+    let mut changes = 0;
+    'commits: for commit in &overdue {
+        for chunk in commit.recorded.chunks(REPUBLISH_CHUNK) {
+            if let Err(error) = cache.publish(chunk, &ticket).await {
                 tracing::warn!(%error, "Redis still unavailable; will retry");
-                break;
+                break 'commits;
             }
         }
+        republished.push(commit.outbox);
+        changes += commit.recorded.len();
     }
     if !republished.is_empty() {
         db::mark_published(pool, &republished).await?;
-        m::record_publish_repairs(republished.len() as u64);
+        m::record_publish_repairs(changes as u64);
         tracing::info!(
-            count = republished.len(),
+            count = changes,
+            commits = republished.len(),
             "republished changes from the outbox"
         );
     }
     let age = db::oldest_unpublished_age(pool).await?;
     m::set_publish_backlog_age(age);
-    Ok(republished.len())
+    Ok(changes)
 }

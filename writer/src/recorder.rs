@@ -17,7 +17,7 @@
 
 use std::sync::Arc;
 
-use shared::db::{self, NewRecord, RecordError};
+use shared::db::{self, NewRecord, OutboxBatch, RecordError};
 use shared::domain::Recorded;
 use shared::error::{ApiError, DATABASE_UNAVAILABLE};
 use shared::telemetry::{error_chain, metrics as m};
@@ -124,10 +124,10 @@ async fn run_worker(
         // Before the commit: what it commits is then newer than anything a Redis failover
         // since could have lost, so its publish may create views (see `shared::cache::Ticket`).
         let ticket = publisher.ticket().await;
-        let outcomes = record_batch(&pool, &records).await;
+        let BatchOutcome { outcomes, outbox } = record_batch(&pool, &records).await;
         let committed: Vec<&Recorded> = outcomes.iter().flatten().collect();
         if !committed.is_empty() {
-            publisher.publish_all(&committed, &ticket).await;
+            publisher.publish_all(&committed, &outbox, &ticket).await;
         }
         for (reply, outcome) in replies.into_iter().zip(outcomes) {
             // The request may have gone (client disconnected, timed out): nothing to answer.
@@ -136,15 +136,23 @@ async fn run_worker(
     }
 }
 
+/// What recording a batch gave: one outcome per record, in order, and the outbox rows of what
+/// was committed (one for the batch, or one per request recorded one by one).
+pub struct BatchOutcome {
+    pub outcomes: Vec<Result<Recorded, RecordFailure>>,
+    pub outbox: Vec<OutboxBatch>,
+}
+
 /// Records a batch, falling back to one statement per request when PostgreSQL refused the batch.
-/// One outcome per record, in order.
-pub async fn record_batch(
-    pool: &PgPool,
-    records: &[NewRecord],
-) -> Vec<Result<Recorded, RecordFailure>> {
+pub async fn record_batch(pool: &PgPool, records: &[NewRecord]) -> BatchOutcome {
     m::record_write_batch(records.len());
     let error = match db::record_transactions(pool, records).await {
-        Ok(recorded) => return recorded.into_iter().map(Ok).collect(),
+        Ok(committed) => {
+            return BatchOutcome {
+                outcomes: committed.recorded.into_iter().map(Ok).collect(),
+                outbox: vec![committed.outbox],
+            }
+        }
         Err(error) => error,
     };
     // Only a statement PostgreSQL refused is known to be rolled back, so only that is retried.
@@ -159,7 +167,7 @@ pub async fn record_batch(
             );
         }
         let cause = Arc::new(error);
-        return records
+        let outcomes = records
             .iter()
             .map(|_| {
                 Err(RecordFailure::Batch {
@@ -168,9 +176,16 @@ pub async fn record_batch(
                 })
             })
             .collect();
+        return BatchOutcome {
+            outcomes,
+            outbox: Vec::new(),
+        };
     }
     if records.len() == 1 {
-        return vec![Err(error.into())];
+        return BatchOutcome {
+            outcomes: vec![Err(error.into())],
+            outbox: Vec::new(),
+        };
     }
     tracing::debug!(
         error = error_chain(&error),
@@ -178,6 +193,7 @@ pub async fn record_batch(
         "batch refused; recording one by one"
     );
     let mut outcomes = Vec::with_capacity(records.len());
+    let mut outbox = Vec::new();
     for record in records {
         let outcome = db::record_transaction(
             pool,
@@ -185,8 +201,12 @@ pub async fn record_batch(
             record.new,
             record.idempotency_key.as_ref(),
         )
-        .await;
+        .await
+        .map(|committed| {
+            outbox.push(committed.outbox);
+            committed.recorded
+        });
         outcomes.push(outcome.map_err(RecordFailure::from));
     }
-    outcomes
+    BatchOutcome { outcomes, outbox }
 }

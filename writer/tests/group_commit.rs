@@ -42,7 +42,10 @@ async fn a_batch_gives_each_transaction_the_balance_and_version_right_after_it(p
         record(a, 1, None),
         record(a, 2, None),
     ];
-    let recorded = db::record_transactions(&pool, &batch).await.expect("batch");
+    let recorded = db::record_transactions(&pool, &batch)
+        .await
+        .expect("batch")
+        .recorded;
 
     let after: Vec<(Uuid, i64, i64)> = recorded
         .iter()
@@ -72,6 +75,8 @@ async fn a_batch_gives_each_transaction_the_balance_and_version_right_after_it(p
     .await
     .expect("stored");
     assert_eq!(stored, [(b, 12, 2, 12, 2), (a, 73, 4, 73, 4)]);
+    // One outbox row per commit, listing its transactions (the view has one row per transaction).
+    assert_eq!(stored_count(&pool, "publish_batches").await, 2);
     assert_eq!(stored_count(&pool, "publish_outbox").await, 6);
     let key: Option<Uuid> = sqlx::query_scalar(
         "SELECT transaction_id FROM transactions WHERE idempotency_key = 'batch-key'",
@@ -122,7 +127,7 @@ async fn a_refused_batch_is_retried_one_by_one_so_only_the_bad_request_fails(poo
         record(account, -5, None),
     ];
 
-    let outcomes = recorder::record_batch(&pool, &batch).await;
+    let recorder::BatchOutcome { outcomes, outbox } = recorder::record_batch(&pool, &batch).await;
 
     let summary: Vec<Result<i64, String>> = outcomes
         .iter()
@@ -142,6 +147,10 @@ async fn a_refused_batch_is_retried_one_by_one_so_only_the_bad_request_fails(poo
     ));
     assert_eq!(summary[3], Ok(i64::MAX - 10));
     assert_eq!(stored_count(&pool, "transactions").await, 3);
+    // One outbox row per commit: the first batch's, and one per request recorded on its own.
+    assert_eq!(outbox.len(), 2);
+    assert_eq!(stored_count(&pool, "publish_batches").await, 3);
+    assert_eq!(stored_count(&pool, "publish_outbox").await, 3);
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]

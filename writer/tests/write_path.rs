@@ -371,7 +371,7 @@ async fn writes_succeed_while_redis_is_down_and_the_repair_loop_publishes_them_l
     assert_eq!(pending, 2);
 
     // Redis is back. Age the outbox rows past the grace period instead of sleeping.
-    sqlx::query("UPDATE publish_outbox SET created_at = created_at - interval '1 minute'")
+    sqlx::query("UPDATE publish_batches SET created_at = created_at - interval '1 minute'")
         .execute(&pool)
         .await
         .expect("query");
@@ -501,7 +501,8 @@ async fn a_replayed_201_publishes_so_the_next_read_sees_the_write(pool: PgPool) 
         None,
     )
     .await
-    .expect("commit");
+    .expect("commit")
+    .recorded;
     cache
         .publish([&before], &cache.ticket().await)
         .await
