@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -365,7 +365,14 @@ pub async fn serve_until_signal(
                 settings.metrics_addr
             )
         })?;
-    tracing::info!(api = %settings.listen_addr, metrics = %settings.metrics_addr, "{name} listening");
+    let socket_listener = match &settings.listen_socket {
+        Some(path) => Some(
+            bind_unix_socket(path)
+                .with_context(|| format!("{name}: cannot listen on LISTEN_SOCKET {path:?}"))?,
+        ),
+        None => None,
+    };
+    tracing::info!(api = %settings.listen_addr, socket = ?settings.listen_socket, metrics = %settings.metrics_addr, "{name} listening");
 
     let mut metrics_stop = stop.subscribe();
     let metrics_server = tokio::spawn(serve(
@@ -383,22 +390,64 @@ pub async fn serve_until_signal(
             let _ = stop.send(true);
         }
     };
+    // The Unix socket serves the same app and stops with it.
+    let socket_server = socket_listener.map(|listener| {
+        let mut socket_stop = stop.subscribe();
+        tokio::spawn(serve(
+            listener,
+            app.clone(),
+            async move {
+                let _ = socket_stop.wait_for(|stop| *stop).await;
+            },
+            settings.shutdown_timeout,
+        ))
+    });
     let served = serve(api_listener, app, signalled, settings.shutdown_timeout).await;
     let _ = stop.send(true);
+    if let Some(socket_server) = socket_server {
+        match socket_server.await {
+            Ok(Err(error)) => tracing::warn!(%error, "socket listener failed"),
+            Err(error) => tracing::warn!(%error, "socket listener task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
+    if let Some(path) = &settings.listen_socket {
+        let _ = std::fs::remove_file(path);
+    }
     if let Err(error) = metrics_server.await {
         tracing::warn!(%error, "metrics listener task failed");
     }
     served
 }
 
+/// Binds `LISTEN_SOCKET`. A socket file left by an earlier run (a crash leaves it) is replaced;
+/// anything else at that path is an error. Anyone on the host may connect (mode 0666), as
+/// anyone on the host may connect to `LISTEN_ADDR` on the loopback: nginx's workers run as
+/// another user.
+fn bind_unix_socket(path: &std::path::Path) -> anyhow::Result<UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path)?,
+        Ok(_) => anyhow::bail!("{path:?} exists and is not a socket"),
+        Err(_) => {}
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    Ok(listener)
+}
+
 /// Serves `app` until `shutdown` resolves, then stops accepting, lets in-flight requests finish
 /// and returns; if they take longer than `grace`, returns anyway (the caller then exits).
-pub async fn serve(
-    listener: TcpListener,
+pub async fn serve<L>(
+    listener: L,
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     let (stopping_tx, mut stopping_rx) = tokio::sync::watch::channel(false);
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;

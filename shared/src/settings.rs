@@ -85,6 +85,7 @@ pub const VARIABLES: &[Variable] = &[
     optional("REDIS_SENTINELS"),
     both("REDIS_SENTINEL_MASTER", "ledger"),
     per_service("LISTEN_ADDR", "127.0.0.1:8081", "127.0.0.1:8082"),
+    optional("LISTEN_SOCKET"),
     per_service("METRICS_ADDR", "127.0.0.1:9181", "127.0.0.1:9182"),
     per_service("DB_POOL_SIZE", "16", "8"),
     both("WRITE_BATCH_WORKERS", "1"),
@@ -118,6 +119,8 @@ pub struct Settings {
     pub redis_sentinel_master: String,
     /// `LISTEN_ADDR`
     pub listen_addr: SocketAddr,
+    /// `LISTEN_SOCKET`: a Unix socket the API is also served on (for a proxy on this host).
+    pub listen_socket: Option<std::path::PathBuf>,
     /// `METRICS_ADDR` (never exposed through nginx)
     pub metrics_addr: SocketAddr,
     /// `DB_POOL_SIZE`
@@ -179,6 +182,7 @@ impl Settings {
             redis_sentinels: parse_sentinels(env.optional("REDIS_SENTINELS")?.as_deref())?,
             redis_sentinel_master: env.get("REDIS_SENTINEL_MASTER")?,
             listen_addr: env.parse("LISTEN_ADDR")?,
+            listen_socket: env.optional("LISTEN_SOCKET")?.map(Into::into),
             metrics_addr: env.parse("METRICS_ADDR")?,
             db_pool_size: env.parse("DB_POOL_SIZE")?,
             write_batch_workers: env.parse("WRITE_BATCH_WORKERS")?,
