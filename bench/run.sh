@@ -7,6 +7,8 @@
 #   BENCH_READ_CONNECTIONS=64    HTTP read concurrency (reads, mix, GET /ping)
 #   BENCH_THREADS=2              wrk threads and pgbench threads
 #   BENCH_HALF=0.5               the "half load" phases run at this fraction of the measured peak
+#   BENCH_RUNS=1                 N > 1: the main phases N times back to back (one report each,
+#                                results/run-N.json), then the summary: each target's median
 #   BENCH_BIG_LIST=0             1: also the 1,000,000-transaction phase (GET /transactions);
 #                                only: that phase alone
 #   BENCH_BIG_ROWS=1000000       rows in that phase
@@ -38,6 +40,8 @@ WRITE_CONNS="${BENCH_WRITE_CONNECTIONS:-32}"
 READ_CONNS="${BENCH_READ_CONNECTIONS:-64}"
 THREADS="${BENCH_THREADS:-2}"
 HALF="${BENCH_HALF:-0.5}"
+RUNS="${BENCH_RUNS:-1}"
+[[ "$RUNS" =~ ^[0-9]+$ ]] && [ "$RUNS" -gt 0 ] || { echo "BENCH_RUNS must be a whole number >= 1" >&2; exit 2; }
 ACCOUNTS_N=10000
 URL="${BENCH_URL:-http://127.0.0.1:8080}"
 PGHOST="${BENCH_PGHOST:-127.0.0.1}"
@@ -228,26 +232,35 @@ run_wrk() {
   progress "$out" "$name"
 }
 
-limit_write() {
-  # A fresh scratch database from the migrations, with the pool's 10,000 accounts already there,
-  # as they are in the stack's database by the time the HTTP writes run (seeded below).
+# A fresh scratch database from the migrations, with the pool's 10,000 accounts already there,
+# as they are in the stack's database by the time the HTTP writes run (seeded below). Both
+# pgbench phases of a run use it: the half-load one finds it grown by the full-rate one's rows.
+prepare_limit_database() {
   psql_admin -c "DROP DATABASE IF EXISTS bench_limit" -c "CREATE DATABASE bench_limit"
   local migration
   for migration in "$ROOT"/shared/migrations/*.sql; do psql_db bench_limit -f "$migration"; done
   psql_db bench_limit -c "INSERT INTO accounts (account_id, balance, version)
     SELECT md5(n::text)::uuid, 0, 1 FROM generate_series(1, $ACCOUNTS_N) AS n" -c "CHECKPOINT"
   "$PYTHON" "$BENCH_DIR/lib/bench.py" pgbench-script "$ROOT/shared/src/db.rs" "$TMP/record_transaction.pgbench" "$ACCOUNTS_N"
+}
 
+# run_pgbench name label [rate]: the writer's statement on bench_limit, at the write
+# concurrency; with a rate, pgbench -R (Poisson-spaced starts; the result's latency counts from
+# each transaction's actual start, see bench.py pgbench-result).
+run_pgbench() {
+  local name="$1" label="$2" rate="${3:-}" rated=()
+  [ -n "$rate" ] && rated=(-R "$rate")
   PHASE_NO=$((PHASE_NO + 1))
-  local name=limit_write base
+  local base
   base="$(phase_file "$name")"
-  write_meta "$base.meta.json" "$name" "limit  write  pgbench, same SQL (-M prepared)" "$WRITE_CONNS" "" pgbench
-  say "limit write: pgbench -M prepared, $WRITE_CONNS clients, ${SECS} s (script: $TMP/record_transaction.pgbench)"
+  write_meta "$base.meta.json" "$name" "$label" "$WRITE_CONNS" "$rate" pgbench
+  say "$label: ${SECS} s, $WRITE_CONNS clients${rate:+, -R $rate} (pgbench -M prepared, script: $TMP/record_transaction.pgbench)"
+  rm -rf "$TMP/pgbench-log"
   mkdir -p "$TMP/pgbench-log"
   (cd "$TMP/pgbench-log" && cpu_metered "$base.json" timeout $((SECS + 60)) "$PGBENCH" -h "$PGHOST" -p "$PGPORT" -U "$PGUSER" -n \
-    -M prepared -c "$WRITE_CONNS" -j "$THREADS" -T "$SECS" -l -f "$TMP/record_transaction.pgbench" \
+    -M prepared -c "$WRITE_CONNS" -j "$THREADS" -T "$SECS" ${rated[@]+"${rated[@]}"} -l -f "$TMP/record_transaction.pgbench" \
     bench_limit >"$TMP/logs/$name.txt" 2>&1) || say "warning: pgbench exited with $? (see $TMP/logs/$name.txt)"
-  "$PYTHON" "$BENCH_DIR/lib/bench.py" pgbench-result "$TMP/logs/$name.txt" "$TMP/pgbench-log" "$base.json"
+  "$PYTHON" "$BENCH_DIR/lib/bench.py" pgbench-result "$TMP/logs/$name.txt" "$TMP/pgbench-log" "$base.json" "$rate"
   rm -rf "$TMP/pgbench-log" # about 40 bytes per transaction; the percentiles are in the JSON
   progress "$base.json" "$name"
 }
@@ -385,7 +398,8 @@ main_phases() { # writer-pid reader-pid
   # change in the machine's background load between the two skews the ratio as little as
   # possible (other tenants' load moved single phases by 10-20 % between runs).
   seed_stack
-  limit_write
+  prepare_limit_database
+  run_pgbench limit_write "limit  write  pgbench, same SQL (-M prepared)"
   run_wrk stack_write "stack  write  POST /transactions" "$WRITE_CONNS" write.lua
   run_wrk limit_read "limit  read   GET /ping via nginx" "$READ_CONNS" ping.lua
   run_wrk stack_account_read "stack  read   GET /accounts/{id}" "$READ_CONNS" account_read.lua
@@ -394,9 +408,16 @@ main_phases() { # writer-pid reader-pid
   run_wrk stack_transaction_read "stack  read   GET /transactions/{id}" "$READ_CONNS" transaction_read.lua
   run_wrk stack_mix "stack  mix    90% GET / 10% POST" "$READ_CONNS" mix.lua
 
-  # 3. Latency at half of the peak the stack just reached (rate-capped wrk, see common.lua).
-  run_wrk half_write "half   write  POST /transactions" "$WRITE_CONNS" write.lua "$(half_rate stack_write)"
-  run_wrk half_account_read "half   read   GET /accounts/{id}" "$READ_CONNS" account_read.lua "$(half_rate stack_account_read)"
+  # 3. Latency at half of the peak the stack just reached (rate-capped wrk, see common.lua),
+  # each right after its limit at exactly the same cap and concurrency: pgbench -R for writes
+  # (on bench_limit, grown by limit_write's rows), GET /ping for reads.
+  local write_cap read_cap
+  write_cap="$(half_rate stack_write)"
+  read_cap="$(half_rate stack_account_read)"
+  run_pgbench half_limit_write "half   write  limit: pgbench -R, same SQL" "$write_cap"
+  run_wrk half_write "half   write  POST /transactions" "$WRITE_CONNS" write.lua "$write_cap"
+  run_wrk half_ping "half   read   limit: GET /ping via nginx" "$READ_CONNS" ping.lua "$read_cap"
+  run_wrk half_account_read "half   read   GET /accounts/{id}" "$READ_CONNS" account_read.lua "$read_cap"
 
   if [ -n "$SAMPLER_PID" ]; then
     kill -TERM "$SAMPLER_PID" && wait "$SAMPLER_PID" || true
@@ -421,27 +442,66 @@ main() {
   ensure_tools
   ensure_chart_python
   ensure_stack
-  local writer_pid reader_pid loadavg
+  local writer_pid reader_pid
   writer_pid="$(service_pid writer || true)"
   reader_pid="$(service_pid reader || true)"
-  loadavg="$(cut -d' ' -f1-3 /proc/loadavg)"
-  say "machine: $(nproc) cores, load average $loadavg (other work on the machine skews the figures)"
+  LOADAVG="$(cut -d' ' -f1-3 /proc/loadavg)"
+  say "machine: $(nproc) cores, load average $LOADAVG (other work on the machine skews the figures)"
   "$PYTHON" "$BENCH_DIR/lib/bench.py" accounts "$ACCOUNTS_N" "$TMP/accounts.txt"
 
-  if [ "${BENCH_BIG_LIST:-0}" != only ]; then
-    main_phases "$writer_pid" "$reader_pid"
+  if [ "${BENCH_BIG_LIST:-0}" = only ]; then
+    [ "$RUNS" = 1 ] || say "BENCH_BIG_LIST=only: BENCH_RUNS=$RUNS ignored (the list phase runs once)"
+    big_list
+    report latest
+    return
   fi
+  rm -f "$RESULTS"/run-*.json "$RESULTS"/run-*.txt # a previous BENCH_RUNS's, stale now
+  if [ "$RUNS" = 1 ]; then
+    main_phases "$writer_pid" "$reader_pid"
+    big_list_if_asked
+    report latest
+    return
+  fi
+  local run status=0
+  for run in $(seq 1 "$RUNS"); do
+    say "run $run of $RUNS"
+    start_run "$run"
+    main_phases "$writer_pid" "$reader_pid"
+    # The list phase is not one of the main phases: once, in the last run's report.
+    [ "$run" = "$RUNS" ] && big_list_if_asked
+    report "run-$run" | tee "$RESULTS/run-$run.txt" || status=1
+  done
+  "$PYTHON" "$BENCH_DIR/lib/bench.py" runs "$RESULTS" "$RUNS" || status=1
+  return $status
+}
 
-  # 4. GET /transactions over a million rows, on a scratch reader.
-  if [ "${BENCH_BIG_LIST:-0}" = 1 ] || [ "${BENCH_BIG_LIST:-0}" = only ]; then
+# 4. GET /transactions over a million rows, on a scratch reader.
+big_list_if_asked() {
+  if [ "${BENCH_BIG_LIST:-0}" = 1 ]; then
     big_list
   else
     say "skipping the 1,000,000-transaction phase (BENCH_BIG_LIST=1 runs it)"
   fi
+}
 
-  BENCH_ROOT="$ROOT" BENCH_DURATION_S="$SECS" BENCH_THREADS="$THREADS" BENCH_HALF="$HALF" \
-    BENCH_WRITE_CONNECTIONS="$WRITE_CONNS" BENCH_READ_CONNECTIONS="$READ_CONNS" \
-    BENCH_ACCOUNTS_N="$ACCOUNTS_N" BENCH_URL="$URL" BENCH_LOADAVG="$loadavg" \
+# start_run N (BENCH_RUNS > 1): the raw outputs of run N-1 move to $TMP/run-(N-1), so the
+# report of run N reads its own phases only.
+start_run() {
+  PHASE_NO=0
+  [ "$1" -gt 1 ] || return 0
+  local previous="$TMP/run-$(($1 - 1))"
+  mkdir -p "$previous"
+  mv "$TMP/phases" "$TMP/logs" "$previous/"
+  [ -f "$TMP/rss.json" ] && mv "$TMP/rss.json" "$previous/"
+  mkdir -p "$TMP/phases" "$TMP/logs"
+  LOADAVG="$(cut -d' ' -f1-3 /proc/loadavg)"
+  say "load average $LOADAVG"
+}
+
+report() { # name of the JSON in bench/results (latest, run-N); prints the report
+  BENCH_REPORT_NAME="$1" BENCH_ROOT="$ROOT" BENCH_DURATION_S="$SECS" BENCH_THREADS="$THREADS" \
+    BENCH_HALF="$HALF" BENCH_WRITE_CONNECTIONS="$WRITE_CONNS" BENCH_READ_CONNECTIONS="$READ_CONNS" \
+    BENCH_ACCOUNTS_N="$ACCOUNTS_N" BENCH_URL="$URL" BENCH_LOADAVG="$LOADAVG" \
     BENCH_BIG_ROWS="$BIG_ROWS" BENCH_BIG_ADDR="$BIG_ADDR" \
     "$PYTHON" "$BENCH_DIR/lib/bench.py" report "$TMP" "$RESULTS"
 }

@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """Helpers of bench/run.sh: the account pool, the pgbench script, result parsing; the report
-itself is in report.py.
+itself is in report.py (with targets.py, report_big.py, report_util.py) and runs.py.
 
     bench.py accounts N OUT                       the account pool: md5(n)::uuid for n = 1..N
     bench.py pgbench-script DB_RS OUT             RECORD_TRANSACTION_SQL as a pgbench script
-    bench.py pgbench-result STDOUT LOG_DIR OUT    pgbench's output and per-transaction log as JSON
+    bench.py pgbench-result STDOUT LOG_DIR OUT [RATE]
+                                                  pgbench's output and per-transaction log as JSON
     bench.py count-stream OUT < body              counts the objects of a streamed JSON array
     bench.py server-non2xx URL...                 non-2xx answers the services counted so far
     bench.py add-error RESULT KEY COUNT           adds an error count to a phase's result JSON
     bench.py report TMP_DIR RESULTS_DIR           table, ratios, JSON, PNG; exit 1 on any error
+    bench.py runs RESULTS_DIR N                   summary of runs 1..N (BENCH_RUNS): medians
 
 Only the report needs matplotlib (for the PNG); everything else is the standard library.
 """
@@ -21,6 +23,7 @@ import sys
 import time
 
 from report import cmd_report  # bench/lib/report.py, beside this file
+from runs import cmd_runs
 
 
 def pool_uuid(n):
@@ -83,7 +86,41 @@ def percentile(sorted_values, p):
     return sorted_values[rank]
 
 
-def cmd_pgbench_result(stdout_file, log_dir, out):
+def latency_summary(sorted_ms):
+    return {
+        "p50": percentile(sorted_ms, 50),
+        "p90": percentile(sorted_ms, 90),
+        "p99": percentile(sorted_ms, 99),
+        "p999": percentile(sorted_ms, 99.9),
+        "mean": sum(sorted_ms) / len(sorted_ms) if sorted_ms else None,
+        "max": sorted_ms[-1] if sorted_ms else None,
+    }
+
+
+def read_pgbench_logs(log_dir, rated):
+    """Per-transaction latencies (ms) from pgbench's -l logs: (from the actual start, from the
+    scheduled start, schedule lag). Each line is `client_id transaction_no time script_no
+    time_epoch time_us [schedule_lag]`; `time` counts from the transaction's *scheduled* start,
+    so under --rate it includes schedule_lag (the 7th field, only present with --rate)."""
+    started, scheduled, lags = [], [], []
+    for path in glob.glob(os.path.join(log_dir, "pgbench_log*")):
+        with open(path) as log:
+            for line in log:
+                fields = line.split()
+                if len(fields) < 3 or not fields[2].isdigit():
+                    continue  # "failed" or "skipped" instead of a time
+                total_us = int(fields[2])
+                lag_us = int(fields[6]) if rated and len(fields) >= 7 else 0
+                scheduled.append(total_us / 1000)
+                started.append((total_us - lag_us) / 1000)
+                lags.append(lag_us / 1000)
+    return sorted(started), sorted(scheduled), sorted(lags)
+
+
+def cmd_pgbench_result(stdout_file, log_dir, out, rate=""):
+    """RATE: the -R the run was made with (empty: none). The phase's latency_ms is then counted
+    from each transaction's actual start (schedule lag subtracted), like wrk's from the send;
+    the scheduled-start figures and the lag are kept beside it."""
     text = open(stdout_file).read()
 
     def grab(pattern, cast=float, default=None):
@@ -94,32 +131,19 @@ def cmd_pgbench_result(stdout_file, log_dir, out):
     failed = grab(r"number of failed transactions: (\d+)", int, 0)
     tps = grab(r"tps = ([\d.]+) \(without initial connection time\)")
     duration = grab(r"duration: (\d+) s", int)
-    latencies = []
-    for path in glob.glob(os.path.join(log_dir, "pgbench_log*")):
-        with open(path) as log:
-            for line in log:
-                fields = line.split()
-                # client_id transaction_no time script_no time_epoch time_us; time is the
-                # transaction's latency in microseconds ("failed"/"skipped" otherwise).
-                if len(fields) >= 3 and fields[2].isdigit():
-                    latencies.append(int(fields[2]) / 1000)
-    latencies.sort()
+    started, scheduled, lags = read_pgbench_logs(log_dir, bool(rate))
     result = {
         "requests": processed,
         "duration_s": duration,
         "rps": tps,
-        "latency_ms": {
-            "p50": percentile(latencies, 50),
-            "p90": percentile(latencies, 90),
-            "p99": percentile(latencies, 99),
-            "p999": percentile(latencies, 99.9),
-            "mean": sum(latencies) / len(latencies) if latencies else None,
-            "max": latencies[-1] if latencies else None,
-        },
+        "latency_ms": latency_summary(started),
         "errors": {"non2xx": 0, "failed_transactions": failed,
                    "aborted": 0 if processed and tps is not None else 1},
-        "latency_samples": len(latencies),
+        "latency_samples": len(started),
     }
+    if rate:
+        result["latency_from_schedule_ms"] = latency_summary(scheduled)
+        result["schedule_lag_ms"] = latency_summary(lags)
     json.dump(result, open(out, "w"))
 
 
@@ -187,6 +211,7 @@ def main():
         "server-non2xx": cmd_server_non2xx,
         "add-error": cmd_add_error,
         "report": cmd_report,
+        "runs": cmd_runs,
     }
     if command not in commands:
         sys.exit(__doc__)
