@@ -21,7 +21,8 @@
 #                       first instance's metrics port (9181, 9182), likewise consecutive
 #   SERVICE_BINARIES    [--binaries DIR]    where `writer` and `reader` are built
 #                       ($CARGO_TARGET_DIR/release); the launcher runs copies in STATE/bin
-#   READER_WORKER_THREADS   the readers' TOKIO_WORKER_THREADS, if set
+#   READER_WORKER_THREADS, WRITER_WORKER_THREADS   the readers' and the writers'
+#                       TOKIO_WORKER_THREADS, if set
 #   PROXY_UPSTREAM      unix (default): nginx reaches each instance on a Unix socket in
 #                       STATE/sockets (its LISTEN_SOCKET); tcp: on its API port. Unix falls back
 #                       to tcp when a socket path would be too long or nginx's workers could not
@@ -199,6 +200,7 @@ start_service() {
   local env=(LISTEN_ADDR="127.0.0.1:$port" METRICS_ADDR="127.0.0.1:$metrics")
   [ "$PROXY_UPSTREAM" = unix ] && env+=(LISTEN_SOCKET="$(socket_of "$name")")
   [ "$kind" = reader ] && [ -n "${READER_WORKER_THREADS:-}" ] && env+=(TOKIO_WORKER_THREADS="$READER_WORKER_THREADS")
+  [ "$kind" = writer ] && [ -n "${WRITER_WORKER_THREADS:-}" ] && env+=(TOKIO_WORKER_THREADS="$WRITER_WORKER_THREADS")
   local drop
   mapfile -t drop < <(as_nobody)
   start_supervised "$name" "$LOGS/$name.log" "$LOGS/$name.log" env "${env[@]}" "${drop[@]}" "$STATE/bin/$kind"

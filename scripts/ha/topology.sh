@@ -90,6 +90,7 @@ start_services() {
     REDIS_SENTINELS="$HA_REDIS_SENTINELS" REDIS_SENTINEL_MASTER="$HA_REDIS_MASTER_NAME" \
     RUST_LOG="${RUST_LOG:-info}" LOG_FORMAT="${LOG_FORMAT:-json}" \
     READER_WORKER_THREADS="${READER_WORKER_THREADS:-$(($(nproc) > 2 ? $(nproc) - 1 : 1))}" \
+    WRITER_WORKER_THREADS="${WRITER_WORKER_THREADS:-$(($(nproc) > 2 ? $(nproc) - 1 : 1))}" \
     launcher up
 }
 
