@@ -23,7 +23,7 @@ fn writer_app(pool: &PgPool, cache: Cache) -> (Router, tokio::task::JoinSet<()>)
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn a_writer_that_cannot_publish_is_repaired_by_the_others_without_conflict(pool: PgPool) {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
-    let prefix = format!("test:{}:", Uuid::new_v4().simple());
+    let prefix = testing::fresh_prefix(&url);
     let live = || Cache::new(&url, &prefix, Duration::from_secs(2)).expect("url");
     let (stranded, _stranded_workers) = writer_app(&pool, testing::unreachable_cache());
     let (healthy, _healthy_workers) = writer_app(&pool, live());

@@ -25,16 +25,23 @@ pub fn http_config() -> HttpConfig {
 /// A cache on the real Redis (`REDIS_URL`) under a key prefix no other test uses.
 pub fn isolated_cache() -> Cache {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
-    let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
-    mark_views_current(&url, &prefix);
+    let prefix = fresh_prefix(&url);
     Cache::new(&url, &prefix, Duration::from_secs(2)).expect("REDIS_URL is valid")
 }
 
+/// A key prefix no other test uses, on the Redis at `url`, with its views marked current.
+///
 /// A prefix nobody has used holds no views, so its views are current on this Redis: record
 /// that, as a finished reset would. Otherwise the first link's reset scans the whole shared
 /// keyspace for views that cannot be there, and on a Redis holding a benchmark's hundreds of
 /// thousands of keys that outlasts the link's wait, so a test's first publish or fill could
 /// not create views.
+pub fn fresh_prefix(url: &str) -> String {
+    let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+    mark_views_current(url, &prefix);
+    prefix
+}
+
 fn mark_views_current(url: &str, prefix: &str) {
     let client = redis::Client::open(url).expect("REDIS_URL is valid");
     let mut connection = client.get_connection().expect("Redis at REDIS_URL answers");
