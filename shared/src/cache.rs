@@ -36,6 +36,8 @@ use tokio::sync::{mpsc, oneshot};
 
 mod link;
 mod lua;
+#[cfg(feature = "testing")]
+pub(crate) use link::run_id_of;
 use link::{Link, Links};
 pub use link::{Target, Ticket};
 use lua::{FILL_ACCOUNT_LUA, PUBLISH_LUA};

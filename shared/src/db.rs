@@ -189,20 +189,26 @@ fn recorded(
     new: NewTransaction,
     (created_at, balance, version, _outbox): RecordedRow,
 ) -> Recorded {
+    let transaction = Transaction {
+        transaction_id,
+        account_id: new.account_id,
+        amount: new.amount,
+        created_at,
+    };
+    with_account_state(transaction, balance, version)
+}
+
+/// A transaction with its account's balance and version (right after it, or current).
+fn with_account_state(transaction: Transaction, balance: i64, version: i64) -> Recorded {
     Recorded {
-        transaction: Transaction {
-            transaction_id,
-            account_id: new.account_id,
-            amount: new.amount,
-            created_at,
-        },
         account: AccountState {
             account: Account {
-                account_id: new.account_id,
+                account_id: transaction.account_id,
                 balance,
             },
             version,
         },
+        transaction,
     }
 }
 
@@ -489,16 +495,7 @@ pub async fn unpublished(
     let mut commits: Vec<Committed<Vec<Recorded>>> = Vec::new();
     for (batch_id, transaction_id, account_id, amount, created_at, balance, version) in rows {
         let transaction = transaction_from_row((transaction_id, account_id, amount, created_at));
-        let recorded = Recorded {
-            account: AccountState {
-                account: Account {
-                    account_id: transaction.account_id,
-                    balance,
-                },
-                version,
-            },
-            transaction,
-        };
+        let recorded = with_account_state(transaction, balance, version);
         match commits.last_mut() {
             Some(commit) if commit.outbox.0 == batch_id => commit.recorded.push(recorded),
             _ => commits.push(Committed {

@@ -10,7 +10,7 @@ use axum::response::Response;
 use http_body_util::BodyExt;
 use serde_json::Value;
 
-use crate::cache::{Cache, Keys};
+use crate::cache::{run_id_of, Cache, Keys};
 use crate::http::HttpConfig;
 
 /// The limits the services use by default.
@@ -49,11 +49,7 @@ fn mark_views_current(url: &str, prefix: &str) {
         .arg("server")
         .query(&mut connection)
         .expect("INFO server");
-    let run_id = info
-        .lines()
-        .find_map(|line| line.strip_prefix("run_id:"))
-        .expect("INFO server has a run_id")
-        .trim();
+    let run_id = run_id_of(&info).expect("INFO server has a run_id");
     redis::cmd("SET")
         .arg(Keys::new(prefix).generation())
         .arg(run_id)

@@ -275,7 +275,8 @@ impl Links {
     }
 }
 
-fn run_id_of(info: &str) -> RedisResult<String> {
+/// The server's `run_id` (unique per Redis process) from the text of `INFO server`.
+pub(crate) fn run_id_of(info: &str) -> RedisResult<String> {
     info.lines()
         .find_map(|line| line.strip_prefix("run_id:"))
         .map(|id| id.trim().to_owned())
