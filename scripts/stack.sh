@@ -120,15 +120,11 @@ start() {
   refuse_if_ha_runs
   deps
   build
-  # The services' tokio worker threads: one fewer than the cores, at least one. On a small host
-  # that also runs nginx, Redis and PostgreSQL, a second worker mostly adds cross-core wake-ups:
-  # measured on 2 cores, an account read cost the reader 25 us of CPU with one worker against
-  # 29-34 us with two, and a POST the whole machine 267-275 us against 290-333 us
-  # (docs/decisions.md 18). READER_WORKER_THREADS and WRITER_WORKER_THREADS override it.
-  local cores
-  cores="$(nproc)"
-  export READER_WORKER_THREADS="${READER_WORKER_THREADS:-$((cores > 2 ? cores - 1 : 1))}"
-  export WRITER_WORKER_THREADS="${WRITER_WORKER_THREADS:-$((cores > 2 ? cores - 1 : 1))}"
+  # The services' tokio worker threads (default_worker_threads): measured on 2 cores, an
+  # account read cost the reader 25 us of CPU with one worker against 29-34 us with two, and a
+  # POST the whole machine 267-275 us against 290-333 us (docs/decisions.md 18).
+  export READER_WORKER_THREADS="${READER_WORKER_THREADS:-$(default_worker_threads)}"
+  export WRITER_WORKER_THREADS="${WRITER_WORKER_THREADS:-$(default_worker_threads)}"
   bash "$ROOT/scripts/launcher.sh" up
   local prometheus=""
   if [ "${STACK_MONITORING:-yes}" != no ]; then

@@ -81,7 +81,7 @@ sentinel_master() {
 # every acknowledged write (docs/decisions.md 27) - and Redis through the Sentinels.
 # REDIS_URL names the master the Sentinels name at start, for builds that do not read
 # REDIS_SENTINELS yet (they ignore unknown variables); builds that do follow the Sentinels.
-# The readers' tokio workers as `npm start` sets them (one fewer than the cores, at least one).
+# The services' tokio workers as `npm start` sets them (default_worker_threads).
 start_services() {
   local master
   master="$(sentinel_master)" || die "no Sentinel names a Redis master \"$HA_REDIS_MASTER_NAME\""
@@ -89,8 +89,8 @@ start_services() {
   DATABASE_URL="$HA_DATABASE_URL" REDIS_URL="redis://$master/0" \
     REDIS_SENTINELS="$HA_REDIS_SENTINELS" REDIS_SENTINEL_MASTER="$HA_REDIS_MASTER_NAME" \
     RUST_LOG="${RUST_LOG:-info}" LOG_FORMAT="${LOG_FORMAT:-json}" \
-    READER_WORKER_THREADS="${READER_WORKER_THREADS:-$(($(nproc) > 2 ? $(nproc) - 1 : 1))}" \
-    WRITER_WORKER_THREADS="${WRITER_WORKER_THREADS:-$(($(nproc) > 2 ? $(nproc) - 1 : 1))}" \
+    READER_WORKER_THREADS="${READER_WORKER_THREADS:-$(default_worker_threads)}" \
+    WRITER_WORKER_THREADS="${WRITER_WORKER_THREADS:-$(default_worker_threads)}" \
     launcher up
 }
 

@@ -86,6 +86,16 @@ checks_passed() {
   [ ${#CHECKS_FAILED[@]} -eq 0 ]
 }
 
+# The services' tokio worker threads on this host when READER_WORKER_THREADS or
+# WRITER_WORKER_THREADS does not say otherwise: one fewer than the cores, at least one. On a
+# small host that also runs nginx, Redis and PostgreSQL, a second worker mostly adds cross-core
+# wake-ups (docs/decisions.md 18).
+default_worker_threads() {
+  local cores
+  cores="$(nproc)"
+  echo $((cores > 2 ? cores - 1 : 1))
+}
+
 # wait_http url [seconds]: poll until the URL answers 2xx, or fail after the deadline.
 wait_http() {
   local deadline=$((SECONDS + ${2:-30}))
