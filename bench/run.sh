@@ -241,7 +241,7 @@ prepare_limit_database() {
   for migration in "$ROOT"/shared/migrations/*.sql; do psql_db bench_limit -f "$migration"; done
   psql_db bench_limit -c "INSERT INTO accounts (account_id, balance, version)
     SELECT md5(n::text)::uuid, 0, 1 FROM generate_series(1, $ACCOUNTS_N) AS n" -c "CHECKPOINT"
-  "$PYTHON" "$BENCH_DIR/lib/bench.py" pgbench-script "$ROOT/shared/src/db.rs" "$TMP/record_transaction.pgbench" "$ACCOUNTS_N"
+  "$PYTHON" "$BENCH_DIR/lib/bench.py" pgbench-script "$ROOT/shared/src/db/record_transactions.sql" "$TMP/record_transactions.pgbench" "$ACCOUNTS_N"
 }
 
 # run_pgbench name label [rate]: the writer's statement on bench_limit, at the write
@@ -254,11 +254,11 @@ run_pgbench() {
   local base
   base="$(phase_file "$name")"
   write_meta "$base.meta.json" "$name" "$label" "$WRITE_CONNS" "$rate" pgbench
-  say "$label: ${SECS} s, $WRITE_CONNS clients${rate:+, -R $rate} (pgbench -M prepared, script: $TMP/record_transaction.pgbench)"
+  say "$label: ${SECS} s, $WRITE_CONNS clients${rate:+, -R $rate} (pgbench -M prepared, script: $TMP/record_transactions.pgbench)"
   rm -rf "$TMP/pgbench-log"
   mkdir -p "$TMP/pgbench-log"
   (cd "$TMP/pgbench-log" && cpu_metered "$base.json" timeout $((SECS + 60)) "$PGBENCH" -h "$PGHOST" -p "$PGPORT" -U "$PGUSER" -n \
-    -M prepared -c "$WRITE_CONNS" -j "$THREADS" -T "$SECS" ${rated[@]+"${rated[@]}"} -l -f "$TMP/record_transaction.pgbench" \
+    -M prepared -c "$WRITE_CONNS" -j "$THREADS" -T "$SECS" ${rated[@]+"${rated[@]}"} -l -f "$TMP/record_transactions.pgbench" \
     bench_limit >"$TMP/logs/$name.txt" 2>&1) || say "warning: pgbench exited with $? (see $TMP/logs/$name.txt)"
   "$PYTHON" "$BENCH_DIR/lib/bench.py" pgbench-result "$TMP/logs/$name.txt" "$TMP/pgbench-log" "$base.json" "$rate"
   rm -rf "$TMP/pgbench-log" # about 40 bytes per transaction; the percentiles are in the JSON

@@ -8,8 +8,8 @@ use axum::response::Response;
 use shared::cache::AccountView;
 use shared::db;
 use shared::domain::AccountId;
-use shared::error::{ApiError, PathId};
 use shared::http::{self, Routes};
+use shared::http::{ApiError, PathId};
 use shared::telemetry::metrics as m;
 
 use crate::views;

@@ -35,7 +35,10 @@ pub async fn watch_publishing(
                 }
             }
             // PostgreSQL down: no write can be acknowledged, so nothing new can go stale.
-            Err(error) => tracing::debug!(%error, "cannot check the publish backlog"),
+            Err(error) => tracing::debug!(
+                error = shared::telemetry::error_chain(&error),
+                "cannot check the publish backlog"
+            ),
         }
         tokio::select! {
             _ = stop.wait_for(|stop| *stop) => break,

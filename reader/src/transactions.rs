@@ -12,8 +12,8 @@ use serde::Deserialize;
 use shared::cache::TransactionView;
 use shared::db::{self, ListFilter};
 use shared::domain::{ListQuery, TransactionId};
-use shared::error::{ApiError, PathId};
 use shared::http::{self, Routes};
+use shared::http::{ApiError, PathId};
 use sqlx::PgPool;
 
 use crate::views;

@@ -3,7 +3,7 @@
 
 use axum::body::Bytes;
 use shared::cache::CacheError;
-use shared::telemetry::metrics as m;
+use shared::telemetry::{error_chain, metrics as m};
 
 pub const ACCOUNT: &str = "account";
 pub const TRANSACTION: &str = "transaction";
@@ -29,7 +29,11 @@ pub fn cached(view: &'static str, lookup: Result<Option<Bytes>, CacheError>) -> 
         }
         Err(error) => {
             m::record_cache_lookup(view, "error");
-            tracing::warn!(%error, view, "Redis lookup failed; reading PostgreSQL");
+            tracing::warn!(
+                error = error_chain(&error),
+                view,
+                "Redis lookup failed; reading PostgreSQL"
+            );
             None
         }
     }
@@ -38,6 +42,10 @@ pub fn cached(view: &'static str, lookup: Result<Option<Bytes>, CacheError>) -> 
 /// A failed fill costs only a later miss; the read itself has its answer.
 pub fn warn_fill_failed(view: &'static str, result: Result<(), CacheError>) {
     if let Err(error) = result {
-        tracing::warn!(%error, view, "could not fill the view in Redis");
+        tracing::warn!(
+            error = error_chain(&error),
+            view,
+            "could not fill the view in Redis"
+        );
     }
 }

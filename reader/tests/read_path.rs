@@ -3,36 +3,29 @@
 
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
-use reader::{app, AppState};
+use reader::{Application, ReaderConfig};
 use serde_json::{json, Value};
 use shared::cache::{AccountView, Cache, TransactionView};
-use shared::db;
-use shared::domain::{
-    Account, AccountId, AccountState, NewTransaction, Recorded, Transaction, TransactionId,
-};
+use shared::domain::{Account, AccountId, AccountState, Recorded, Transaction, TransactionId};
 use shared::testing::{self, error_message, get, post_json, send, status_and_json};
 use sqlx::PgPool;
 use tower::ServiceExt;
 use uuid::Uuid;
 
+fn reader(pool: PgPool, cache: Cache) -> Application {
+    let config = ReaderConfig {
+        http: testing::http_config(),
+    };
+    Application::build_on(pool, cache, config)
+}
+
 fn reader_app(pool: PgPool, cache: Cache) -> Router {
-    app(AppState::new(pool, cache), testing::http_config())
+    reader(pool, cache).into_router()
 }
 
 /// Commits a transaction straight to PostgreSQL, without publishing it to Redis.
 async fn commit(pool: &PgPool, account_id: Uuid, amount: i64) -> Recorded {
-    db::record_transaction(
-        pool,
-        TransactionId::new_random(),
-        NewTransaction {
-            account_id: account_id.into(),
-            amount: amount.into(),
-        },
-        None,
-    )
-    .await
-    .expect("committed")
-    .recorded
+    testing::commit(pool, account_id, amount, None).await
 }
 
 #[tokio::test]
@@ -200,45 +193,6 @@ async fn the_list_answers_503_not_a_broken_200_when_the_database_is_down() {
     let (status, json) = send(&app, get("/transactions")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     error_message(&json);
-}
-
-#[sqlx::test(migrator = "shared::db::MIGRATOR")]
-async fn every_read_after_a_201_reflects_that_write(pool: PgPool) {
-    let cache = testing::isolated_cache();
-    let (publisher, _cleaner) = writer::publisher::Publisher::start(pool.clone(), cache.clone());
-    let (state, mut recorder_workers) = writer::AppState::start(pool.clone(), publisher, 4);
-    recorder_workers.detach_all();
-    let writer = writer::app(state, testing::http_config());
-    let reader = reader_app(pool.clone(), cache);
-    let account_id = Uuid::new_v4();
-    let mut balance = 0;
-
-    // Read first, so the reader has cached a view that every write must then supersede.
-    commit(&pool, account_id, 1).await;
-    balance += 1;
-    let (_, account) = send(&reader, get(&format!("/accounts/{account_id}"))).await;
-    assert_eq!(account["balance"], balance);
-
-    for amount in [4, -3, 10, -20, 7, 1, -1, 100, -50, 2] {
-        let body = json!({"account_id": account_id, "amount": amount}).to_string();
-        let (status, created) = send(&writer, post_json("/transactions", body)).await;
-        assert_eq!(status, StatusCode::CREATED);
-        balance += amount;
-
-        let (status, account) = send(&reader, get(&format!("/accounts/{account_id}"))).await;
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(account["balance"], balance, "after {amount}");
-        let transaction_id = created["transaction_id"].as_str().expect("id");
-        let (status, transaction) =
-            send(&reader, get(&format!("/transactions/{transaction_id}"))).await;
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(transaction, created);
-    }
-    let account = db::load_account(&pool, AccountId::from(account_id))
-        .await
-        .expect("query")
-        .expect("account");
-    assert_eq!(account.account.balance, balance);
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
@@ -453,15 +407,9 @@ async fn account_reads_bypass_redis_while_the_writer_cannot_publish(pool: PgPool
         .await
         .expect("age the outbox row");
 
-    let state = AppState::new(pool.clone(), cache.clone());
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let watcher = tokio::spawn(reader::watch_publishing(
-        pool.clone(),
-        state.account_views_trusted.clone(),
-        stopped,
-    ));
+    let reader = reader(pool.clone(), cache.clone());
     tokio::time::sleep(reader::PUBLISH_CHECK_INTERVAL * 2).await;
-    let app = app(state.clone(), testing::http_config());
+    let app = reader.router();
     let (_, account) = send(&app, get(&format!("/accounts/{account_id}"))).await;
     assert_eq!(account["balance"], 15, "PostgreSQL, not the stale view");
 
@@ -471,11 +419,11 @@ async fn account_reads_bypass_redis_while_the_writer_cannot_publish(pool: PgPool
         .await
         .expect("repaired");
     tokio::time::sleep(reader::PUBLISH_CHECK_INTERVAL * 2).await;
-    assert!(state
+    assert!(reader
+        .state()
         .account_views_trusted
         .load(std::sync::atomic::Ordering::Relaxed));
-    stop.send(true).expect("watcher listening");
-    watcher.await.expect("watcher ends");
+    reader.stop().await;
 }
 
 #[tokio::test]

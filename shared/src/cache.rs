@@ -26,23 +26,37 @@
 //!
 //! The stream is at-least-once: a change may appear twice (e.g. republished after a crash),
 //! so consumers deduplicate by `transaction_id`.
+//!
+//! This is the storage layer: it knows neither settings nor HTTP nor which service runs it. Here:
+//! [`Cache`] and its calls; `cache/views.rs` the views' format and keys; `cache/pipeline.rs` the
+//! batched view reads; `cache/link.rs` the connection to the master and the views' generation;
+//! `cache/lua.rs` the scripts; `cache/error.rs` the errors. Every call runs in a `redis` span
+//! (debug level) and is timed as `redis_operation_duration_seconds{operation=…}`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
+use bytes::Bytes;
 use redis::Script;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
+use tracing::Instrument;
 
+mod error;
 mod link;
 mod lua;
+mod pipeline;
+mod views;
 #[cfg(feature = "testing")]
 pub(crate) use link::run_id_of;
 use link::{Link, Links};
 pub use link::{Target, Ticket};
 use lua::{FILL_ACCOUNT_LUA, PUBLISH_LUA};
 
-use crate::domain::{AccountId, AccountState, Recorded, Transaction, TransactionId};
+pub use error::CacheError;
+use pipeline::ViewRead;
+pub use views::{AccountView, Keys, TransactionView};
+
+use crate::domain::{AccountId, Recorded, TransactionId};
 use crate::telemetry::metrics as m;
 
 /// The Redis operations the writer runs on every request (`redis_operation_duration_seconds`).
@@ -58,137 +72,19 @@ const FILL_TRANSACTION: &str = "fill_transaction";
 /// resynchronise from PostgreSQL.
 const STREAM_MAX_LEN: usize = 100_000;
 
-/// An account view: the JSON `GET /accounts/{id}` serves, as Redis holds it, with the version
-/// that orders it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccountView {
-    account_id: AccountId,
-    version: i64,
-    body: Bytes,
-}
-
-impl AccountView {
-    pub fn new(state: &AccountState) -> Self {
-        Self {
-            account_id: state.account.account_id,
-            version: state.version,
-            body: json(&state.account),
-        }
-    }
-
-    /// The JSON, exactly as served.
-    pub fn into_body(self) -> Bytes {
-        self.body
-    }
-}
-
-/// A transaction view: the JSON `GET /transactions/{id}` serves, as Redis holds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TransactionView {
-    transaction_id: TransactionId,
-    body: Bytes,
-}
-
-impl TransactionView {
-    pub fn new(transaction: &Transaction) -> Self {
-        Self {
-            transaction_id: transaction.transaction_id,
-            body: json(transaction),
-        }
-    }
-
-    /// The JSON, exactly as served.
-    pub fn into_body(self) -> Bytes {
-        self.body
-    }
-}
-
-/// Serializing a view cannot fail: the domain types are structs of ids, integers and strings,
-/// with no maps and no fallible `Serialize` of their own.
-fn json(view: &impl serde::Serialize) -> Bytes {
-    Bytes::from(serde_json::to_vec(view).expect("a domain type serializes to JSON"))
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum CacheError {
-    #[error("redis call timed out")]
-    Timeout,
-    /// A recent call timed out or lost its connection; calls fail fast for a moment instead of
-    /// each waiting for its own timeout.
-    #[error("redis marked unavailable after a recent failure")]
-    Unavailable,
-    #[error(transparent)]
-    Redis(#[from] redis::RedisError),
-    /// The pipeline this read was sent in failed; every read in it shares the error.
-    #[error("the pipeline of view reads failed")]
-    Pipeline(#[source] std::sync::Arc<CacheError>),
-    /// Redis answered a pipeline with a different number of replies than it was sent.
-    #[error("{answers} answers to {reads} reads")]
-    PipelineAnswers { reads: usize, answers: usize },
-    /// The task that sends the view reads has stopped (the cache is being dropped).
-    #[error("the view reader stopped")]
-    ViewReaderStopped,
-    /// The Redis process answering is not known to hold current account views (it was
-    /// promoted or restarted and its views are being reset): the read goes to PostgreSQL.
-    #[error("account views are not known current on this Redis")]
-    ViewsNotCurrent,
-}
-
-impl CacheError {
-    /// Redis could not be reached or did not answer (as opposed to refusing one command, e.g.
-    /// when it is out of memory, which says nothing about the next call).
-    fn means_unreachable(&self) -> bool {
-        match self {
-            Self::Timeout | Self::Unavailable => true,
-            Self::Redis(error) => {
-                error.is_io_error()
-                    || error.is_timeout()
-                    || error.is_connection_dropped()
-                    || error.is_connection_refusal()
-            }
-            Self::Pipeline(error) => error.means_unreachable(),
-            Self::PipelineAnswers { .. } | Self::ViewReaderStopped | Self::ViewsNotCurrent => false,
-        }
-    }
-
-    /// The connection in use leads nowhere useful: Redis is unreachable through it, or the
-    /// process behind it is no longer the master. The master is resolved again.
-    fn means_new_link(&self) -> bool {
-        use redis::ErrorKind::{MasterDown, MasterNameNotFoundBySentinel, ReadOnly};
-        self.means_unreachable()
-            || matches!(self, Self::Redis(error)
-                if matches!(error.kind(), ReadOnly | MasterDown | MasterNameNotFoundBySentinel))
-    }
-}
-
-/// Where this deployment's keys live.
+/// What a cache needs; settings fill it from `REDIS_*`.
 #[derive(Debug, Clone)]
-pub struct Keys {
-    prefix: String,
-}
-
-impl Keys {
-    pub fn new(prefix: impl Into<String>) -> Self {
-        Self {
-            prefix: prefix.into(),
-        }
-    }
-    pub fn account(&self, id: AccountId) -> String {
-        format!("{}account:{id}", self.prefix)
-    }
-    pub fn transaction(&self, id: TransactionId) -> String {
-        format!("{}transaction:{id}", self.prefix)
-    }
-    pub fn events(&self) -> String {
-        format!("{}events", self.prefix)
-    }
-    /// Every account view's key starts with this.
-    pub fn account_prefix(&self) -> String {
-        format!("{}account:", self.prefix)
-    }
-    pub fn generation(&self) -> String {
-        format!("{}views-generation", self.prefix)
-    }
+pub struct CacheConfig {
+    /// The Redis, or (with `sentinels`) the database number and credentials of the master.
+    pub redis_url: String,
+    /// `host:port` of each Sentinel; empty: the one Redis at `redis_url`.
+    pub sentinels: Vec<String>,
+    /// The master's name at the Sentinels.
+    pub sentinel_master: String,
+    /// Every key of this deployment starts with it.
+    pub key_prefix: String,
+    /// The bound on every call.
+    pub timeout: Duration,
 }
 
 /// A shared, multiplexed Redis connection to the master (see `cache/link.rs`). It is opened on first
@@ -207,79 +103,8 @@ pub struct CacheInner {
     /// Milliseconds since `epoch` before which calls fail fast (see [`UNAVAILABLE_BACKOFF`]).
     unavailable_until_ms: AtomicU64,
     epoch: Instant,
-    /// The queue of view reads, started on first use (see [`run_view_reads`]).
+    /// The queue of view reads, started on first use (see `cache/pipeline.rs`).
     view_reads: std::sync::OnceLock<mpsc::Sender<ViewRead>>,
-}
-
-/// A view lookup waiting to be sent (see [`run_view_reads`]).
-struct ViewRead {
-    /// `HGET key body` (account views) or `GET key` (transaction views).
-    hash_body: bool,
-    key: String,
-    reply: oneshot::Sender<Result<Option<Vec<u8>>, CacheError>>,
-}
-
-/// A view as Redis answers it: its JSON, or nothing.
-type ViewBody = Option<Vec<u8>>;
-
-/// The most view reads sent in one pipeline.
-const MAX_READ_PIPELINE: usize = 256;
-
-/// Sends the view reads that are waiting, all of them in one pipeline, and hands each its
-/// answer: the reads of concurrent requests share one write, one Redis read and one wake-up
-/// instead of one each (auto-pipelining). Nothing waits for a pipeline to fill: a lone read is
-/// sent at once. Ends when the cache is dropped.
-async fn run_view_reads(cache: std::sync::Weak<CacheInner>, mut queue: mpsc::Receiver<ViewRead>) {
-    let mut reads = Vec::with_capacity(MAX_READ_PIPELINE);
-    while queue.recv_many(&mut reads, MAX_READ_PIPELINE).await > 0 {
-        let Some(cache) = cache.upgrade().map(Cache) else {
-            break;
-        };
-        let mut pipe = redis::pipe();
-        for read in &reads {
-            if read.hash_body {
-                pipe.cmd("HGET").arg(&read.key).arg("body");
-            } else {
-                pipe.cmd("GET").arg(&read.key);
-            }
-        }
-        // Whether account views may be read is decided before they are sent: a view read
-        // while a reset is still going may be one it has yet to delete.
-        let answers: Result<(bool, Vec<ViewBody>), CacheError> = cache
-            .call(GET_VIEWS, true, async |link: &Link| {
-                let current = link.views_current();
-                Ok((
-                    current,
-                    pipe.query_async(&mut link.connection.clone()).await?,
-                ))
-            })
-            .await;
-        match answers {
-            Ok((current, answers)) if answers.len() == reads.len() => {
-                for (read, answer) in reads.drain(..).zip(answers) {
-                    let answer = if read.hash_body && !current {
-                        Err(CacheError::ViewsNotCurrent)
-                    } else {
-                        Ok(answer)
-                    };
-                    let _ = read.reply.send(answer);
-                }
-            }
-            other => {
-                let error = std::sync::Arc::new(match other {
-                    Err(error) => error,
-                    Ok((_, answers)) => CacheError::PipelineAnswers {
-                        reads: reads.len(),
-                        answers: answers.len(),
-                    },
-                });
-                for read in reads.drain(..) {
-                    let shared = std::sync::Arc::clone(&error);
-                    let _ = read.reply.send(Err(CacheError::Pipeline(shared)));
-                }
-            }
-        }
-    }
 }
 
 impl std::ops::Deref for Cache {
@@ -304,19 +129,15 @@ impl Cache {
         ))
     }
 
-    /// A cache on the service's Redis: the master the Sentinels name, if `REDIS_SENTINELS` is
-    /// set, else `REDIS_URL`.
-    pub fn from_settings(settings: &crate::settings::Settings) -> anyhow::Result<Self> {
+    /// A cache on a service's Redis: the master the Sentinels name, if there are any, else the
+    /// one at the URL.
+    pub fn connect(config: &CacheConfig) -> anyhow::Result<Self> {
         let target = Target::new(
-            &settings.redis_url,
-            &settings.redis_sentinels,
-            &settings.redis_sentinel_master,
+            &config.redis_url,
+            &config.sentinels,
+            &config.sentinel_master,
         )?;
-        Ok(Self::on(
-            target,
-            &settings.redis_key_prefix,
-            settings.redis_timeout,
-        ))
+        Ok(Self::on(target, &config.key_prefix, config.timeout))
     }
 
     pub fn on(target: Target, key_prefix: &str, timeout: Duration) -> Self {
@@ -377,12 +198,12 @@ impl Cache {
             return Err(CacheError::Unavailable);
         }
         let mut used = None;
-        let result = match tokio::time::timeout(self.timeout, async {
+        let attempt = async {
             let link = used.insert(self.links.get().await?);
             Ok::<_, CacheError>(run(link).await?)
-        })
-        .await
-        {
+        };
+        let span = tracing::debug_span!("redis", operation);
+        let result = match tokio::time::timeout(self.timeout, attempt.instrument(span)).await {
             Ok(result) => result,
             Err(_) => Err(CacheError::Timeout),
         };
@@ -443,30 +264,6 @@ impl Cache {
     /// The cached JSON of an account, if any.
     pub async fn account_view(&self, id: AccountId) -> Result<Option<Bytes>, CacheError> {
         self.read_view(true, self.keys.account(id)).await
-    }
-
-    /// One view lookup, sent with the others that are waiting (see [`run_view_reads`]).
-    async fn read_view(&self, hash_body: bool, key: String) -> Result<Option<Bytes>, CacheError> {
-        // Fail fast here too, without queueing, while Redis is marked unavailable.
-        if self.marked_unavailable() {
-            return Err(CacheError::Unavailable);
-        }
-        let queue = self.view_reads.get_or_init(|| {
-            let (queue, reads) = mpsc::channel(4 * MAX_READ_PIPELINE);
-            tokio::spawn(run_view_reads(std::sync::Arc::downgrade(&self.0), reads));
-            queue
-        });
-        let (reply, answer) = oneshot::channel();
-        queue
-            .send(ViewRead {
-                hash_body,
-                key,
-                reply,
-            })
-            .await
-            .map_err(|_| CacheError::ViewReaderStopped)?;
-        let body = answer.await.unwrap_or(Err(CacheError::ViewReaderStopped))?;
-        Ok(body.map(Bytes::from))
     }
 
     /// Caches an account view read from PostgreSQL, unless a newer one is already there.

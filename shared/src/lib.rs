@@ -1,17 +1,24 @@
-//! What the writer and the reader both need: domain types, the one API error type, settings,
-//! PostgreSQL and Redis access, telemetry and HTTP plumbing.
+//! What the writer and the reader both need, in layers that only point down (a test,
+//! `tests/layers.rs`, fails when one points up):
+//!
+//! | layer | knows | what |
+//! |---|---|---|
+//! | [`settings`] | all below | reads the environment, builds each layer's config |
+//! | [`http`] | storage, telemetry, domain | axum plumbing: routes, middleware, extractors, `ApiError`, serving |
+//! | [`db`], [`cache`] (storage) | telemetry, domain | PostgreSQL and Redis; neither settings, axum nor which service runs them |
+//! | [`telemetry`] | nothing | logs and metrics |
+//! | [`domain`] | nothing | types that parse, validation |
 
 pub mod cache;
 pub mod db;
 pub mod domain;
-pub mod error;
 pub mod http;
 pub mod settings;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use error::ApiError;
+pub use http::ApiError;
 
 use settings::{Service, Settings};
 
@@ -29,7 +36,7 @@ where
             return std::process::ExitCode::from(2);
         }
     };
-    telemetry::init_logging(&settings);
+    telemetry::init_logging(settings.log_format);
     match run(settings).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {

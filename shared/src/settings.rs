@@ -1,17 +1,27 @@
-//! Settings from environment variables. Every variable is documented once, in the README's
-//! configuration table (name, default, meaning); the code's defaults are in [`VARIABLES`], and
-//! the test `the_readme_table_documents_every_variable_with_its_default` fails when the two
-//! disagree. The defaults work on a development machine with PostgreSQL and Redis on their
-//! standard local ports.
+//! Settings from environment variables: the top layer. It reads the environment once and
+//! hands each layer below a small config of its own ([`PoolConfig`], [`CacheConfig`],
+//! [`HttpConfig`], [`ServeConfig`], [`LogFormat`]); no other layer reads settings.
+//!
+//! Every variable is documented once, in the README's configuration table (name, default,
+//! meaning); the code's defaults are in [`VARIABLES`] (`settings/variables.rs`). Tests fail when
+//! the README's table or the shell scripts' defaults (`scripts/lib/defaults.sh`) disagree with
+//! them. The defaults work on a development machine with PostgreSQL and Redis on their standard
+//! local ports.
+
+mod variables;
 
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context};
+use anyhow::Context;
 use axum::http::HeaderValue;
 
+use crate::cache::CacheConfig;
 use crate::db::PoolConfig;
+use crate::http::{HttpConfig, ServeConfig};
+pub use crate::telemetry::LogFormat;
+use variables::Env;
+pub use variables::{Variable, VARIABLES};
 
 /// Which binary is reading its settings: the defaults for ports and pool sizes differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,80 +38,6 @@ impl Service {
         }
     }
 }
-
-/// A variable the services read and its default for each service (`None`: no fixed default).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Variable {
-    pub name: &'static str,
-    pub writer_default: Option<&'static str>,
-    pub reader_default: Option<&'static str>,
-    /// False for the variables a library reads itself (`RUST_LOG`, `TOKIO_WORKER_THREADS`).
-    pub read_by_settings: bool,
-}
-
-const fn both(name: &'static str, default: &'static str) -> Variable {
-    per_service(name, default, default)
-}
-
-const fn per_service(name: &'static str, writer: &'static str, reader: &'static str) -> Variable {
-    Variable {
-        name,
-        writer_default: Some(writer),
-        reader_default: Some(reader),
-        read_by_settings: true,
-    }
-}
-
-/// A variable with no default: unset means the feature is off.
-const fn optional(name: &'static str) -> Variable {
-    Variable {
-        name,
-        writer_default: None,
-        reader_default: None,
-        read_by_settings: true,
-    }
-}
-
-const fn read_by_library(name: &'static str, default: Option<&'static str>) -> Variable {
-    Variable {
-        name,
-        writer_default: default,
-        reader_default: default,
-        read_by_settings: false,
-    }
-}
-
-/// The log filter when `RUST_LOG` is unset (telemetry applies it).
-pub const DEFAULT_LOG_FILTER: &str = "info";
-
-/// Every variable, in the order of the README's table, which says what each means.
-pub const VARIABLES: &[Variable] = &[
-    both(
-        "DATABASE_URL",
-        "postgres://postgres@127.0.0.1:5432/transactions",
-    ),
-    both("REDIS_URL", "redis://127.0.0.1:6379/0"),
-    both("REDIS_KEY_PREFIX", "tm:"),
-    optional("REDIS_SENTINELS"),
-    both("REDIS_SENTINEL_MASTER", "ledger"),
-    per_service("LISTEN_ADDR", "127.0.0.1:8081", "127.0.0.1:8082"),
-    optional("LISTEN_SOCKET"),
-    per_service("METRICS_ADDR", "127.0.0.1:9181", "127.0.0.1:9182"),
-    per_service("DB_POOL_SIZE", "16", "8"),
-    both("WRITE_BATCH_WORKERS", "1"),
-    // tokio reads it in `#[tokio::main]`; unset, one worker per core.
-    read_by_library("TOKIO_WORKER_THREADS", None),
-    both("DB_ACQUIRE_TIMEOUT_MS", "2000"),
-    both("DB_STATEMENT_TIMEOUT_MS", "5000"),
-    both("REDIS_TIMEOUT_MS", "500"),
-    both("REQUEST_TIMEOUT_MS", "10000"),
-    both("SHUTDOWN_TIMEOUT_MS", "10000"),
-    both("BODY_LIMIT_BYTES", "16384"),
-    // tracing-subscriber's `EnvFilter` reads it (see `telemetry::init_logging`).
-    read_by_library("RUST_LOG", Some(DEFAULT_LOG_FILTER)),
-    both("LOG_FORMAT", "json"),
-    both("CORS_ALLOWED_ORIGINS", "*"),
-];
 
 /// The settings of one service. Each field names its variable; what it means is in the README.
 #[derive(Debug, Clone)]
@@ -143,23 +79,6 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// `CORS_ALLOWED_ORIGINS`; empty means any origin (`*`).
     pub cors_allowed_origins: Vec<HeaderValue>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Json,
-    Text,
-}
-
-impl FromStr for LogFormat {
-    type Err = anyhow::Error;
-    fn from_str(raw: &str) -> anyhow::Result<Self> {
-        match raw {
-            "json" => Ok(Self::Json),
-            "text" => Ok(Self::Text),
-            other => Err(anyhow!("expected `json` or `text`, got `{other}`")),
-        }
-    }
 }
 
 impl Settings {
@@ -211,6 +130,38 @@ impl Settings {
             test_before_acquire,
         }
     }
+
+    /// This service's Redis: the master the Sentinels name, if `REDIS_SENTINELS` is set, else
+    /// `REDIS_URL`.
+    pub fn cache_config(&self) -> CacheConfig {
+        CacheConfig {
+            redis_url: self.redis_url.clone(),
+            sentinels: self.redis_sentinels.clone(),
+            sentinel_master: self.redis_sentinel_master.clone(),
+            key_prefix: self.redis_key_prefix.clone(),
+            timeout: self.redis_timeout,
+        }
+    }
+
+    /// The limits of the shared HTTP middleware.
+    pub fn http_config(&self) -> HttpConfig {
+        HttpConfig {
+            body_limit_bytes: self.body_limit_bytes,
+            request_timeout: self.request_timeout,
+            cors_allowed_origins: self.cors_allowed_origins.clone(),
+        }
+    }
+
+    /// Where the service listens, and how long it drains on shutdown.
+    pub fn serve_config(&self) -> ServeConfig {
+        ServeConfig {
+            service_name: self.service.name(),
+            listen_addr: self.listen_addr,
+            listen_socket: self.listen_socket.clone(),
+            metrics_addr: self.metrics_addr,
+            shutdown_timeout: self.shutdown_timeout,
+        }
+    }
 }
 
 /// `host:port,host:port,…`; each must name a port.
@@ -252,57 +203,6 @@ fn parse_origins(raw: &str) -> anyhow::Result<Vec<HeaderValue>> {
             })
         })
         .collect()
-}
-
-/// A source of variables, where an unset and an empty variable both mean "use the default"
-/// (this service's, from [`VARIABLES`]).
-struct Env<F> {
-    lookup: F,
-    service: Service,
-}
-
-impl<F: Fn(&str) -> Option<String>> Env<F> {
-    fn get(&self, name: &str) -> anyhow::Result<String> {
-        let variable = VARIABLES
-            .iter()
-            .find(|variable| variable.name == name)
-            .ok_or_else(|| anyhow!("{name} is not declared in settings::VARIABLES"))?;
-        let default = match self.service {
-            Service::Writer => variable.writer_default,
-            Service::Reader => variable.reader_default,
-        };
-        (self.lookup)(name)
-            .filter(|value| !value.is_empty())
-            .or_else(|| default.map(str::to_owned))
-            .ok_or_else(|| anyhow!("{name} has no default in settings::VARIABLES"))
-    }
-
-    /// A variable without a default: `None` when unset or empty.
-    fn optional(&self, name: &str) -> anyhow::Result<Option<String>> {
-        anyhow::ensure!(
-            VARIABLES.iter().any(|variable| variable.name == name),
-            "{name} is not declared in settings::VARIABLES"
-        );
-        Ok((self.lookup)(name).filter(|value| !value.is_empty()))
-    }
-
-    fn parse<T>(&self, name: &str) -> anyhow::Result<T>
-    where
-        T: FromStr,
-        T::Err: std::fmt::Display,
-    {
-        let raw = self.get(name)?;
-        raw.parse()
-            .map_err(|error| anyhow!("{name} has an invalid value `{raw}`: {error}"))
-    }
-
-    fn millis(&self, name: &str) -> anyhow::Result<Duration> {
-        let raw = self.get(name)?;
-        let value: u64 = raw.parse().with_context(|| {
-            format!("{name} must be a whole number of milliseconds, got `{raw}`")
-        })?;
-        Ok(Duration::from_millis(value))
-    }
 }
 
 #[cfg(test)]
@@ -465,5 +365,62 @@ mod tests {
         let error =
             settings(Service::Writer, &[("REDIS_TIMEOUT_MS", "soon")]).expect_err("invalid");
         assert!(error.to_string().contains("REDIS_TIMEOUT_MS"), "{error}");
+    }
+
+    /// `NAME=value` lines of `scripts/lib/defaults.sh`, the shell scripts' one source of
+    /// defaults.
+    fn shell_defaults() -> HashMap<String, String> {
+        include_str!("../../scripts/lib/defaults.sh")
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| line.split_once('='))
+            .map(|(name, value)| (name.to_owned(), value.trim_matches('"').to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn the_shell_defaults_match_the_services_defaults() {
+        let shell = shell_defaults();
+        let writer = settings(Service::Writer, &[]).expect("defaults parse");
+        let reader = settings(Service::Reader, &[]).expect("defaults parse");
+        let port = |name: &str| -> u16 {
+            shell[name]
+                .parse()
+                .unwrap_or_else(|_| panic!("{name} in scripts/lib/defaults.sh is a port"))
+        };
+        assert_eq!(port("DEFAULT_WRITER_PORT"), writer.listen_addr.port());
+        assert_eq!(port("DEFAULT_READER_PORT"), reader.listen_addr.port());
+        assert_eq!(
+            port("DEFAULT_WRITER_METRICS_PORT"),
+            writer.metrics_addr.port()
+        );
+        assert_eq!(
+            port("DEFAULT_READER_METRICS_PORT"),
+            reader.metrics_addr.port()
+        );
+        // Any DEFAULT_<VARIABLE> the scripts declare for a variable of the services.
+        let mut compared = 0;
+        for variable in VARIABLES {
+            if let Some(value) = shell.get(&format!("DEFAULT_{}", variable.name)) {
+                assert_eq!(
+                    Some(value.as_str()),
+                    variable.writer_default,
+                    "{}",
+                    variable.name
+                );
+                assert_eq!(
+                    Some(value.as_str()),
+                    variable.reader_default,
+                    "{}",
+                    variable.name
+                );
+                compared += 1;
+            }
+        }
+        assert!(
+            compared >= 2,
+            "DEFAULT_DATABASE_URL and DEFAULT_REDIS_URL are compared"
+        );
     }
 }

@@ -1,29 +1,77 @@
-//! Logs and metrics.
+//! Logs and metrics: the layer every other one reports through. It knows nothing of settings,
+//! HTTP or storage; each service hands it what it needs ([`LogFormat`], its name).
 //!
 //! Logs: `tracing`, one line per event, JSON by default (`LOG_FORMAT`), level from `RUST_LOG`.
-//! Every request runs in a span that carries its `X-Request-Id`, so one id follows a request
-//! from nginx's access log into the service's logs.
+//! Every event carries the spans it happened in: the request's (with its `X-Request-Id`, so
+//! one id follows a request from nginx's access log into the service's logs), a batch's (with
+//! the request ids it serves), a background task's, and, at debug level, the store call's.
+//! Errors are logged with their whole cause chain ([`error_chain`], or anyhow's `{:#}`).
 //!
 //! Metrics: see [`metrics`], the one place where every metric name is declared.
 
-use crate::settings::{LogFormat, Settings, DEFAULT_LOG_FILTER};
-use tracing_subscriber::EnvFilter;
+pub mod metrics;
 
-/// Installs the global log subscriber. Call once, first thing in `main`.
-pub fn init_logging(settings: &Settings) {
+use std::str::FromStr;
+
+use tracing_subscriber::fmt::MakeWriter;
+/// Which events are logged (`RUST_LOG`'s syntax); [`subscriber`] takes one.
+pub use tracing_subscriber::EnvFilter;
+
+/// The log filter when `RUST_LOG` is unset.
+pub const DEFAULT_LOG_FILTER: &str = "info";
+
+/// How log lines are written (`LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+impl FromStr for LogFormat {
+    type Err = anyhow::Error;
+    fn from_str(raw: &str) -> anyhow::Result<Self> {
+        match raw {
+            "json" => Ok(Self::Json),
+            "text" => Ok(Self::Text),
+            other => Err(anyhow::anyhow!("expected `json` or `text`, got `{other}`")),
+        }
+    }
+}
+
+/// Installs the global log subscriber, writing to stdout. Call once, first thing in `main`.
+pub fn init_logging(format: LogFormat) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
+    tracing::subscriber::set_global_default(subscriber(format, filter, std::io::stdout))
+        .expect("the log subscriber is installed once, first thing in main");
+}
+
+/// The services' log subscriber, writing to `writer`: what [`init_logging`] installs, and what
+/// tests install to read the log lines a request leaves.
+pub fn subscriber<W>(
+    format: LogFormat,
+    filter: EnvFilter,
+    writer: W,
+) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
-    match settings.log_format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .init(),
-        LogFormat::Text => builder.init(),
+        .with_target(false)
+        .with_writer(writer);
+    match format {
+        // `spans`: every span an event happened in, outermost first, so a line logged inside
+        // a store call still carries the request id of the request around it.
+        LogFormat::Json => Box::new(
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(true)
+                .finish(),
+        ),
+        LogFormat::Text => Box::new(builder.finish()),
     }
 }
 
@@ -38,279 +86,4 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         cause = next.source();
     }
     text
-}
-
-pub mod metrics {
-    //! Every metric both services export, declared here and nowhere else.
-    //!
-    //! Names follow Prometheus conventions (base units, `_total` for counters, `_seconds` for
-    //! durations). Every series also carries `service="writer"|"reader"`, set once as a global
-    //! label by [`install`]. Routes are labelled with the matched template
-    //! (`/accounts/{account_id}`), never the raw path, so cardinality stays bounded.
-    //!
-    //! | name | type | labels | meaning |
-    //! |---|---|---|---|
-    //! | `http_requests_total` | counter | method, route, status | requests answered |
-    //! | `http_request_duration_seconds` | histogram | method, route, status | time to the response head |
-    //! | `http_requests_in_flight` | gauge | | requests being handled now |
-    //! | `db_query_duration_seconds` | histogram | query, outcome | one PostgreSQL query |
-    //! | `redis_operation_duration_seconds` | histogram | operation, outcome | one Redis call |
-    //! | `cache_lookups_total` | counter | view, result (`hit`, `miss`, `error`, `bypass`) | reader's view lookups (`bypass`: account views skipped while the writer's publishing lags) |
-    //! | `publish_failures_total` | counter | | writer publishes to Redis that failed (the repair loop retries them) |
-    //! | `publish_repairs_total` | counter | | changes the repair loop republished |
-    //! | `publish_backlog_oldest_age_seconds` | gauge | | age of the oldest change not yet in Redis |
-    //! | `write_batch_size` | histogram | | transactions the writer committed together in one statement (group commit) |
-    //! | `build_info` | gauge (always 1) | version | which build is running |
-
-    use std::collections::HashMap;
-    use std::sync::OnceLock;
-    use std::time::{Duration, Instant};
-
-    use axum::extract::{MatchedPath, Request};
-    use axum::middleware::Next;
-    use axum::response::Response;
-    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-
-    pub const HTTP_REQUESTS_TOTAL: &str = "http_requests_total";
-    pub const HTTP_REQUEST_DURATION_SECONDS: &str = "http_request_duration_seconds";
-    pub const HTTP_REQUESTS_IN_FLIGHT: &str = "http_requests_in_flight";
-    pub const DB_QUERY_DURATION_SECONDS: &str = "db_query_duration_seconds";
-    pub const REDIS_OPERATION_DURATION_SECONDS: &str = "redis_operation_duration_seconds";
-    pub const CACHE_LOOKUPS_TOTAL: &str = "cache_lookups_total";
-    pub const PUBLISH_FAILURES_TOTAL: &str = "publish_failures_total";
-    pub const PUBLISH_REPAIRS_TOTAL: &str = "publish_repairs_total";
-    pub const PUBLISH_BACKLOG_OLDEST_AGE_SECONDS: &str = "publish_backlog_oldest_age_seconds";
-    pub const BUILD_INFO: &str = "build_info";
-    pub const WRITE_BATCH_SIZE: &str = "write_batch_size";
-
-    /// Histogram buckets, in seconds: resolve 0.5 ms to 5 s. Set explicitly so the exporter
-    /// renders real histograms (it renders summaries otherwise), which Prometheus can
-    /// aggregate across instances with `histogram_quantile`.
-    pub const LATENCY_BUCKETS: &[f64] = &[
-        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-    ];
-
-    /// Buckets of `write_batch_size`: powers of two up to the writer's largest batch.
-    pub const BATCH_SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
-
-    /// Installs the global recorder with `service` as a label on every series, publishes
-    /// `build_info`, and returns the handle that renders `/metrics`.
-    pub fn install(service: &'static str) -> anyhow::Result<PrometheusHandle> {
-        let handle = PrometheusBuilder::new()
-            .add_global_label("service", service)
-            .set_buckets(LATENCY_BUCKETS)
-            .and_then(|builder| {
-                builder.set_buckets_for_metric(
-                    Matcher::Full(WRITE_BATCH_SIZE.to_owned()),
-                    BATCH_SIZE_BUCKETS,
-                )
-            })
-            .map_err(|error| anyhow::anyhow!("invalid histogram buckets: {error}"))?
-            .install_recorder()
-            .map_err(|error| anyhow::anyhow!("could not install the metrics recorder: {error}"))?;
-        describe_all();
-        ::metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
-        // Histograms are drained into their buckets on render and by this upkeep; without it
-        // a rarely scraped process would buffer every observation.
-        let upkeep = handle.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(5));
-            loop {
-                every.tick().await;
-                upkeep.run_upkeep();
-            }
-        });
-        Ok(handle)
-    }
-
-    /// The `# HELP` text of every metric (the table above, for Prometheus and `promtool`).
-    fn describe_all() {
-        use ::metrics::{describe_counter, describe_gauge, describe_histogram};
-        describe_counter!(
-            HTTP_REQUESTS_TOTAL,
-            "HTTP requests answered, by method, route template and status."
-        );
-        describe_histogram!(
-            HTTP_REQUEST_DURATION_SECONDS,
-            "Time from request to response head, in seconds."
-        );
-        describe_gauge!(HTTP_REQUESTS_IN_FLIGHT, "HTTP requests being handled now.");
-        describe_histogram!(
-            DB_QUERY_DURATION_SECONDS,
-            "Duration of one PostgreSQL query, in seconds, by query and outcome."
-        );
-        describe_histogram!(
-            REDIS_OPERATION_DURATION_SECONDS,
-            "Duration of one Redis call, in seconds, by operation and outcome."
-        );
-        describe_counter!(
-            CACHE_LOOKUPS_TOTAL,
-            "Reader lookups of cached views, by view and result (hit, miss, error, bypass)."
-        );
-        describe_counter!(
-            PUBLISH_FAILURES_TOTAL,
-            "Writer publishes to Redis that failed; the outbox repair loop retries them."
-        );
-        describe_counter!(
-            PUBLISH_REPAIRS_TOTAL,
-            "Changes the writer's repair loop republished from the outbox."
-        );
-        describe_gauge!(
-            PUBLISH_BACKLOG_OLDEST_AGE_SECONDS,
-            "Age in seconds of the oldest committed change not yet published to Redis."
-        );
-        describe_histogram!(
-            WRITE_BATCH_SIZE,
-            "Transactions the writer committed together in one statement (group commit)."
-        );
-        describe_gauge!(
-            BUILD_INFO,
-            "Always 1; the version label says which build is running."
-        );
-    }
-
-    /// Creates counters at zero, so that dashboards show 0 rather than "no data" and
-    /// `increase()` sees the first event after a restart. Each service calls it (after
-    /// [`install`]) for the counters it moves only on rare events.
-    pub fn counters_at_zero(names: &[&'static str]) {
-        for &name in names {
-            ::metrics::counter!(name).absolute(0);
-        }
-    }
-
-    /// Middleware (`route_layer`) that counts and times every routed request.
-    pub async fn track_http(request: Request, next: Next) -> Response {
-        let route = request
-            .extensions()
-            .get::<MatchedPath>()
-            .map(|matched| matched.as_str().to_owned())
-            .unwrap_or_else(|| "unmatched".to_owned());
-        let method = request.method().as_str().to_owned();
-        let started = Instant::now();
-        let in_flight = ::metrics::gauge!(HTTP_REQUESTS_IN_FLIGHT);
-        in_flight.increment(1.0);
-        let response = next.run(request).await;
-        in_flight.decrement(1.0);
-        record_http(method, route, response.status().as_u16(), started.elapsed());
-        response
-    }
-
-    /// Records one answered request; the fallback calls it for requests no route matched.
-    pub fn record_http(method: String, route: String, status: u16, took: Duration) {
-        let labels = [
-            ("method", method),
-            ("route", route),
-            ("status", status.to_string()),
-        ];
-        ::metrics::counter!(HTTP_REQUESTS_TOTAL, &labels).increment(1);
-        ::metrics::histogram!(HTTP_REQUEST_DURATION_SECONDS, &labels).record(took.as_secs_f64());
-    }
-
-    fn outcome(ok: bool) -> &'static str {
-        if ok {
-            "ok"
-        } else {
-            "error"
-        }
-    }
-
-    pub fn record_db_query(query: &'static str, took: Duration, ok: bool) {
-        ::metrics::histogram!(DB_QUERY_DURATION_SECONDS, "query" => query, "outcome" => outcome(ok))
-            .record(took.as_secs_f64());
-    }
-
-    pub fn record_redis_call(operation: &'static str, took: Duration, ok: bool) {
-        let registered = HOT_SERIES
-            .get()
-            .and_then(|hot| hot.redis_calls.get(&(operation, ok)));
-        match registered {
-            Some(histogram) => histogram.record(took.as_secs_f64()),
-            None => redis_call_histogram(operation, ok).record(took.as_secs_f64()),
-        }
-    }
-
-    fn redis_call_histogram(operation: &'static str, ok: bool) -> ::metrics::Histogram {
-        ::metrics::histogram!(
-            REDIS_OPERATION_DURATION_SECONDS,
-            "operation" => operation,
-            "outcome" => outcome(ok)
-        )
-    }
-
-    /// The reader's lookup of a cached view: `result` is `hit`, `miss`, `error` or `bypass`.
-    pub fn record_cache_lookup(view: &'static str, result: &'static str) {
-        let registered = HOT_SERIES
-            .get()
-            .and_then(|hot| hot.cache_lookups.get(&(view, result)));
-        match registered {
-            Some(counter) => counter.increment(1),
-            None => cache_lookup_counter(view, result).increment(1),
-        }
-    }
-
-    fn cache_lookup_counter(view: &'static str, result: &'static str) -> ::metrics::Counter {
-        ::metrics::counter!(CACHE_LOOKUPS_TOTAL, "view" => view, "result" => result)
-    }
-
-    /// Handles of the series recorded on every read, registered once at start-up. Recording
-    /// through a macro with labels builds the series key and looks it up in the registry each
-    /// time, which showed on the reader's hottest path. Other series use the macros.
-    struct HotSeries {
-        redis_calls: HashMap<(&'static str, bool), ::metrics::Histogram>,
-        cache_lookups: HashMap<(&'static str, &'static str), ::metrics::Counter>,
-    }
-
-    static HOT_SERIES: OnceLock<HotSeries> = OnceLock::new();
-
-    /// Registers the hot series of a service (after [`install`]): the Redis operations it calls
-    /// on every request and the views it looks up (which also makes the lookups exported as 0
-    /// from the start). Each service names its own; call once.
-    pub fn register_hot_series(redis_operations: &[&'static str], cache_views: &[&'static str]) {
-        let mut hot = HotSeries {
-            redis_calls: HashMap::new(),
-            cache_lookups: HashMap::new(),
-        };
-        for &operation in redis_operations {
-            for ok in [true, false] {
-                hot.redis_calls
-                    .insert((operation, ok), redis_call_histogram(operation, ok));
-            }
-        }
-        for &view in cache_views {
-            for result in ["hit", "miss", "error", "bypass"] {
-                let counter = cache_lookup_counter(view, result);
-                counter.absolute(0);
-                hot.cache_lookups.insert((view, result), counter);
-            }
-        }
-        let _ = HOT_SERIES.set(hot);
-    }
-
-    pub fn record_write_batch(size: usize) {
-        ::metrics::histogram!(WRITE_BATCH_SIZE).record(size as f64);
-    }
-
-    pub fn record_publish_failure() {
-        ::metrics::counter!(PUBLISH_FAILURES_TOTAL).increment(1);
-    }
-
-    pub fn record_publish_repairs(count: u64) {
-        ::metrics::counter!(PUBLISH_REPAIRS_TOTAL).increment(count);
-    }
-
-    pub fn set_publish_backlog_age(seconds: f64) {
-        ::metrics::gauge!(PUBLISH_BACKLOG_OLDEST_AGE_SECONDS).set(seconds);
-    }
-
-    /// Times a database query future and records it under `query` (the storage layer calls it
-    /// around each query, beside its SQL).
-    pub async fn time_query<T, E>(
-        query: &'static str,
-        run: impl std::future::Future<Output = Result<T, E>>,
-    ) -> Result<T, E> {
-        let started = Instant::now();
-        let result = run.await;
-        record_db_query(query, started.elapsed(), result.is_ok());
-        result
-    }
 }

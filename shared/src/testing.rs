@@ -11,6 +11,8 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 
 use crate::cache::{run_id_of, Cache, Keys};
+use crate::db::{self, NewRecord};
+use crate::domain::{IdempotencyKey, NewTransaction, Recorded, TransactionId};
 use crate::http::HttpConfig;
 
 /// The limits the services use by default.
@@ -55,6 +57,29 @@ fn mark_views_current(url: &str, prefix: &str) {
         .arg(run_id)
         .query::<()>(&mut connection)
         .expect("SET the views' generation");
+}
+
+/// Commits one transaction straight to PostgreSQL with the writer's record statement, without
+/// publishing it to Redis (as a writer that died between commit and publish leaves it).
+pub async fn commit(
+    pool: &sqlx::PgPool,
+    account_id: uuid::Uuid,
+    amount: i64,
+    idempotency_key: Option<&str>,
+) -> Recorded {
+    let record = NewRecord {
+        transaction_id: TransactionId::new_random(),
+        new: NewTransaction {
+            account_id: account_id.into(),
+            amount: amount.into(),
+        },
+        idempotency_key: idempotency_key
+            .map(|key| IdempotencyKey::parse(key.as_bytes()).expect("a valid idempotency key")),
+    };
+    let mut committed = db::record_transactions(pool, &[record])
+        .await
+        .expect("committed");
+    committed.recorded.pop().expect("one transaction recorded")
 }
 
 /// A cache whose Redis cannot be reached (nothing listens on port 1).

@@ -17,10 +17,11 @@ use std::time::Duration;
 use shared::cache::{self, Cache, Ticket};
 use shared::db::{self, OutboxBatch};
 use shared::domain::Recorded;
-use shared::telemetry::metrics as m;
+use shared::telemetry::{error_chain, metrics as m};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 /// Outbox rows younger than this are left to the request that is publishing them.
 pub const REPAIR_GRACE: Duration = Duration::from_secs(2);
@@ -56,7 +57,9 @@ impl Publisher {
     /// once every clone of the publisher is dropped, after deleting what is still queued.
     pub fn start(pool: PgPool, cache: Cache) -> (Self, JoinHandle<()>) {
         let (published, queue) = mpsc::channel(CLEANUP_QUEUE);
-        let cleaner = tokio::spawn(run_outbox_cleaner(pool, queue));
+        let cleaner = tokio::spawn(
+            run_outbox_cleaner(pool, queue).instrument(tracing::info_span!("outbox_cleaner")),
+        );
         (Self { cache, published }, cleaner)
     }
 
@@ -91,7 +94,7 @@ impl Publisher {
             Err(error) => {
                 m::record_publish_failure();
                 tracing::warn!(
-                    %error,
+                    error = error_chain(&error),
                     changes = changes.len(),
                     first_transaction_id = %changes[0].transaction.transaction_id,
                     "publish to Redis failed; the repair loop will retry it"
@@ -108,25 +111,35 @@ pub async fn run_outbox_cleaner(pool: PgPool, mut queue: mpsc::Receiver<OutboxBa
     while queue.recv_many(&mut batch, CLEANUP_BATCH).await > 0 {
         if let Err(error) = db::mark_published(&pool, &batch).await {
             // The rows stay; the repair loop will republish and delete them.
-            tracing::warn!(%error, count = batch.len(), "could not clear published outbox rows");
+            tracing::warn!(
+                error = error_chain(&error),
+                count = batch.len(),
+                "could not clear published outbox rows"
+            );
         }
         batch.clear();
     }
     tracing::info!("outbox cleaner stopped: no more publishers");
 }
 
-/// Republishes changes that were committed but not published, until `stop` turns true.
-pub async fn repair_loop(pool: PgPool, publisher: Publisher, mut stop: watch::Receiver<bool>) {
+/// Republishes changes that were committed but not published, a pass every `interval` (at once
+/// again when a pass found work), until `stop` turns true.
+pub async fn repair_loop(
+    pool: PgPool,
+    publisher: Publisher,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         match repair_once(&pool, &publisher.cache).await {
             // It found work: there may be more; go on at once.
             Ok(done) if done > 0 => continue,
             Ok(_) => {}
-            Err(error) => tracing::warn!(%error, "outbox repair pass failed"),
+            Err(error) => tracing::warn!(error = format!("{error:#}"), "outbox repair pass failed"),
         }
         tokio::select! {
             _ = stop.wait_for(|stop| *stop) => break,
-            () = tokio::time::sleep(REPAIR_INTERVAL) => {}
+            () = tokio::time::sleep(interval) => {}
         }
     }
     tracing::info!("outbox repair loop stopped");
@@ -144,7 +157,10 @@ pub async fn repair_once(pool: &PgPool, cache: &Cache) -> anyhow::Result<usize> 
     'commits: for commit in &overdue {
         for chunk in commit.recorded.chunks(REPUBLISH_CHUNK) {
             if let Err(error) = cache.publish(chunk, &ticket).await {
-                tracing::warn!(%error, "Redis still unavailable; will retry");
+                tracing::warn!(
+                    error = error_chain(&error),
+                    "republishing failed; Redis still unavailable, will retry"
+                );
                 break 'commits;
             }
         }

@@ -2,7 +2,8 @@
 //!
 //! Every `POST /transactions` hands its transaction to [`Recorder::record`] and waits. Workers
 //! (`WRITE_BATCH_WORKERS`, default 1) each take *everything* that is waiting (up to
-//! [`MAX_BATCH`]), record it in one statement and one commit ([`db::record_transactions`]),
+//! [`MAX_BATCH`]), record it in one statement and one commit ([`db::record_transactions`], the
+//! writer's one record statement),
 //! publish it to Redis in one round trip, and only then answer each request. Nothing waits for
 //! a batch to fill: under light load a batch is one request and costs what a lone statement
 //! costs; under heavy load the cost of a commit, a round trip and a Redis call is shared by the
@@ -19,11 +20,12 @@ use std::sync::Arc;
 
 use shared::db::{self, NewRecord, OutboxBatch, RecordError};
 use shared::domain::Recorded;
-use shared::error::{ApiError, DATABASE_UNAVAILABLE};
+use shared::http::{ApiError, DATABASE_UNAVAILABLE};
 use shared::telemetry::{error_chain, metrics as m};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::publisher::Publisher;
 
@@ -62,17 +64,28 @@ impl From<RecordFailure> for ApiError {
             RecordFailure::Batch { .. } => ApiError::InternalLogged,
             // Nothing was written; another writer instance (or this one, restarted) can take
             // the retry.
-            RecordFailure::Stopped => ApiError::Unavailable(DATABASE_UNAVAILABLE),
+            RecordFailure::Stopped => ApiError::Unavailable(WRITER_STOPPING),
         }
     }
 }
 
+/// What a client gets when the writer stops before recording its request.
+pub const WRITER_STOPPING: &str = "the writer is shutting down, retry later";
+
 type Reply = oneshot::Sender<Result<Recorded, RecordFailure>>;
+
+/// A request waiting for a worker: what to record, the request's `X-Request-Id` (so the
+/// batch's log lines name the requests they are about), and where to answer.
+struct Pending {
+    record: NewRecord,
+    request_id: String,
+    reply: Reply,
+}
 
 /// The front of the workers: cheap to clone, one per request handler.
 #[derive(Clone)]
 pub struct Recorder {
-    queue: mpsc::Sender<(NewRecord, Reply)>,
+    queue: mpsc::Sender<Pending>,
 }
 
 impl Recorder {
@@ -93,11 +106,19 @@ impl Recorder {
     }
 
     /// Records one transaction and publishes it; returns once it is committed (and, unless
-    /// Redis failed, published).
-    pub async fn record(&self, record: NewRecord) -> Result<Recorded, RecordFailure> {
+    /// Redis failed, published). `request_id`: the request's `X-Request-Id`, for the logs.
+    pub async fn record(
+        &self,
+        record: NewRecord,
+        request_id: String,
+    ) -> Result<Recorded, RecordFailure> {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send((record, reply))
+            .send(Pending {
+                record,
+                request_id,
+                reply,
+            })
             .await
             .map_err(|_| RecordFailure::Stopped)?;
         answer.await.unwrap_or(Err(RecordFailure::Stopped))
@@ -111,7 +132,7 @@ impl Recorder {
 async fn run_worker(
     pool: PgPool,
     publisher: Publisher,
-    waiting: Arc<Mutex<mpsc::Receiver<(NewRecord, Reply)>>>,
+    waiting: Arc<Mutex<mpsc::Receiver<Pending>>>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
@@ -120,15 +141,40 @@ async fn run_worker(
         if taken == 0 {
             break; // every Recorder is gone and the queue is empty
         }
-        let (records, replies): (Vec<NewRecord>, Vec<Reply>) = batch.drain(..).unzip();
-        // Before the commit: what it commits is then newer than anything a Redis failover
-        // since could have lost, so its publish may create views (see `shared::cache::Ticket`).
-        let ticket = publisher.ticket().await;
-        let BatchOutcome { outcomes, outbox } = record_batch(&pool, &records).await;
-        let committed: Vec<&Recorded> = outcomes.iter().flatten().collect();
-        if !committed.is_empty() {
-            publisher.publish_all(&committed, &outbox, &ticket).await;
+        let mut records = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(batch.len());
+        let mut request_ids = String::new();
+        for Pending {
+            record,
+            request_id,
+            reply,
+        } in batch.drain(..)
+        {
+            records.push(record);
+            replies.push(reply);
+            if !request_ids.is_empty() {
+                request_ids.push(',');
+            }
+            request_ids.push_str(&request_id);
         }
+        // Everything logged about this batch (its statement, its publish, their store calls)
+        // names the requests it serves: a request id from a 500 finds its cause with one grep.
+        let span =
+            tracing::info_span!("write_batch", size = records.len(), request_ids = %request_ids);
+        let outcomes = async {
+            // Before the commit: what it commits is then newer than anything a Redis failover
+            // since could have lost, so its publish may create views (see
+            // `shared::cache::Ticket`).
+            let ticket = publisher.ticket().await;
+            let BatchOutcome { outcomes, outbox } = record_batch(&pool, &records).await;
+            let committed: Vec<&Recorded> = outcomes.iter().flatten().collect();
+            if !committed.is_empty() {
+                publisher.publish_all(&committed, &outbox, &ticket).await;
+            }
+            outcomes
+        }
+        .instrument(span)
+        .await;
         for (reply, outcome) in replies.into_iter().zip(outcomes) {
             // The request may have gone (client disconnected, timed out): nothing to answer.
             let _ = reply.send(outcome);
@@ -143,7 +189,8 @@ pub struct BatchOutcome {
     pub outbox: Vec<OutboxBatch>,
 }
 
-/// Records a batch, falling back to one statement per request when PostgreSQL refused the batch.
+/// Records a batch, falling back to one statement per request (the same statement, with one
+/// row) when PostgreSQL refused the batch.
 pub async fn record_batch(pool: &PgPool, records: &[NewRecord]) -> BatchOutcome {
     m::record_write_batch(records.len());
     let error = match db::record_transactions(pool, records).await {
@@ -195,17 +242,19 @@ pub async fn record_batch(pool: &PgPool, records: &[NewRecord]) -> BatchOutcome 
     let mut outcomes = Vec::with_capacity(records.len());
     let mut outbox = Vec::new();
     for record in records {
-        let outcome = db::record_transaction(
-            pool,
-            record.transaction_id,
-            record.new,
-            record.idempotency_key.as_ref(),
-        )
-        .await
-        .map(|committed| {
-            outbox.push(committed.outbox);
-            committed.recorded
-        });
+        // The same statement, with a batch of one.
+        let outcome = db::record_transactions(pool, std::slice::from_ref(record))
+            .await
+            .map(|committed| {
+                outbox.push(committed.outbox);
+                committed.recorded
+            })
+            .and_then(|mut recorded| {
+                recorded.pop().ok_or(RecordError::UnexpectedRows {
+                    sent: 1,
+                    returned: 0,
+                })
+            });
         outcomes.push(outcome.map_err(RecordFailure::from));
     }
     BatchOutcome { outcomes, outbox }

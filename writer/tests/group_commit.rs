@@ -8,8 +8,8 @@ use shared::db::{self, NewRecord, RecordError};
 use shared::domain::{IdempotencyKey, NewTransaction, TransactionId};
 use sqlx::PgPool;
 use uuid::Uuid;
-use writer::publisher::Publisher;
-use writer::recorder::{self, RecordFailure, Recorder};
+use writer::recorder::{self, RecordFailure};
+use writer::{Application, WriterConfig};
 
 fn record(account_id: Uuid, amount: i64, key: Option<&str>) -> NewRecord {
     NewRecord {
@@ -156,15 +156,21 @@ async fn a_refused_batch_is_retried_one_by_one_so_only_the_bad_request_fails(poo
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn many_concurrent_requests_are_all_recorded_exactly_once(pool: PgPool) {
     let cache = shared::testing::isolated_cache();
-    let (publisher, _cleaner) = Publisher::start(pool.clone(), cache.clone());
-    let (recorder, mut workers) = Recorder::start(pool.clone(), publisher, 3);
-    workers.detach_all();
+    let app = Application::build_on(
+        pool.clone(),
+        cache.clone(),
+        WriterConfig::new(shared::testing::http_config(), 3),
+    );
+    let recorder = app.state().recorder.clone();
     let accounts: Vec<Uuid> = (0..7).map(|_| Uuid::new_v4()).collect();
 
     let requests = (0..300_i64).map(|i| {
         let recorder = recorder.clone();
         let account = accounts[i as usize % accounts.len()];
-        tokio::spawn(async move { recorder.record(record(account, i, None)).await })
+        tokio::spawn(async move {
+            let request_id = format!("request-{i}");
+            recorder.record(record(account, i, None), request_id).await
+        })
     });
     let answers = futures_util::future::join_all(requests).await;
 

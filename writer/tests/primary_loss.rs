@@ -11,8 +11,7 @@ use shared::testing::{self, status_and_json};
 use sqlx::PgPool;
 use tower::ServiceExt;
 use uuid::Uuid;
-use writer::publisher::Publisher;
-use writer::{app, AppState};
+use writer::{Application, WriterConfig};
 
 fn post_with_key(key: &str, account: Uuid, amount: i64) -> Request<axum::body::Body> {
     Request::post("/transactions")
@@ -41,9 +40,12 @@ async fn count_and_balance(pool: &PgPool, account: Uuid) -> (i64, i64) {
 async fn a_write_whose_connection_dies_mid_statement_is_a_503_and_its_retry_commits_once(
     pool: PgPool,
 ) {
-    let (publisher, _cleaner) = Publisher::start(pool.clone(), testing::isolated_cache());
-    let (state, _workers) = AppState::start(pool.clone(), publisher, 1);
-    let app = app(state, testing::http_config());
+    let app = Application::build_on(
+        pool.clone(),
+        testing::isolated_cache(),
+        WriterConfig::new(testing::http_config(), 1),
+    )
+    .into_router();
     let account = Uuid::new_v4();
     let first = app
         .clone()

@@ -13,14 +13,17 @@ use shared::testing::{self, error_message, post_json, send, status_and_json};
 use sqlx::PgPool;
 use tower::ServiceExt;
 use uuid::Uuid;
-use writer::publisher::{self, Publisher};
-use writer::{app, AppState};
+use writer::publisher;
+use writer::{Application, WriterConfig};
 
+/// The writer with 4 batch workers; its repair loop waits an hour between passes, so the
+/// tests that repair run the passes themselves.
 fn writer_app(pool: PgPool, cache: Cache) -> Router {
-    let (publisher, _cleaner) = Publisher::start(pool.clone(), cache);
-    let (state, mut recorder_workers) = AppState::start(pool, publisher, 4);
-    recorder_workers.detach_all();
-    app(state, testing::http_config())
+    let config = WriterConfig {
+        repair_interval: Duration::from_secs(3600),
+        ..WriterConfig::new(testing::http_config(), 4)
+    };
+    Application::build_on(pool, cache, config).into_router()
 }
 
 fn transaction_body(account_id: Uuid, amount: i64) -> String {
@@ -491,34 +494,12 @@ async fn a_replayed_201_publishes_so_the_next_read_sees_the_write(pool: PgPool) 
     // the account's previous view.
     let cache = testing::isolated_cache();
     let account_id = Uuid::new_v4();
-    let before = db::record_transaction(
-        &pool,
-        shared::domain::TransactionId::new_random(),
-        shared::domain::NewTransaction {
-            account_id: account_id.into(),
-            amount: 10.into(),
-        },
-        None,
-    )
-    .await
-    .expect("commit")
-    .recorded;
+    let before = testing::commit(&pool, account_id, 10, None).await;
     cache
         .publish([&before], &cache.ticket().await)
         .await
         .expect("publish");
-    let key = shared::domain::IdempotencyKey::parse(b"lost-answer").expect("key");
-    db::record_transaction(
-        &pool,
-        shared::domain::TransactionId::new_random(),
-        shared::domain::NewTransaction {
-            account_id: account_id.into(),
-            amount: 5.into(),
-        },
-        Some(&key),
-    )
-    .await
-    .expect("commit");
+    testing::commit(&pool, account_id, 5, Some("lost-answer")).await;
 
     // The client retries with the same key.
     let app = writer_app(pool.clone(), cache.clone());

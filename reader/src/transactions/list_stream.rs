@@ -8,7 +8,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use shared::db::{self, ListFilter};
-use shared::error::ApiError;
+use shared::http::ApiError;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 
@@ -40,7 +40,10 @@ pub async fn respond(pool: PgPool, filter: ListFilter) -> Result<Response, ApiEr
     let rest = futures_util::stream::unfold(received, |mut received| async move {
         let chunk = received.recv().await?;
         let chunk = chunk.map_err(|error| {
-            tracing::error!(%error, "listing transactions failed mid-stream; aborting the body");
+            tracing::error!(
+                error = shared::telemetry::error_chain(&error),
+                "listing transactions failed mid-stream; aborting the body"
+            );
             io::Error::other("database stream failed")
         });
         Some((chunk, received))

@@ -4,29 +4,21 @@
 
 use std::time::Duration;
 
-use axum::Router;
 use serde_json::json;
 use shared::cache::Cache;
 use shared::db;
 use shared::testing::{self, post_json, send};
 use sqlx::PgPool;
 use uuid::Uuid;
-use writer::publisher::{self, Publisher};
-use writer::AppState;
-
-fn writer_app(pool: &PgPool, cache: Cache) -> (Router, tokio::task::JoinSet<()>) {
-    let (publisher, _cleaner) = Publisher::start(pool.clone(), cache);
-    let (state, workers) = AppState::start(pool.clone(), publisher, 1);
-    (writer::app(state, testing::http_config()), workers)
-}
+use writer::publisher;
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn a_writer_that_cannot_publish_is_repaired_by_the_others_without_conflict(pool: PgPool) {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
     let prefix = testing::fresh_prefix(&url);
     let live = || Cache::new(&url, &prefix, Duration::from_secs(2)).expect("url");
-    let (stranded, _stranded_workers) = writer_app(&pool, testing::unreachable_cache());
-    let (healthy, _healthy_workers) = writer_app(&pool, live());
+    let stranded = cqrs_tests::writer(&pool, testing::unreachable_cache()).into_router();
+    let healthy = cqrs_tests::writer(&pool, live()).into_router();
     let accounts: Vec<Uuid> = (0..5).map(|_| Uuid::new_v4()).collect();
     for round in 0..20_i64 {
         for (i, account) in accounts.iter().enumerate() {

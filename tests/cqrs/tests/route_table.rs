@@ -11,7 +11,7 @@ use serde_json::Value;
 use shared::http::{allowed_methods, PUBLIC_ROUTES};
 use shared::testing::{self, send};
 
-const NGINX_CONF: &str = include_str!("../../nginx/nginx.conf");
+const NGINX_CONF: &str = include_str!("../../../nginx/nginx.conf");
 
 type Endpoints = BTreeSet<(String, String)>;
 
@@ -223,14 +223,8 @@ fn each_public_endpoint_is_served_by_the_service_nginx_sends_it_to_and_no_other_
 async fn every_served_endpoint_reaches_a_handler() {
     let pool = testing::unreachable_pool();
     let cache = testing::unreachable_cache();
-    let reader = reader::app(
-        reader::AppState::new(pool.clone(), cache.clone()),
-        testing::http_config(),
-    );
-    let (publisher, _cleaner) = writer::publisher::Publisher::start(pool.clone(), cache);
-    let (state, mut workers) = writer::AppState::start(pool, publisher, 1);
-    workers.detach_all();
-    let writer = writer::app(state, testing::http_config());
+    let reader = cqrs_tests::reader(&pool, cache.clone()).into_router();
+    let writer = cqrs_tests::writer(&pool, cache).into_router();
     for (app, routes) in [
         (&reader, reader::routes().served()),
         (&writer, writer::routes().served()),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use serde_json::{json, Value};
 use shared::cache::{Cache, Target};
-use shared::testing::{self, get, post_json, send};
+use shared::testing::{get, post_json, send};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -98,16 +98,11 @@ async fn wait_until<F: AsyncFnMut() -> bool>(
     started.elapsed()
 }
 
-/// The writer and the reader, and the writer's recorder workers (which stop when dropped).
-fn apps(pool: &PgPool, cache: &Cache) -> (Router, Router, tokio::task::JoinSet<()>) {
-    let (publisher, _cleaner) = writer::publisher::Publisher::start(pool.clone(), cache.clone());
-    let (state, workers) = writer::AppState::start(pool.clone(), publisher, 1);
-    let writer = writer::app(state, testing::http_config());
-    let reader = reader::app(
-        reader::AppState::new(pool.clone(), cache.clone()),
-        testing::http_config(),
-    );
-    (writer, reader, workers)
+/// The writer's and the reader's routers (their background tasks end with them).
+fn apps(pool: &PgPool, cache: &Cache) -> (Router, Router) {
+    let writer = cqrs_tests::writer(pool, cache.clone()).into_router();
+    let reader = cqrs_tests::reader(pool, cache.clone()).into_router();
+    (writer, reader)
 }
 
 async fn post(writer: &Router, account: Uuid, amount: i64) {
@@ -172,7 +167,7 @@ async fn after_a_sentinel_failover_the_reader_never_serves_a_view_the_new_master
     let prefix = format!("test:{}:", Uuid::new_v4().simple());
     let target = Target::new("redis://ignored:1/0", &sentinels, MASTER_NAME).expect("target");
     let cache = Cache::on(target, &prefix, Duration::from_millis(500));
-    let (writer, reader, _workers) = apps(&pool, &cache);
+    let (writer, reader) = apps(&pool, &cache);
     let account = Uuid::new_v4();
 
     post(&writer, account, 10).await;
@@ -248,7 +243,7 @@ async fn a_redis_restarted_from_an_old_snapshot_is_not_trusted_until_its_views_a
     let url = format!("redis://127.0.0.1:{port}/0");
     let prefix = format!("test:{}:", Uuid::new_v4().simple());
     let cache = Cache::new(&url, &prefix, Duration::from_millis(500)).expect("url");
-    let (writer, reader, _workers) = apps(&pool, &cache);
+    let (writer, reader) = apps(&pool, &cache);
     let account = Uuid::new_v4();
     post(&writer, account, 10).await;
     let _: () = query(port, &["SAVE"])

@@ -1,0 +1,121 @@
+//! The one place the reader is wired: [`Application::build`] connects its stores, starts the
+//! outbox watcher and builds its router; `main` (through [`run`]) and every test use it.
+
+use axum::Router;
+use shared::cache::{self, Cache};
+use shared::db;
+use shared::http::{self, HttpConfig, ServeConfig};
+use shared::settings::Settings;
+use shared::telemetry::metrics::{self as m, PrometheusHandle};
+use sqlx::PgPool;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use crate::{routes, views, watch_publishing, AppState};
+
+/// What the reader needs besides its stores.
+#[derive(Debug, Clone)]
+pub struct ReaderConfig {
+    pub http: HttpConfig,
+}
+
+/// The reader, wired, with its outbox watcher running. Serve its [`router`](Self::router), then
+/// [`stop`](Self::stop).
+pub struct Application {
+    router: Router,
+    state: AppState,
+    stop: watch::Sender<bool>,
+    watcher: JoinHandle<()>,
+}
+
+impl Application {
+    /// Connects (lazily) to the stores the settings name and builds the reader on them.
+    pub fn build(settings: &Settings) -> anyhow::Result<Self> {
+        // The reader queries only on cache misses and listings, so it keeps the ping of a
+        // pooled connection before each use and recovers from a PostgreSQL restart without any
+        // error.
+        let pool = db::connect(&settings.pool_config(true))?;
+        let cache = Cache::connect(&settings.cache_config())?;
+        let config = ReaderConfig {
+            http: settings.http_config(),
+        };
+        Ok(Self::build_on(pool, cache, config))
+    }
+
+    /// Builds the reader on stores already connected (tests pass a fresh database and key
+    /// prefix): starts the outbox watcher and builds the router.
+    pub fn build_on(pool: PgPool, cache: Cache, config: ReaderConfig) -> Self {
+        let state = AppState::new(pool, cache);
+        let (stop, stopped) = watch::channel(false);
+        let watcher = tokio::spawn(
+            watch_publishing(
+                state.pool.clone(),
+                state.account_views_trusted.clone(),
+                stopped,
+            )
+            .instrument(tracing::info_span!("publish_watch")),
+        );
+        let router = http::with_middleware(
+            routes().into_router().with_state(state.clone()),
+            config.http,
+        );
+        Self {
+            router,
+            state,
+            stop,
+            watcher,
+        }
+    }
+
+    /// The router, with the shared middleware.
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    /// The router alone, for a caller that only sends requests (tests): the outbox watcher
+    /// ends when this application is dropped.
+    pub fn into_router(self) -> Router {
+        self.router
+    }
+
+    /// What the handlers share (tests look at whether account views are trusted).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves the router on the configured listeners until SIGTERM or Ctrl-C, then stops.
+    pub async fn serve(
+        self,
+        config: &ServeConfig,
+        metrics: PrometheusHandle,
+    ) -> anyhow::Result<()> {
+        let served =
+            http::serve_until_signal(config, self.router.clone(), metrics, self.stop.clone()).await;
+        self.stop().await;
+        served
+    }
+
+    /// Stops the outbox watcher.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let watcher_ended = self.watcher.await;
+        tracing::info!(
+            publish_watcher_ok = watcher_ended.is_ok(),
+            "reader's background tasks stopped"
+        );
+    }
+}
+
+/// Everything `main` does: install the metrics, build the reader, serve until SIGTERM, then
+/// drain and stop.
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let metrics = m::install(settings.service.name())?;
+    m::register_hot_series(cache::READ_OPERATIONS, views::NAMES);
+    let app = Application::build(&settings)?;
+    let pool = app.state().pool.clone();
+    app.serve(&settings.serve_config(), metrics).await?;
+    pool.close().await;
+    tracing::info!("reader stopped");
+    Ok(())
+}

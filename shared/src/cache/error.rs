@@ -1,0 +1,53 @@
+//! What can go wrong talking to Redis, and what each failure says about the next call.
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("redis call timed out")]
+    Timeout,
+    /// A recent call timed out or lost its connection; calls fail fast for a moment instead of
+    /// each waiting for its own timeout.
+    #[error("redis marked unavailable after a recent failure")]
+    Unavailable,
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+    /// The pipeline this read was sent in failed; every read in it shares the error.
+    #[error("the pipeline of view reads failed")]
+    Pipeline(#[source] std::sync::Arc<CacheError>),
+    /// Redis answered a pipeline with a different number of replies than it was sent.
+    #[error("{answers} answers to {reads} reads")]
+    PipelineAnswers { reads: usize, answers: usize },
+    /// The task that sends the view reads has stopped (the cache is being dropped).
+    #[error("the view reader stopped")]
+    ViewReaderStopped,
+    /// The Redis process answering is not known to hold current account views (it was
+    /// promoted or restarted and its views are being reset): the read goes to PostgreSQL.
+    #[error("account views are not known current on this Redis")]
+    ViewsNotCurrent,
+}
+
+impl CacheError {
+    /// Redis could not be reached or did not answer (as opposed to refusing one command, e.g.
+    /// when it is out of memory, which says nothing about the next call).
+    pub(super) fn means_unreachable(&self) -> bool {
+        match self {
+            Self::Timeout | Self::Unavailable => true,
+            Self::Redis(error) => {
+                error.is_io_error()
+                    || error.is_timeout()
+                    || error.is_connection_dropped()
+                    || error.is_connection_refusal()
+            }
+            Self::Pipeline(error) => error.means_unreachable(),
+            Self::PipelineAnswers { .. } | Self::ViewReaderStopped | Self::ViewsNotCurrent => false,
+        }
+    }
+
+    /// The connection in use leads nowhere useful: Redis is unreachable through it, or the
+    /// process behind it is no longer the master. The master is resolved again.
+    pub(super) fn means_new_link(&self) -> bool {
+        use redis::ErrorKind::{MasterDown, MasterNameNotFoundBySentinel, ReadOnly};
+        self.means_unreachable()
+            || matches!(self, Self::Redis(error)
+                if matches!(error.kind(), ReadOnly | MasterDown | MasterNameNotFoundBySentinel))
+    }
+}

@@ -1,0 +1,171 @@
+//! The one place the writer is wired: [`Application::build`] connects its stores, starts its
+//! background tasks and builds its router; `main` (through [`run`]) and every test use it.
+
+use std::time::Duration;
+
+use axum::Router;
+use shared::cache::Cache;
+use shared::db;
+use shared::http::{self, HttpConfig, ServeConfig};
+use shared::settings::Settings;
+use shared::telemetry::metrics as m;
+use shared::telemetry::metrics::PrometheusHandle;
+use sqlx::PgPool;
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::Instrument;
+
+use crate::publisher::{self, Publisher};
+use crate::recorder::Recorder;
+use crate::{routes, AppState};
+
+/// What the writer needs besides its stores.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    pub http: HttpConfig,
+    /// `WRITE_BATCH_WORKERS`: batches recorded at once.
+    pub batch_workers: usize,
+    /// The pause between the repair loop's passes (tests that run the passes themselves set it
+    /// long).
+    pub repair_interval: Duration,
+}
+
+impl WriterConfig {
+    /// The writer's configuration with the production repair interval.
+    pub fn new(http: HttpConfig, batch_workers: usize) -> Self {
+        Self {
+            http,
+            batch_workers,
+            repair_interval: publisher::REPAIR_INTERVAL,
+        }
+    }
+}
+
+/// The writer, wired and running its background tasks: the recorder's workers, the outbox
+/// cleaner and the repair loop. Serve its [`router`](Self::router), then [`stop`](Self::stop).
+pub struct Application {
+    router: Router,
+    state: AppState,
+    stop: watch::Sender<bool>,
+    recorder_workers: JoinSet<()>,
+    repair: JoinHandle<()>,
+    outbox_cleaner: JoinHandle<()>,
+}
+
+impl Application {
+    /// Connects to the stores the settings name, runs the migrations (waiting up to a minute
+    /// for PostgreSQL), and builds the writer on them.
+    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        // No ping of a pooled connection before each use: it costs a round trip per query (a
+        // fifth of the writer's CPU in the benchmark), and every request of the writer queries.
+        // After a PostgreSQL restart each pooled connection then fails one request with a 503
+        // (clients retry, with their Idempotency-Key) and is replaced.
+        let pool = db::connect(&settings.pool_config(false))?;
+        db::migrate_when_available(&pool, Duration::from_secs(60)).await?;
+        let cache = Cache::connect(&settings.cache_config())?;
+        let config = WriterConfig::new(settings.http_config(), settings.write_batch_workers);
+        Ok(Self::build_on(pool, cache, config))
+    }
+
+    /// Builds the writer on stores already connected (tests pass a fresh database and key
+    /// prefix): starts its background tasks and builds its router.
+    pub fn build_on(pool: PgPool, cache: Cache, config: WriterConfig) -> Self {
+        let (publisher, outbox_cleaner) = Publisher::start(pool.clone(), cache);
+        let (stop, stopped) = watch::channel(false);
+        let repair = tokio::spawn(
+            publisher::repair_loop(
+                pool.clone(),
+                publisher.clone(),
+                config.repair_interval,
+                stopped,
+            )
+            .instrument(tracing::info_span!("outbox_repair")),
+        );
+        let (recorder, recorder_workers) =
+            Recorder::start(pool.clone(), publisher.clone(), config.batch_workers);
+        let state = AppState {
+            pool,
+            publisher,
+            recorder,
+        };
+        let router = http::with_middleware(
+            routes().into_router().with_state(state.clone()),
+            config.http,
+        );
+        Self {
+            router,
+            state,
+            stop,
+            recorder_workers,
+            repair,
+            outbox_cleaner,
+        }
+    }
+
+    /// The router, with the shared middleware: everything it does not serve is a JSON 404 or
+    /// 405.
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    /// The router alone, for a caller that only sends requests (tests): the background tasks
+    /// go on while any clone of it lives, and end, after the work they hold, once none does.
+    pub fn into_router(mut self) -> Router {
+        self.recorder_workers.detach_all();
+        self.router
+    }
+
+    /// What the handlers share (tests use the recorder and publisher directly).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves the router on the configured listeners until SIGTERM or Ctrl-C, then stops.
+    pub async fn serve(
+        self,
+        config: &ServeConfig,
+        metrics: PrometheusHandle,
+    ) -> anyhow::Result<()> {
+        let served =
+            http::serve_until_signal(config, self.router.clone(), metrics, self.stop.clone()).await;
+        self.stop().await;
+        served
+    }
+
+    /// Stops the background tasks after the work they hold. Every router clone must be dropped
+    /// first: the recorder's workers answer what is queued and end once no handler can queue
+    /// more, and only then can the outbox cleaner (which they feed) end.
+    pub async fn stop(self) {
+        let Self {
+            router,
+            state,
+            stop,
+            mut recorder_workers,
+            repair,
+            outbox_cleaner,
+        } = self;
+        drop((router, state));
+        let _ = stop.send(true);
+        while recorder_workers.join_next().await.is_some() {}
+        let repair_ended = repair.await;
+        let cleaner_ended = outbox_cleaner.await;
+        tracing::info!(
+            repair_ok = repair_ended.is_ok(),
+            outbox_cleaner_ok = cleaner_ended.is_ok(),
+            "writer's background tasks stopped"
+        );
+    }
+}
+
+/// Everything `main` does: install the metrics, build the writer, serve until SIGTERM, then
+/// drain and stop.
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let metrics = m::install(settings.service.name())?;
+    publisher::init_metrics();
+    let app = Application::build(&settings).await?;
+    let pool = app.state().pool.clone();
+    app.serve(&settings.serve_config(), metrics).await?;
+    pool.close().await;
+    tracing::info!("writer stopped");
+    Ok(())
+}
