@@ -18,7 +18,7 @@ import {
   nextLink,
 } from './helpers.mjs';
 
-/** The paths every service answers (shared/src/http.rs PUBLIC_ROUTES), with their methods. */
+/** The paths every service answers (PUBLIC_ROUTES in shared/src/http/routes.rs), with their methods. */
 const PUBLIC_ROUTES = {
   '/ping': ['GET', 'HEAD'],
   '/openapi.json': ['GET', 'HEAD'],

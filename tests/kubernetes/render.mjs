@@ -122,10 +122,10 @@ export function composeImages() {
   );
 }
 
-/** The default of a millisecond setting, read from shared/src/settings.rs itself. */
+/** The default of a millisecond setting, read from shared/src/settings/variables.rs itself. */
 export function settingDefaultMs(name) {
-  const src = read("shared/src/settings.rs");
-  const m = src.match(new RegExp(`millis\\("${name}",\\s*([0-9_]+)\\)`));
-  if (!m) throw new Error(`no default for ${name} in shared/src/settings.rs`);
+  const src = read("shared/src/settings/variables.rs");
+  const m = src.match(new RegExp(`both\\(\\s*"${name}",\\s*"([0-9_]+)"\\)`));
+  if (!m) throw new Error(`no default for ${name} in shared/src/settings/variables.rs`);
   return Number(m[1].replaceAll("_", ""));
 }
