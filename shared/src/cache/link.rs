@@ -24,6 +24,7 @@ use redis::{
     RedisConnectionInfo, RedisResult,
 };
 use tokio::sync::{watch, Mutex};
+use tracing::Instrument;
 
 use super::Keys;
 
@@ -221,7 +222,9 @@ impl Links {
                 run_id = &*link.run_id,
                 "Redis views are not known current on this master; resetting them"
             );
-            tokio::spawn(reset_views(Arc::clone(&link), self.keys.clone()));
+            // A background task of its own, not part of the request that opened the link.
+            let span = tracing::info_span!(parent: None, "views_reset", run_id = &*link.run_id);
+            tokio::spawn(reset_views(Arc::clone(&link), self.keys.clone()).instrument(span));
         }
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&link));
         link.wait_current(self.timeout / 2).await;
@@ -305,7 +308,10 @@ async fn reset_views(link: Arc<Link>, keys: Keys) {
                 return;
             }
             Err(error) => {
-                tracing::warn!(%error, "resetting the Redis views failed; retrying");
+                tracing::warn!(
+                    error = crate::telemetry::error_chain(&error),
+                    "resetting the Redis views failed; retrying"
+                );
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }

@@ -4,6 +4,7 @@ use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 use super::link::Link;
 use super::{Cache, CacheError, CacheInner, GET_VIEWS};
@@ -92,7 +93,9 @@ impl Cache {
         }
         let queue = self.view_reads.get_or_init(|| {
             let (queue, reads) = mpsc::channel(4 * MAX_READ_PIPELINE);
-            tokio::spawn(run_view_reads(Arc::downgrade(&self.0), reads));
+            // Serves the reads of many requests; each request logs its own outcome.
+            let span = tracing::info_span!(parent: None, "view_reads");
+            tokio::spawn(run_view_reads(Arc::downgrade(&self.0), reads).instrument(span));
             queue
         });
         let (reply, answer) = oneshot::channel();
