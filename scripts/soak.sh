@@ -12,13 +12,10 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 TAG=soak
 # shellcheck source=scripts/lib/common.sh
 . "$ROOT/scripts/lib/common.sh"
-for binary in writer reader; do
-  [ -x "$TARGET_DIR/release/$binary" ] || die "$TARGET_DIR/release/$binary is missing: build it first"
-done
+require_built
 
 # shellcheck source=scripts/lib/fault-stack.sh
 . "$ROOT/scripts/lib/fault-stack.sh"

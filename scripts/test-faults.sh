@@ -5,7 +5,7 @@
 # and nginx run by scripts/launcher.sh as under npm start, breaks it for real while clients send
 # through nginx, and checks that nothing acknowledged was lost or applied twice. launcher.test.mjs
 # checks the launcher itself (supervision, npm start after a crash, npm stop). The shared
-# PostgreSQL and Redis and the main stack (8080-8082) are never touched.
+# PostgreSQL and Redis and the other stacks (npm start's, npm test's) are never touched.
 #
 #   bash scripts/test-faults.sh                 every fault test (a few minutes at most)
 #   bash scripts/test-faults.sh tests/faults/redis.test.mjs      one file
@@ -17,15 +17,10 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-
 TAG=faults
 # shellcheck source=scripts/lib/common.sh
 . "$ROOT/scripts/lib/common.sh"
-
-for binary in writer reader; do
-  [ -x "$TARGET_DIR/release/$binary" ] || die "$TARGET_DIR/release/$binary is missing: build it first (bash scripts/stack.sh start, or cargo build --release -p writer -p reader)"
-done
+require_built
 
 # What the harness runs; PostgreSQL's server tools come from /usr/lib/postgresql/<version>/bin.
 missing=()

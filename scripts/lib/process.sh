@@ -1,4 +1,5 @@
-# Which process a pid file names, and stopping it (sourced, not run; needs say from common.sh).
+# shellcheck shell=bash
+# Starting a daemon, which process a pid file names, and stopping it (sourced by common.sh).
 #
 # A pid file alone proves nothing: the process may have died (its pid file stays), be a zombie
 # (kill -0 still succeeds), or its pid may have been reused by something else. A process
@@ -24,6 +25,16 @@ pid_runs() {
   link="$(readlink "/proc/$pid/exe" 2>/dev/null)" || return 1
   [ "${link% (deleted)}" = "$exe" ] || return 1
   [ -z "$word" ] || tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$word"
+}
+
+# pid_alive pidfile: what the pid file names exists and is not a zombie, whatever it runs (for
+# daemons started through setpriv or an interpreter, whose executable says little).
+pid_alive() {
+  local pid stat
+  pid="$(pid_of "$1")" || return 1
+  stat="$(cat "/proc/$pid/stat" 2>/dev/null)" || return 1
+  stat="${stat##*) }"
+  [ "${stat%% *}" != Z ]
 }
 
 # running pidfile executable [cmdline-word]: prints the pid of the running process.
@@ -52,4 +63,16 @@ stop_pidfile() {
   local pid
   if pid="$(running "$2" "$3" "${4:-}")"; then stop_pid "$1" "$pid" "$3" "${5:-15}"; fi
   rm -f "$2"
+}
+
+# start_daemon pidfile logfile command...: the one way a long-running server is started in the
+# background (unsupervised; the launcher supervises the services): in a session of its own, so
+# nothing ties it to this shell or its terminal, stdin from /dev/null, stdout and stderr
+# appended to the log file, its pid recorded. Liveness is the caller's (wait_http, wait_until).
+start_daemon() {
+  local pidfile="$1" logfile="$2"
+  shift 2
+  mkdir -p "$(dirname "$logfile")" "$(dirname "$pidfile")"
+  setsid "$@" </dev/null >>"$logfile" 2>&1 &
+  echo $! >"$pidfile"
 }
