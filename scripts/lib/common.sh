@@ -108,17 +108,19 @@ wait_http() { wait_until "${2:-30}" http_ok "$1"; }
 # --- who owns a port ---------------------------------------------------------------------------
 
 # port_owner port: succeeds when something listens on TCP port `port` (any address), and prints
-# what: "pid N: its command line", or "a process of another user" when ss cannot say.
+# what: "pid N: its command line" (of the parent, when the listener is a worker of a program
+# of the same name, such as nginx's master), or "a process of another user" when ss cannot say.
 port_owner() {
-  local line pid
+  local line pid parent
   line="$(ss -Hltnp "sport = :$1" 2>/dev/null | head -n 1)"
   [ -n "$line" ] || return 1
   pid="$(grep -o 'pid=[0-9]*' <<<"$line" | head -n 1 | cut -d= -f2)"
-  if [ -n "$pid" ]; then
-    echo "pid $pid: $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-160)"
-  else
-    echo "a process of another user"
+  [ -n "$pid" ] || { echo "a process of another user"; return 0; }
+  parent="$(ps -o ppid= -p "$pid" 2>/dev/null | tr -d ' ')"
+  if [ -n "$parent" ] && [ "$(ps -o comm= -p "$parent" 2>/dev/null)" = "$(ps -o comm= -p "$pid" 2>/dev/null)" ]; then
+    pid="$parent"
   fi
+  echo "pid $pid: $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | sed 's/ *$//' | cut -c1-200)"
 }
 
 # refuse_taken_port port what [hint]: dies when something listens on the port, naming it.
