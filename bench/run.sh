@@ -123,8 +123,7 @@ ensure_stack() {
   for name in writer reader nginx; do
     if service_pid "$name" >/dev/null; then
       say "the stack does not answer but its $name is running: waiting up to 60 s for it"
-      for _ in $(seq 1 60); do stack_status && break; sleep 1; done
-      stack_status || die "the stack is running but does not answer on $URL"
+      wait_until 60 stack_status || die "the stack is running but does not answer on $URL"
       say "using the running stack ($URL)"
       return
     fi

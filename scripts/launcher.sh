@@ -155,11 +155,7 @@ start_supervised() {
   stop_pidfile "$name (unsupervised)" "$STATE/$name.pid" "$(exe_of "$name")" "$(word_of "$name")"
   rm -f "$STATE/$name.hold" "$STATE/$name.exit" "$STATE/$name.supervisor.pid"
   setsid "$BASH" "$SUPERVISE" "$STATE" "$name" "$out" "$err" -- "$@" </dev/null >>"$LOGS/supervisor.log" 2>&1 &
-  local deadline=$((SECONDS + 10))
-  until supervisor_of "$name" >/dev/null; do
-    [ $SECONDS -lt $deadline ] || die "the supervisor of $name did not start; see $LOGS/supervisor.log"
-    sleep 0.05
-  done
+  wait_until 10 supervisor_of "$name" || die "the supervisor of $name did not start; see $LOGS/supervisor.log"
   say "$name started under supervision"
 }
 
@@ -170,9 +166,7 @@ stop_instance() {
   exe="$(exe_of "$name")"
   if pid="$(supervisor_of "$name")"; then
     kill -TERM "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + 30))
-    while pid_runs "$pid" "$BASH_EXE" && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
-    if pid_runs "$pid" "$BASH_EXE"; then
+    if ! wait_until 30 pid_gone "$pid" "$BASH_EXE"; then
       say "the supervisor of $name did not end within 30 s; killing it"
       kill -KILL "$pid" 2>/dev/null || true
     fi

@@ -15,12 +15,9 @@ cd "$ROOT"
 TAG=soak
 # shellcheck source=scripts/lib/common.sh
 . "$ROOT/scripts/lib/common.sh"
-require_built
-
 # shellcheck source=scripts/lib/fault-stack.sh
 . "$ROOT/scripts/lib/fault-stack.sh"
-trap cleanup_fault_stack EXIT
-cleanup_fault_stack
+fault_stack_prelude
 
 say "${SOAK_SECONDS:-600} s, a fault every ${SOAK_FAULT_EVERY:-20} s; logs in .stack/faults/logs"
 node tests/faults/soak.mjs

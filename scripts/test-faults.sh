@@ -20,26 +20,9 @@ cd "$ROOT"
 TAG=faults
 # shellcheck source=scripts/lib/common.sh
 . "$ROOT/scripts/lib/common.sh"
-require_built
-
-# What the harness runs; PostgreSQL's server tools come from /usr/lib/postgresql/<version>/bin.
-missing=()
-needed=(node psql pg_isready redis-server redis-cli setsid curl)
-[ "$(id -u)" != 0 ] || needed+=(runuser) # PostgreSQL refuses root: the harness runs it as `postgres`
-for cmd in "${needed[@]}"; do
-  command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
-done
-has_command nginx || missing+=(nginx)
-ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || [ -n "${PG_BIN_DIR:-}" ] || missing+=("initdb (postgresql server)")
-[ ${#missing[@]} -eq 0 ] || die "missing: ${missing[*]} (on Debian: apt-get install nginx postgresql redis-server nodejs)"
-node_major="$(node -p 'process.versions.node.split(".")[0]')"
-[ "$node_major" -ge 20 ] || die "Node.js >= 20 is needed (found $(node --version))"
-
-# Whatever an aborted earlier run left is stopped first, and again at the end whatever happens.
 # shellcheck source=scripts/lib/fault-stack.sh
 . "$ROOT/scripts/lib/fault-stack.sh"
-trap cleanup_fault_stack EXIT
-cleanup_fault_stack
+fault_stack_prelude
 
 started=$SECONDS
 if [ $# -gt 0 ]; then

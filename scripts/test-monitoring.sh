@@ -30,13 +30,8 @@ NATIVE_CONFIG="$PROM_DIR/prometheus.native.yml"
 
 step() { printf '\n=== %s ===\n' "$*"; }
 
-for tool in promtool python3 node curl; do
-  command -v "$tool" >/dev/null 2>&1 || {
-    echo "error: $tool is missing (Debian: apt-get install prometheus python3 python3-yaml nodejs curl)" >&2
-    exit 1
-  }
-done
-python3 -c 'import yaml' 2>/dev/null || { echo "error: PyYAML is missing (Debian: apt-get install python3-yaml)" >&2; exit 1; }
+ensure_commands promtool=prometheus python3=python3 node=nodejs curl=curl
+python3 -c 'import yaml' 2>/dev/null || apt_install python3-yaml
 
 # --- Prometheus: configuration and rules ------------------------------------------------------
 

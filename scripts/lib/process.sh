@@ -43,15 +43,16 @@ running() {
   pid="$(pid_of "$1")" && pid_runs "$pid" "$2" "${3:-}" && echo "$pid"
 }
 
+# pid_gone pid executable: that pid no longer runs that executable (for wait_until).
+pid_gone() { ! pid_runs "$1" "$2"; }
+
 # stop_pid name pid executable [seconds]: SIGTERM, wait for a graceful exit (default 15 s),
 # then SIGKILL. Only a pid that still runs that executable is signalled.
 stop_pid() {
   local name="$1" pid="$2" exe="$3" seconds="${4:-15}"
   pid_runs "$pid" "$exe" || return 0
   kill -TERM "$pid" 2>/dev/null || true
-  local deadline=$((SECONDS + seconds))
-  while pid_runs "$pid" "$exe" && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
-  if pid_runs "$pid" "$exe"; then
+  if ! wait_until "$seconds" pid_gone "$pid" "$exe"; then
     say "$name did not stop within $seconds s; killing it"
     kill -KILL "$pid" 2>/dev/null || true
   fi
