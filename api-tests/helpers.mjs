@@ -1,12 +1,14 @@
 // Shared helpers for the API test suite. Built-ins only: node:test, node:assert/strict,
-// node:crypto and the global fetch. Every request goes through the proxy at API_URL.
+// node:crypto and the global fetch. Every request goes through the proxy at API_URL (default:
+// 127.0.0.1 on PROXY_PORT, else scripts/lib/defaults.sh's, read by tests/lib/defaults.mjs).
 
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { localUrl } from '../tests/lib/defaults.mjs';
 
 export { randomUUID };
 
-export const BASE_URL = (process.env.API_URL ?? 'http://localhost:8080').replace(/\/+$/, '');
+export const BASE_URL = (process.env.API_URL ?? localUrl('PROXY_PORT')).replace(/\/+$/, '');
 
 /** A UUID in its hyphenated textual form (any version, either case). */
 export const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;

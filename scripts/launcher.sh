@@ -10,15 +10,17 @@
 #   scripts/launcher.sh down     end supervision, then stop every instance of the state folder
 #   scripts/launcher.sh status   one line per instance; exit 0 if all run and nginx answers
 #   scripts/launcher.sh nginx-env DIR   write the generated nginx env/ (upstreams, listen) to DIR
+#   scripts/launcher.sh check-ports [--hint TEXT]   fail, naming the owner, if another process
+#                                holds one of the ports (`up` checks this first as well)
 #
 # Parameters: environment variables, or the flags in brackets (defaults: scripts/lib/defaults.sh)
 #   STACK_STATE_DIR     [--state DIR]       pids, logs, binaries' copies, nginx prefix (.stack)
 #   WRITERS, READERS    [--writers N] [--readers M]   instances of each (1 and 1)
-#   PROXY_PORT          [--proxy-port P]    nginx, on 127.0.0.1 (8080)
-#   WRITER_PORT, READER_PORT   [--writer-port P] [--reader-port P]   first instance's API port
-#                       (8081, 8082); instance k listens on PORT + k - 1
+#   PROXY_PORT          [--proxy-port P]    nginx, on 127.0.0.1
+#   WRITER_PORT, READER_PORT   [--writer-port P] [--reader-port P]   first instance's API port;
+#                       instance k listens on PORT + k - 1
 #   WRITER_METRICS_PORT, READER_METRICS_PORT   [--writer-metrics-port P] [--reader-metrics-port P]
-#                       first instance's metrics port (9181, 9182), likewise consecutive
+#                       first instance's metrics port, likewise consecutive
 #   SERVICE_BINARIES    [--binaries DIR]    where `writer` and `reader` are built
 #                       ($CARGO_TARGET_DIR/release); the launcher runs copies in STATE/bin
 #   READER_WORKER_THREADS, WRITER_WORKER_THREADS   the readers' and the writers'
@@ -37,12 +39,11 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TAG=launcher
 # shellcheck source=scripts/lib/common.sh
 . "$ROOT/scripts/lib/common.sh"
-# shellcheck source=scripts/lib/process.sh
-. "$ROOT/scripts/lib/process.sh"
 
 command="${1:-}"
 [ $# -gt 0 ] && shift
 nginx_env_dir=""
+hint=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --state) STACK_STATE_DIR="$2" ;;
@@ -54,6 +55,7 @@ while [ $# -gt 0 ]; do
     --writer-metrics-port) WRITER_METRICS_PORT="$2" ;;
     --reader-metrics-port) READER_METRICS_PORT="$2" ;;
     --binaries) SERVICE_BINARIES="$2" ;;
+    --hint) hint="$2" ;;
     *) [ "$command" = nginx-env ] && [ -z "$nginx_env_dir" ] && { nginx_env_dir="$1"; shift; continue; }
        die "unknown argument: $1" ;;
   esac
@@ -71,10 +73,10 @@ WRITER_PORT="${WRITER_PORT:-$DEFAULT_WRITER_PORT}"
 READER_PORT="${READER_PORT:-$DEFAULT_READER_PORT}"
 WRITER_METRICS_PORT="${WRITER_METRICS_PORT:-$DEFAULT_WRITER_METRICS_PORT}"
 READER_METRICS_PORT="${READER_METRICS_PORT:-$DEFAULT_READER_METRICS_PORT}"
-SERVICE_BINARIES="${SERVICE_BINARIES:-${CARGO_TARGET_DIR:-$ROOT/target}/release}"
+SERVICE_BINARIES="${SERVICE_BINARIES:-$(release_dir)}"
 SUPERVISE="$ROOT/scripts/lib/supervise.sh"
 BASH_EXE="$(readlink -f "$BASH")"
-NGINX_EXE="$(readlink -f "$(command -v nginx || echo /usr/sbin/nginx)")"
+NGINX_EXE="$(exe_path nginx)"
 NGINX_PREFIX="$STATE/nginx"
 SOCKETS="$STATE/sockets"
 PROXY_UPSTREAM="${PROXY_UPSTREAM:-unix}"
@@ -103,14 +105,37 @@ known_instances() {
   done | sort -u
 }
 
+# Every "instance port" pair of this stack: nginx, then each writer's and reader's API and
+# metrics ports.
+instance_ports() {
+  local k
+  echo "nginx $PROXY_PORT"
+  for ((k = 1; k <= WRITERS; k++)); do
+    printf '%s %s\n' "$(name writer "$k")" $((WRITER_PORT + k - 1)) "$(name writer "$k")" $((WRITER_METRICS_PORT + k - 1))
+  done
+  for ((k = 1; k <= READERS; k++)); do
+    printf '%s %s\n' "$(name reader "$k")" $((READER_PORT + k - 1)) "$(name reader "$k")" $((READER_METRICS_PORT + k - 1))
+  done
+}
+
 check_ports() {
-  local ports=("$PROXY_PORT") k
   [[ "$WRITERS" =~ ^[1-9][0-9]*$ ]] && [[ "$READERS" =~ ^[1-9][0-9]*$ ]] || die "WRITERS and READERS must be at least 1"
-  for ((k = 0; k < WRITERS; k++)); do ports+=($((WRITER_PORT + k)) $((WRITER_METRICS_PORT + k))); done
-  for ((k = 0; k < READERS; k++)); do ports+=($((READER_PORT + k)) $((READER_METRICS_PORT + k))); done
   local repeated
-  repeated="$(printf '%s\n' "${ports[@]}" | sort | uniq -d | tr '\n' ' ')"
+  repeated="$(instance_ports | cut -d' ' -f2 | sort | uniq -d | tr '\n' ' ')"
   [ -z "$repeated" ] || die "port(s) ${repeated% } used twice: with $WRITERS writers and $READERS readers on consecutive ports, move READER_PORT or the metrics ports"
+}
+
+# refuse_foreign_ports: a port held by anything but this state folder's own instance would
+# answer the health checks in its place (another stack's nginx on PROXY_PORT looks healthy).
+# (The owner is looked at first: an instance its supervisor restarts meanwhile has written its
+# pid file before it binds, so it is never taken for a stranger.)
+refuse_foreign_ports() {
+  local name port owner
+  while read -r name port; do
+    owner="$(port_owner "$port")" || continue
+    instance_of "$name" >/dev/null && continue
+    die "127.0.0.1:$port (for $name) is taken by $owner; ${hint:-stop it, or move this stack (PROXY_PORT, WRITER_PORT, ...)}"
+  done < <(instance_ports)
 }
 
 # start_supervised name stdout stderr command...: unless a supervisor of that name runs, starts
@@ -130,11 +155,7 @@ start_supervised() {
   stop_pidfile "$name (unsupervised)" "$STATE/$name.pid" "$(exe_of "$name")" "$(word_of "$name")"
   rm -f "$STATE/$name.hold" "$STATE/$name.exit" "$STATE/$name.supervisor.pid"
   setsid "$BASH" "$SUPERVISE" "$STATE" "$name" "$out" "$err" -- "$@" </dev/null >>"$LOGS/supervisor.log" 2>&1 &
-  local deadline=$((SECONDS + 10))
-  until supervisor_of "$name" >/dev/null; do
-    [ $SECONDS -lt $deadline ] || die "the supervisor of $name did not start; see $LOGS/supervisor.log"
-    sleep 0.05
-  done
+  wait_until 10 supervisor_of "$name" || die "the supervisor of $name did not start; see $LOGS/supervisor.log"
   say "$name started under supervision"
 }
 
@@ -145,9 +166,7 @@ stop_instance() {
   exe="$(exe_of "$name")"
   if pid="$(supervisor_of "$name")"; then
     kill -TERM "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + 30))
-    while pid_runs "$pid" "$BASH_EXE" && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
-    if pid_runs "$pid" "$BASH_EXE"; then
+    if ! wait_until 30 pid_gone "$pid" "$BASH_EXE"; then
       say "the supervisor of $name did not end within 30 s; killing it"
       kill -KILL "$pid" 2>/dev/null || true
     fi
@@ -312,6 +331,7 @@ start_nginx() {
 
 up() {
   check_ports
+  refuse_foreign_ports
   mkdir -p "$LOGS"
   choose_upstream
   install_binary writer
@@ -345,7 +365,7 @@ status() {
       say "$name: not running"; rc=1
     fi
   done
-  curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$PROXY_PORT/ping" || { say "nothing answers on 127.0.0.1:$PROXY_PORT"; rc=1; }
+  http_ok "http://127.0.0.1:$PROXY_PORT/ping" || { say "nothing answers on 127.0.0.1:$PROXY_PORT"; rc=1; }
   return "$rc"
 }
 
@@ -353,6 +373,7 @@ case "$command" in
   up) up ;;
   down) down ;;
   status) status ;;
+  check-ports) check_ports; refuse_foreign_ports ;;
   nginx-env) [ -n "$nginx_env_dir" ] || die "usage: $0 nginx-env DIR"; check_ports; choose_upstream; nginx_env "$nginx_env_dir" ;;
-  *) echo "usage: $0 up|down|status|nginx-env DIR [--state DIR] [--writers N] [--readers M] [--proxy-port P] ..." >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|check-ports|nginx-env DIR [--state DIR] [--writers N] [--readers M] [--proxy-port P] ..." >&2; exit 2 ;;
 esac

@@ -6,10 +6,12 @@
 #   scripts/monitoring.sh stop     stop what `start` started (npm stop)
 #   scripts/monitoring.sh status   print what runs; exit 0 if both answer
 #
-# Prometheus (127.0.0.1:9090) reads monitoring/prometheus/prometheus.native.yml, which differs
-# from the container config only in target addresses, and the same rule files. Running `start`
-# twice is harmless: a running Prometheus only gets its configuration and rules reloaded.
-# Grafana is not run natively; docker compose provisions it from monitoring/grafana/.
+# Prometheus (127.0.0.1:PROMETHEUS_PORT) reads monitoring/prometheus/prometheus.native.yml,
+# which differs from the container config only in target addresses, and the same rule files;
+# when the stack runs on other ports (WRITER_METRICS_PORT, READER_METRICS_PORT,
+# NODE_EXPORTER_PORT: npm test's own stack), a copy with those ports in the state folder.
+# Running `start` twice is harmless: a running Prometheus only gets its configuration and rules
+# reloaded. Grafana is not run natively; docker compose provisions it from monitoring/grafana/.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -17,41 +19,33 @@ STATE="${STACK_STATE_DIR:-$ROOT/.stack}"
 LOGS="$STATE/logs"
 
 TAG=monitoring
-# say, die, apt_install, wait_http, defaults; running, stop_pidfile
 # shellcheck source=scripts/lib/common.sh
 . "$ROOT/scripts/lib/common.sh"
-# shellcheck source=scripts/lib/process.sh
-. "$ROOT/scripts/lib/process.sh"
 
 PROMETHEUS_ADDR="127.0.0.1:${PROMETHEUS_PORT:-$DEFAULT_PROMETHEUS_PORT}"
 NODE_EXPORTER_ADDR="127.0.0.1:${NODE_EXPORTER_PORT:-$DEFAULT_NODE_EXPORTER_PORT}"
 # The replicated topology (scripts/ha/topology.sh) passes its generated configuration.
-PROMETHEUS_CONFIG="${PROMETHEUS_CONFIG:-$ROOT/monitoring/prometheus/prometheus.native.yml}"
+NATIVE_CONFIG="$ROOT/monitoring/prometheus/prometheus.native.yml"
+PROMETHEUS_CONFIG="${PROMETHEUS_CONFIG:-}"
 PROMETHEUS_DATA="$STATE/prometheus"
 PROMETHEUS_PID="$STATE/prometheus.pid"
 NODE_EXPORTER_PID="$STATE/node-exporter.pid"
 
-
 # --- tools --------------------------------------------------------------------------------
 
 # Debian's binary names first, then the upstream ones (release tarballs).
-find_binary() { # name...
-  local name
-  for name in "$@"; do
-    if command -v "$name" >/dev/null 2>&1; then command -v "$name"; return 0; fi
-  done
-  return 1
-}
+TOOLS=(prometheus=prometheus promtool=prometheus curl=curl ss=iproute2
+  'prometheus-node-exporter|node_exporter=prometheus-node-exporter')
+PROMETHEUS_EXE="$(exe_path prometheus)"
+NODE_EXPORTER_EXE="$(exe_path prometheus-node-exporter node_exporter)"
 
 ensure_packages() {
-  local packages=()
-  find_binary prometheus >/dev/null || packages+=(prometheus)
-  find_binary promtool >/dev/null || packages+=(prometheus)
-  find_binary prometheus-node-exporter node_exporter >/dev/null || packages+=(prometheus-node-exporter)
-  command -v curl >/dev/null 2>&1 || packages+=(curl)
-  [ ${#packages[@]} -eq 0 ] && return 0
-  mapfile -t packages < <(printf "%s\n" "${packages[@]}" | sort -u)
+  local packages
+  mapfile -t packages < <(missing_packages "${TOOLS[@]}")
+  [ ${#packages[@]} -gt 0 ] || return 0
   apt_install "${packages[@]}"
+  PROMETHEUS_EXE="$(exe_path prometheus)"
+  NODE_EXPORTER_EXE="$(exe_path prometheus-node-exporter node_exporter)"
   # Debian starts (and on systemd enables) its own services on install, with its own
   # configuration and on the same ports; this script runs its own instances instead.
   local unit
@@ -64,62 +58,67 @@ ensure_packages() {
   done
 }
 
-# The executables, resolved as /proc/<pid>/exe shows them (a pid file alone proves nothing).
-exe_of() { readlink -f "$(find_binary "$@" || echo "/usr/bin/$1")"; }
-
 # --- processes ------------------------------------------------------------------------------
 
-answers() { curl -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null; }
-
-start_node_exporter() {
-  local url="http://$NODE_EXPORTER_ADDR/metrics"
-  local pid
-  if pid="$(running "$NODE_EXPORTER_PID" "$(exe_of prometheus-node-exporter node_exporter)")"; then
-    say "node-exporter already running (pid $pid)"
+# start_server name pidfile url seconds command...: unless it runs (then `already`), refuses a
+# port someone else holds, starts it and waits until the URL answers.
+start_server() {
+  local name="$1" pidfile="$2" url="$3" seconds="$4" exe="$5" pid port
+  shift 4
+  if pid="$(running "$pidfile" "$exe")"; then
+    echo "$pid"
     return 0
   fi
-  answers "$url" && die "something else already listens on $NODE_EXPORTER_ADDR (Debian's prometheus-node-exporter service? stop it: service prometheus-node-exporter stop)"
-  local binary; binary="$(find_binary prometheus-node-exporter node_exporter)"
-  # The systemd collector needs a running systemd and the dashboards do not use it.
-  nohup "$binary" --web.listen-address="$NODE_EXPORTER_ADDR" --no-collector.systemd \
-    </dev/null >>"$LOGS/node-exporter.log" 2>&1 &
-  echo $! >"$NODE_EXPORTER_PID"
-  if ! wait_http "$url" 30; then
-    tail -n 20 "$LOGS/node-exporter.log" >&2 || true
-    die "node-exporter did not start; see $LOGS/node-exporter.log"
+  port="${url#http://*:}"; port="${port%%/*}"
+  refuse_taken_port "$port" "$name" "Debian's own $name service? stop it (service $name stop; Debian's names it prometheus-node-exporter)"
+  start_daemon "$pidfile" "$LOGS/$name.log" "$@"
+  if ! wait_http "$url" "$seconds"; then
+    tail -n 20 "$LOGS/$name.log" >&2 || true
+    die "$name did not start; see $LOGS/$name.log"
   fi
-  say "node-exporter up on $NODE_EXPORTER_ADDR"
+}
+
+start_node_exporter() {
+  local pid
+  # The systemd collector needs a running systemd and the dashboards do not use it.
+  pid="$(start_server node-exporter "$NODE_EXPORTER_PID" "http://$NODE_EXPORTER_ADDR/metrics" 30 \
+    "$NODE_EXPORTER_EXE" --web.listen-address="$NODE_EXPORTER_ADDR" --no-collector.systemd)"
+  if [ -n "$pid" ]; then say "node-exporter already running (pid $pid)"; else say "node-exporter up on $NODE_EXPORTER_ADDR"; fi
+}
+
+# The configuration Prometheus reads: the topology's, else the native one with this stack's
+# metrics ports (the same file when they are the defaults) and its rule files by full path.
+write_native_config() {
+  PROMETHEUS_CONFIG="$STATE/prometheus-config/prometheus.yml"
+  mkdir -p "${PROMETHEUS_CONFIG%/*}"
+  sed -e "s|\"127.0.0.1:$DEFAULT_WRITER_METRICS_PORT\"|\"127.0.0.1:${WRITER_METRICS_PORT:-$DEFAULT_WRITER_METRICS_PORT}\"|" \
+    -e "s|\"127.0.0.1:$DEFAULT_READER_METRICS_PORT\"|\"127.0.0.1:${READER_METRICS_PORT:-$DEFAULT_READER_METRICS_PORT}\"|" \
+    -e "s|\"127.0.0.1:$DEFAULT_NODE_EXPORTER_PORT\"|\"127.0.0.1:${NODE_EXPORTER_PORT:-$DEFAULT_NODE_EXPORTER_PORT}\"|" \
+    -e "s|^  - rules/|  - $ROOT/monitoring/prometheus/rules/|" "$NATIVE_CONFIG" >"$PROMETHEUS_CONFIG.tmp"
+  mv -f "$PROMETHEUS_CONFIG.tmp" "$PROMETHEUS_CONFIG"
 }
 
 start_prometheus() {
-  local url="http://$PROMETHEUS_ADDR"
+  local url="http://$PROMETHEUS_ADDR" pid
+  [ -n "$PROMETHEUS_CONFIG" ] || write_native_config
   promtool check config "$PROMETHEUS_CONFIG" >/dev/null 2>&1 \
     || { promtool check config "$PROMETHEUS_CONFIG" >&2 || true; die "$PROMETHEUS_CONFIG is invalid"; }
-  local pid
-  if pid="$(running "$PROMETHEUS_PID" "$(exe_of prometheus)")"; then
-    # Picks up changed scrape configuration and rule files (--web.enable-lifecycle).
-    curl -fsS -o /dev/null --max-time 10 -X POST "$url/-/reload" \
-      || die "Prometheus (pid $pid) did not reload its configuration; see $LOGS/prometheus.log"
-    say "Prometheus already running (pid $pid); configuration reloaded"
-    return 0
-  fi
-  answers "$url/-/ready" && die "something else already listens on $PROMETHEUS_ADDR (Debian's prometheus service? stop it: service prometheus stop)"
   mkdir -p "$PROMETHEUS_DATA"
-  local binary; binary="$(find_binary prometheus)"
   # Console templates are not used; Debian's defaults (/etc/prometheus/consoles...) do no harm.
-  nohup "$binary" \
+  pid="$(start_server prometheus "$PROMETHEUS_PID" "$url/-/ready" 60 "$PROMETHEUS_EXE" \
     --config.file="$PROMETHEUS_CONFIG" \
     --storage.tsdb.path="$PROMETHEUS_DATA" \
     --storage.tsdb.retention.time=7d \
     --web.listen-address="$PROMETHEUS_ADDR" \
-    --web.enable-lifecycle \
-    </dev/null >>"$LOGS/prometheus.log" 2>&1 &
-  echo $! >"$PROMETHEUS_PID"
-  if ! wait_http "$url/-/ready" 60; then
-    tail -n 20 "$LOGS/prometheus.log" >&2 || true
-    die "Prometheus did not become ready; see $LOGS/prometheus.log"
+    --web.enable-lifecycle)"
+  if [ -z "$pid" ]; then
+    say "Prometheus up on $url (config $PROMETHEUS_CONFIG, data in $PROMETHEUS_DATA)"
+    return 0
   fi
-  say "Prometheus up on $url (config $PROMETHEUS_CONFIG, data in $PROMETHEUS_DATA)"
+  # Picks up changed scrape configuration and rule files (--web.enable-lifecycle).
+  curl -fsS -o /dev/null --max-time 10 -X POST "$url/-/reload" \
+    || die "Prometheus (pid $pid) did not reload its configuration; see $LOGS/prometheus.log"
+  say "Prometheus already running (pid $pid); configuration reloaded"
 }
 
 start() {
@@ -130,19 +129,19 @@ start() {
 }
 
 stop() {
-  stop_pidfile prometheus "$PROMETHEUS_PID" "$(exe_of prometheus)"
-  stop_pidfile node-exporter "$NODE_EXPORTER_PID" "$(exe_of prometheus-node-exporter node_exporter)"
+  stop_pidfile prometheus "$PROMETHEUS_PID" "$PROMETHEUS_EXE"
+  stop_pidfile node-exporter "$NODE_EXPORTER_PID" "$NODE_EXPORTER_EXE"
 }
 
 status() {
   local rc=0
-  if answers "http://$PROMETHEUS_ADDR/-/ready"; then
-    say "Prometheus answers on http://$PROMETHEUS_ADDR$(running "$PROMETHEUS_PID" "$(exe_of prometheus)" | sed 's/.*/ (pid &)/')"
+  if http_ok "http://$PROMETHEUS_ADDR/-/ready"; then
+    say "Prometheus answers on http://$PROMETHEUS_ADDR$(running "$PROMETHEUS_PID" "$PROMETHEUS_EXE" | sed 's/.*/ (pid &)/')"
   else
     say "Prometheus is not answering on http://$PROMETHEUS_ADDR"; rc=1
   fi
-  if answers "http://$NODE_EXPORTER_ADDR/metrics"; then
-    say "node-exporter answers on http://$NODE_EXPORTER_ADDR$(running "$NODE_EXPORTER_PID" "$(exe_of prometheus-node-exporter node_exporter)" | sed 's/.*/ (pid &)/')"
+  if http_ok "http://$NODE_EXPORTER_ADDR/metrics"; then
+    say "node-exporter answers on http://$NODE_EXPORTER_ADDR$(running "$NODE_EXPORTER_PID" "$NODE_EXPORTER_EXE" | sed 's/.*/ (pid &)/')"
   else
     say "node-exporter is not answering on http://$NODE_EXPORTER_ADDR"; rc=1
   fi

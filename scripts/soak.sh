@@ -12,18 +12,12 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 TAG=soak
 # shellcheck source=scripts/lib/common.sh
 . "$ROOT/scripts/lib/common.sh"
-for binary in writer reader; do
-  [ -x "$TARGET_DIR/release/$binary" ] || die "$TARGET_DIR/release/$binary is missing: build it first"
-done
-
 # shellcheck source=scripts/lib/fault-stack.sh
 . "$ROOT/scripts/lib/fault-stack.sh"
-trap cleanup_fault_stack EXIT
-cleanup_fault_stack
+fault_stack_prelude
 
 say "${SOAK_SECONDS:-600} s, a fault every ${SOAK_FAULT_EVERY:-20} s; logs in .stack/faults/logs"
 node tests/faults/soak.mjs

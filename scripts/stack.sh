@@ -22,8 +22,6 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TAG=stack
 # shellcheck source=scripts/lib/common.sh
 . "$ROOT/scripts/lib/common.sh"
-# shellcheck source=scripts/lib/process.sh
-. "$ROOT/scripts/lib/process.sh"
 
 export STACK_STATE_DIR="${STACK_STATE_DIR:-$ROOT/.stack}"
 STATE="$STACK_STATE_DIR"
@@ -36,13 +34,7 @@ PROXY_URL="http://127.0.0.1:${PROXY_PORT:-$DEFAULT_PROXY_PORT}"
 
 ensure_tools() {
   ensure_commands nginx=nginx psql=postgresql-client pg_isready=postgresql-client \
-    redis-server=redis-server redis-cli=redis-tools curl=curl setsid=util-linux
-}
-
-ensure_cargo() {
-  command -v cargo >/dev/null 2>&1 && return 0
-  [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH" && return 0
-  die "cargo is missing. Install Rust with rustup: https://rustup.rs (curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh)"
+    redis-server=redis-server redis-cli=redis-tools curl=curl setsid=util-linux ss=iproute2
 }
 
 # --- PostgreSQL and Redis -------------------------------------------------------------------
@@ -65,8 +57,7 @@ ensure_postgres() {
       version="$(ls /etc/postgresql | sort -V | tail -n 1)"
       pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
     fi
-    for _ in $(seq 1 30); do pg_isready -q -h "$host" -p "$port" && break; sleep 1; done
-    pg_isready -q -h "$host" -p "$port" || die "PostgreSQL is not reachable at $host:$port (DATABASE_URL)"
+    wait_until 30 pg_isready -q -h "$host" -p "$port" || die "PostgreSQL is not reachable at $host:$port (DATABASE_URL)"
   fi
   local database="${DATABASE_URL##*/}"; database="${database%%\?*}"
   local admin_url="${DATABASE_URL%/*}/postgres"
@@ -77,17 +68,16 @@ ensure_postgres() {
 }
 
 # Only a Redis this script started has a pid file in the state folder; stop leaves others alone.
-REDIS_EXE="$(readlink -f "$(command -v redis-server || echo /usr/bin/redis-server)")"
+REDIS_EXE="$(exe_path redis-server)"
 ensure_redis() {
   if redis-cli -u "$REDIS_URL" ping >/dev/null 2>&1; then return 0; fi
   local rest="${REDIS_URL#*://}"; rest="${rest#*@}"; rest="${rest%%/*}"
   local port="${rest##*:}"
   say "starting Redis on port $port"
-  mkdir -p "$STATE/redis" "$LOGS"
-  redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --save "" --appendonly no \
-    --dir "$STATE/redis" --logfile "$LOGS/redis.log" --pidfile "$STATE/redis.pid" </dev/null >/dev/null 2>&1
-  for _ in $(seq 1 20); do redis-cli -u "$REDIS_URL" ping >/dev/null 2>&1 && return 0; sleep 0.5; done
-  die "Redis did not start; see $LOGS/redis.log"
+  mkdir -p "$STATE/redis"
+  start_daemon "$STATE/redis.pid" "$LOGS/redis.log" redis-server --bind 127.0.0.1 --port "$port" \
+    --save "" --appendonly no --dir "$STATE/redis"
+  wait_until 10 redis-cli -u "$REDIS_URL" ping || die "Redis did not start; see $LOGS/redis.log"
 }
 
 deps() {
@@ -99,27 +89,17 @@ deps() {
 
 # --- the stack ------------------------------------------------------------------------------
 
-build() {
-  [ "${STACK_BUILD:-yes}" != no ] || return 0
-  ensure_cargo
-  say "building writer and reader (release)"
-  (cd "$ROOT" && cargo build --release --locked -p writer -p reader)
-}
-
-# Only one of the two stacks runs at a time: the replicated topology (npm run ha:start)
-# serves the API on the same port.
-refuse_if_ha_runs() {
-  local ha="$ROOT/.stack/ha/services" exe
-  exe="$(readlink -f "$(command -v nginx || echo /usr/sbin/nginx)")"
-  running "$ha/nginx.pid" "$exe" "-p $ha/nginx" >/dev/null || return 0
-  grep -q "127.0.0.1:${PROXY_PORT:-$DEFAULT_PROXY_PORT} " "$ha/nginx/env/listen.conf" 2>/dev/null || return 0
-  die "the replicated topology (npm run ha:start) is running on the same port: stop it first (npm run ha:stop)"
+# Another stack on these ports (the replicated topology, npm run ha:start, serves the API on
+# the same one) is refused before anything is built or started.
+refuse_taken_ports() {
+  bash "$ROOT/scripts/launcher.sh" check-ports \
+    --hint "another stack? stop it first (npm stop; npm run ha:stop for the replicated topology)"
 }
 
 start() {
-  refuse_if_ha_runs
+  refuse_taken_ports
   deps
-  build
+  [ "${STACK_BUILD:-yes}" = no ] || build_services
   # The services' tokio worker threads (default_worker_threads): measured on 2 cores, an
   # account read cost the reader 25 us of CPU with one worker against 29-34 us with two, and a
   # POST the whole machine 267-275 us against 290-333 us (docs/decisions.md 18).
@@ -143,7 +123,7 @@ stop() {
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
-  status) curl -fsS -o /dev/null --max-time 2 "$PROXY_URL/ping" ;;
+  status) http_ok "$PROXY_URL/ping" ;;
   deps) deps ;;
   *) echo "usage: $0 start|stop|status|deps" >&2; exit 2 ;;
 esac

@@ -3,7 +3,7 @@
 # service of docker-compose.yml that has an image, and checks it live, each check named:
 #
 #   healthy        every container healthy within COMPOSE_HEALTH_TIMEOUT s of `up`
-#   API tests      api-tests/ through nginx on 127.0.0.1:8080
+#   API tests      api-tests/ through nginx on 127.0.0.1:PROXY_PORT
 #   Prometheus     its writer, reader and node-exporter targets are up
 #   dashboards     every dashboard query returns data (tests/monitoring/panels.test.mjs)
 #   isolation      the network split, from throw-away containers on each network
@@ -23,10 +23,13 @@
 # stand-ins by ../shared/offline-images/build.sh (OFFLINE_IMAGES_DIR). A service whose image
 # cannot be had (Grafana, offline) is left out, and the output says so.
 #
-# Ports: the stack publishes 8080, 9090 and 3000 on 127.0.0.1, as the native stack does, so
-# everything from `up` to the teardown holds /tmp/tm-ports.lock (TM_PORTS_LOCK), taken after
-# the image build. A caller that already holds it (`flock /tmp/tm-ports.lock npm test`) is
-# recognised and not waited for.
+# Ports: the stack publishes nginx, Prometheus and Grafana on 127.0.0.1 on ports of its own
+# (PROXY_PORT, PROMETHEUS_PORT, GRAFANA_PORT = scripts/lib/defaults.sh's DEFAULT_COMPOSE_TEST_*;
+# docker-compose.yml's defaults are 8080, 9090 and 3000), so a stack of yours (npm start, or
+# compose as `ledger`) keeps running meanwhile. Two runs of this script from two checkouts
+# would collide on them: everything from `up` to the teardown holds /tmp/tm-ports.lock
+# (TM_PORTS_LOCK), taken after the image build. A caller that already holds it
+# (`flock /tmp/tm-ports.lock npm test`) is recognised and not waited for.
 #
 # Environment: COMPOSE_TEST_PROJECT (ledger-test: not the `ledger` of .env.example, so the
 # test never touches a stack of yours), COMPOSE_HEALTH_TIMEOUT (180), COMPOSE_TEST_IMAGES
@@ -54,7 +57,6 @@ STATE_DIR="${COMPOSE_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/transaction-api
 # The classic builder: Compose 1.29 has no other, and BuildKit would look registries up.
 export DOCKER_BUILDKIT=0 COMPOSE_DOCKER_CLI_BUILD=0
 export COMPOSE_PROJECT_NAME="$PROJECT"
-export API_URL="http://127.0.0.1:8080" PROMETHEUS_URL="http://127.0.0.1:9090"
 # Throw-away containers (network probes, the address placeholder) use the Dockerfile's busybox.
 BUSYBOX_IMAGE="$(sed -nE 's/^FROM[[:space:]]+(busybox:[^[:space:]]+).*/\1/p' docker/service.Dockerfile | head -n 1)"
 export BUSYBOX_IMAGE="${BUSYBOX_IMAGE:-busybox:1.37.0-musl}"
@@ -62,9 +64,11 @@ export ADDRESS_HOLDER="${PROJECT}-address-holder"
 STARTED=$(date +%s)
 
 TAG=test-compose
-# say, die, as_root, can_be_root, apt_install
 # shellcheck source=scripts/lib/common.sh
 . "$ROOT/scripts/lib/common.sh"
+# docker-compose.yml publishes on ${PROXY_PORT:-8080} and the like: the test's own ports.
+use_port_set COMPOSE_TEST_
+export API_URL="http://127.0.0.1:$PROXY_PORT" PROMETHEUS_URL="http://127.0.0.1:$PROMETHEUS_PORT"
 elapsed() { echo "$(($(date +%s) - STARTED)) s"; }
 
 # --- tools and the Docker daemon ---------------------------------------------------------------
@@ -81,16 +85,7 @@ ensure_tools() {
   fi
   export COMPOSE_CMD="${COMPOSE[*]}"
   say "compose: ${COMPOSE[*]} ($("${COMPOSE[@]}" version --short 2>/dev/null || "${COMPOSE[@]}" version | head -n 1))"
-  ensure_node_modules
-}
-
-# The yaml package (a devDependency) reads the resolved compose file.
-ensure_node_modules() {
-  command -v npm >/dev/null 2>&1 || die "npm is missing (Node.js >= 20 is needed)"
-  if [ ! -f node_modules/yaml/package.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-    say "installing node_modules (npm ci)"
-    npm ci --no-audit --no-fund --loglevel=error || die "npm ci failed"
-  fi
+  ensure_node_modules # the yaml package (a devDependency) reads the resolved compose file
 }
 
 ensure_dockerd() {
@@ -101,7 +96,7 @@ ensure_dockerd() {
   if pgrep -x dockerd >/dev/null 2>&1; then
     # Starting (or stuck): never start a second one beside it.
     say "a dockerd process runs but does not answer yet; waiting up to 30 s"
-    for _ in $(seq 60); do docker info >/dev/null 2>&1 && return 0; sleep 0.5; done
+    wait_until 30 docker info && return 0
     die "dockerd runs (pid $(pgrep -x dockerd | tr '\n' ' ')) but does not answer on its socket; see its log"
   fi
   can_be_root || die "no Docker daemon answers, and starting one needs root (or start it yourself)"
@@ -112,10 +107,10 @@ ensure_dockerd() {
   fi
   say "starting dockerd (log: $DOCKERD_LOG); it keeps running after this script"
   as_root sh -c "setsid dockerd >>'$DOCKERD_LOG' 2>&1 </dev/null &" || die "could not start dockerd"
-  for _ in $(seq 60); do
-    docker info >/dev/null 2>&1 && { say "docker: engine $(docker version --format '{{.Server.Version}}') started"; return 0; }
-    sleep 0.5
-  done
+  if wait_until 30 docker info; then
+    say "docker: engine $(docker version --format '{{.Server.Version}}') started"
+    return 0
+  fi
   tail -n 20 "$DOCKERD_LOG" >&2
   # Leave no half-started daemon behind: stop the one started here.
   local pid

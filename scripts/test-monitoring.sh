@@ -2,7 +2,8 @@
 # The monitoring tests (part of npm test): Prometheus configuration and alert rules, the Grafana
 # provisioning and dashboards, the services' metrics, and every dashboard query against the
 # running Prometheus. Needs the native stack and monitoring up (npm start, or
-# `bash scripts/stack.sh start && bash scripts/monitoring.sh start`); starts nothing itself.
+# `bash scripts/stack.sh start && bash scripts/monitoring.sh start`; on other ports, the same
+# PROXY_PORT, PROMETHEUS_PORT, ... in the environment); starts nothing itself.
 #
 # Runs every check, prints what each one checks, and exits non-zero if any failed.
 set -uo pipefail
@@ -15,10 +16,12 @@ TAG=monitoring-tests
 # shellcheck source=scripts/lib/common.sh
 . "$ROOT/scripts/lib/common.sh"
 
-PROMETHEUS_URL="${PROMETHEUS_URL:-http://127.0.0.1:$DEFAULT_PROMETHEUS_PORT}"
-API_URL="${API_URL:-http://127.0.0.1:$DEFAULT_PROXY_PORT}"
-WRITER_METRICS_URL="${WRITER_METRICS_URL:-http://127.0.0.1:$DEFAULT_WRITER_METRICS_PORT/metrics}"
-READER_METRICS_URL="${READER_METRICS_URL:-http://127.0.0.1:$DEFAULT_READER_METRICS_PORT/metrics}"
+# The stack's ports: PROMETHEUS_PORT, PROXY_PORT, ... as the stack was started with, else the
+# defaults (npm test runs this against its own stack, scripts/test.sh).
+PROMETHEUS_URL="${PROMETHEUS_URL:-http://127.0.0.1:${PROMETHEUS_PORT:-$DEFAULT_PROMETHEUS_PORT}}"
+API_URL="${API_URL:-http://127.0.0.1:${PROXY_PORT:-$DEFAULT_PROXY_PORT}}"
+WRITER_METRICS_URL="${WRITER_METRICS_URL:-http://127.0.0.1:${WRITER_METRICS_PORT:-$DEFAULT_WRITER_METRICS_PORT}/metrics}"
+READER_METRICS_URL="${READER_METRICS_URL:-http://127.0.0.1:${READER_METRICS_PORT:-$DEFAULT_READER_METRICS_PORT}/metrics}"
 export PROMETHEUS_URL API_URL
 
 PROM_DIR=monitoring/prometheus
@@ -27,13 +30,8 @@ NATIVE_CONFIG="$PROM_DIR/prometheus.native.yml"
 
 step() { printf '\n=== %s ===\n' "$*"; }
 
-for tool in promtool python3 node curl; do
-  command -v "$tool" >/dev/null 2>&1 || {
-    echo "error: $tool is missing (Debian: apt-get install prometheus python3 python3-yaml nodejs curl)" >&2
-    exit 1
-  }
-done
-python3 -c 'import yaml' 2>/dev/null || { echo "error: PyYAML is missing (Debian: apt-get install python3-yaml)" >&2; exit 1; }
+ensure_commands promtool=prometheus python3=python3 node=nodejs curl=curl
+python3 -c 'import yaml' 2>/dev/null || apt_install python3-yaml
 
 # --- Prometheus: configuration and rules ------------------------------------------------------
 
@@ -51,9 +49,9 @@ step "native and container configs differ only in target addresses"
 # Each container address and the native address it stands for.
 same_but_targets() {
   local -A native_of=(
-    ["writer:9181"]="127.0.0.1:9181"
-    ["reader:9182"]="127.0.0.1:9182"
-    ["node-exporter:9100"]="127.0.0.1:9100"
+    ["writer:$DEFAULT_WRITER_METRICS_PORT"]="127.0.0.1:$DEFAULT_WRITER_METRICS_PORT"
+    ["reader:$DEFAULT_READER_METRICS_PORT"]="127.0.0.1:$DEFAULT_READER_METRICS_PORT"
+    ["node-exporter:$DEFAULT_NODE_EXPORTER_PORT"]="127.0.0.1:$DEFAULT_NODE_EXPORTER_PORT"
   )
   local script=() address ok=0
   for address in "${!native_of[@]}"; do

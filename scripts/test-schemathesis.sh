@@ -7,14 +7,15 @@
 #   bash scripts/test-schemathesis.sh            needs the stack up (npm start)
 #
 # Environment:
-#   API_URL           the proxy (default http://localhost:8080)
+#   API_URL           the proxy (default http://127.0.0.1:PROXY_PORT, scripts/lib/defaults.sh's)
 #   ST_MAX_EXAMPLES   test cases per operation and phase (default 50)
 #   ST_SEED           a seed to repeat an earlier run (printed at the end of each run)
 #   ST_CHECKS         comma-separated checks (default: the five below)
 #   ST_TIME_LIMIT     hard limit of the run in seconds (default 170)
 #
-# Installs schemathesis (pinned) into .stack/tools/schemathesis-venv on first use. Creates
-# transactions on random accounts in the stack's database. Exits non-zero on any failure.
+# Installs schemathesis (pinned) into .stack/tools/schemathesis-venv on first use; its JUnit
+# report goes to the stack's state folder (STACK_STATE_DIR, .stack). Creates transactions on
+# random accounts in the stack's database. Exits non-zero on any failure.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,23 +23,22 @@ cd "$ROOT"
 
 SCHEMATHESIS_VERSION="4.32.5"
 VENV="$ROOT/.stack/tools/schemathesis-venv"
-API_URL="${API_URL:-http://localhost:8080}" # the native stack (DEFAULT_PROXY_PORT)
+TAG=schemathesis
+# shellcheck source=scripts/lib/common.sh
+. "$ROOT/scripts/lib/common.sh"
+
+API_URL="${API_URL:-http://127.0.0.1:${PROXY_PORT:-$DEFAULT_PROXY_PORT}}"
 API_URL="${API_URL%/}"
 MAX_EXAMPLES="${ST_MAX_EXAMPLES:-50}"
 TIME_LIMIT="${ST_TIME_LIMIT:-170}"
 CHECKS="${ST_CHECKS:-not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance}"
-REPORT_DIR="$ROOT/.stack/schemathesis"
-
-TAG=schemathesis
-# say, die, pinned_venv
-# shellcheck source=scripts/lib/common.sh
-. "$ROOT/scripts/lib/common.sh"
+REPORT_DIR="${STACK_STATE_DIR:-$ROOT/.stack}/schemathesis"
 
 # --- schemathesis, pinned, in its own venv ----------------------------------------------------
 pinned_venv "$VENV" "schemathesis==$SCHEMATHESIS_VERSION"
 
 # --- the stack serves the document of this checkout -------------------------------------------
-curl -fsS --max-time 5 "$API_URL/ping" >/dev/null || die "the API does not answer at $API_URL (start it: npm start)"
+http_ok "$API_URL/ping" || die "the API does not answer at $API_URL (start it: npm start)"
 served="$(mktemp)"
 trap 'rm -f "$served"' EXIT
 curl -fsS --max-time 10 "$API_URL/openapi.json" -o "$served" || die "GET $API_URL/openapi.json failed"

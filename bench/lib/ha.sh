@@ -4,14 +4,15 @@
 # in the same run (sourced by bench/run.sh, which defines run_wrk, seed_stack and the rest).
 #
 # The same write and account-read phases run twice, one topology after the other, never both
-# under load at once: first the single stack (the running one on 8080, or one started and
-# stopped again here), then a private replicated topology (scripts/ha/topology.sh with its own
-# state folder and ports: base BENCH_HA_PORT_BASE=26000, nginx on base + 80), which is stopped
-# at the end. Printed: both figures, the ratio HA / single (issue 13's target: >= 0.8 on 2
-# cores), and the last line `ha_write_ratio=… ha_read_ratio=…`; bench/results/ha.json keeps them.
+# under load at once: first the single stack (the running one, or one started and stopped
+# again here), then a private replicated topology (scripts/ha/topology.sh with its own state
+# folder and ports: base BENCH_HA_PORT_BASE, else DEFAULT_HA_BENCH_PORT_BASE 26000; nginx on
+# base + 80), which is stopped at the end. Printed: both figures, the ratio HA / single (issue
+# 13's target: >= 0.8 on 2 cores), and the last line `ha_write_ratio=… ha_read_ratio=…`;
+# bench/results/ha.json keeps them.
 
 HA_BENCH_STATE="$ROOT/.stack/ha-bench"
-HA_BENCH_BASE="${BENCH_HA_PORT_BASE:-26000}"
+HA_BENCH_BASE="${BENCH_HA_PORT_BASE:-$DEFAULT_HA_BENCH_PORT_BASE}"
 HA_BENCH_STARTED=0
 
 ha_topology() { # start|stop|clean (clean: the stores' state deleted, for a fresh start)

@@ -17,19 +17,11 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-set -a
-# shellcheck source=scripts/ha/defaults.env
-. "$ROOT/scripts/ha/defaults.env"
-HA_STATE_DIR="${HA_STATE_DIR:-$ROOT/.stack/ha}"
-set +a
+# shellcheck source=scripts/ha/lib/common.sh
+. "$ROOT/scripts/ha/lib/common.sh"
 # libpq settings of the caller's shell (PGPASSWORD above all) would reach Patroni, PostgreSQL
 # and pg_rewind and override the credentials Patroni gives them: none pass through.
 for name in $(compgen -e | grep '^PG' || true); do unset "$name"; done
-STATE="$HA_STATE_DIR"
-LOGS="$STATE/logs"
-
-# shellcheck source=scripts/ha/lib/common.sh
-. "$ROOT/scripts/ha/lib/common.sh"
 # shellcheck source=scripts/ha/lib/postgres.sh
 . "$ROOT/scripts/ha/lib/postgres.sh"
 # shellcheck source=scripts/ha/lib/redis.sh

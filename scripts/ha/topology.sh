@@ -18,21 +18,14 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-set -a
-# shellcheck source=scripts/ha/defaults.env
-. "$ROOT/scripts/ha/defaults.env"
-HA_STATE_DIR="${HA_STATE_DIR:-$ROOT/.stack/ha}"
-set +a
-STATE="$HA_STATE_DIR"
-LOGS="$STATE/logs"
-SERVICES="${HA_SERVICES_STATE:-$STATE/services}"
 HA_TAG=ha
 # shellcheck source=scripts/ha/lib/common.sh
 . "$ROOT/scripts/ha/lib/common.sh"
+SERVICES="${HA_SERVICES_STATE:-$STATE/services}"
 
 PROMETHEUS_CONFIG="$STATE/prometheus/prometheus.yml"
 ROLES_PID="$STATE/roles-exporter.pid"
-NODE_EXE="$(readlink -f "$(command -v node || echo /usr/bin/node)")"
+NODE_EXE="$(exe_path node)"
 
 # The launcher's parameters for this topology; everything else it passes to the services.
 launcher() {
@@ -42,29 +35,10 @@ launcher() {
     bash "$ROOT/scripts/launcher.sh" "$@"
 }
 
-# nginx of a launcher state folder runs (its supervised master, by its pid file).
-nginx_of_runs() {
-  local exe
-  exe="$(readlink -f "$(command -v nginx || echo /usr/sbin/nginx)")"
-  running "$1/nginx.pid" "$exe" "-p $1/nginx" >/dev/null 2>&1
-}
-
-# The single stack and this one both serve 127.0.0.1:8080: refuse to start over the other.
+# The single stack and this one both serve the API on DEFAULT_PROXY_PORT: the launcher refuses
+# a port that another process holds (only our own instances may), before anything starts.
 refuse_if_port_taken() {
-  nginx_of_runs "$SERVICES" && return 0 # ours: `start` again only brings back what died
-  # What matters is the port: a single stack on other ports (npm test's, while its own
-  # topology test runs on 27xxx) is no obstacle.
-  if curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$HA_PROXY_PORT/ping" 2>/dev/null; then
-    die "something already serves 127.0.0.1:$HA_PROXY_PORT, most likely the single stack (npm start): stop it first (npm stop); only one of the two stacks runs at a time"
-  fi
-}
-
-build() {
-  [ "${HA_BUILD:-yes}" != no ] || return 0
-  command -v cargo >/dev/null 2>&1 || export PATH="$HOME/.cargo/bin:$PATH"
-  command -v cargo >/dev/null 2>&1 || die "cargo is missing; install Rust with rustup (https://rustup.rs)"
-  say "building writer and reader (release)"
-  (cd "$ROOT" && cargo build --release --locked -p writer -p reader)
+  launcher check-ports --hint "most likely the single stack (npm start): stop it first (npm stop); only one of the two stacks runs at a time"
 }
 
 # The Redis master the Sentinels name now, as host:port.
@@ -153,9 +127,8 @@ start_roles_exporter() {
   if pid="$(running "$ROLES_PID" "$NODE_EXE" roles-exporter.mjs)"; then
     say "roles exporter already running (pid $pid)"
   else
-    HA_STATE_DIR="$STATE" nohup node "$ROOT/scripts/ha/roles-exporter.mjs" "$HA_ROLES_EXPORTER_PORT" \
-      </dev/null >>"$LOGS/roles-exporter.log" 2>&1 &
-    echo $! >"$ROLES_PID"
+    HA_STATE_DIR="$STATE" start_daemon "$ROLES_PID" "$LOGS/roles-exporter.log" \
+      node "$ROOT/scripts/ha/roles-exporter.mjs" "$HA_ROLES_EXPORTER_PORT"
   fi
   wait_http "http://127.0.0.1:$HA_ROLES_EXPORTER_PORT/metrics" 30 || die "the roles exporter did not start; see $LOGS/roles-exporter.log"
 }
@@ -179,7 +152,7 @@ start() {
   ensure_packages
   ensure_commands nginx=nginx
   refuse_if_port_taken
-  build
+  [ "${HA_BUILD:-yes}" = no ] || build_services
   bash "$ROOT/scripts/ha/stores.sh" start
   start_services
   register_services

@@ -1,6 +1,14 @@
-# What every script here needs (sourced, not run): say/die with the script's tag, the default
-# ports (defaults.sh), installing missing Debian packages, pinned Python tools in a venv, and a
-# check() that runs every check and remembers the failures. The caller sets TAG first.
+# shellcheck shell=bash
+# The shell toolkit every script here sources (not run); the caller sets TAG first. One way to
+# do each thing, so a script says what it needs and not how:
+#
+#   defaults      the default ports and addresses (defaults.sh), use_port_set for a test's set
+#   messages      say, die, check/checks_passed (run every check, remember the failures)
+#   liveness      wait_until (any command), http_ok and wait_http (an HTTP 2xx)
+#   ports         port_owner (who listens on a port), refuse_taken_port
+#   installing    apt_install, ensure_commands, pinned_venv, ensure_node_modules (install.sh)
+#   building      build_services, require_built (install.sh)
+#   processes     running, stop_pid(file), start_daemon (process.sh)
 
 # shellcheck source=scripts/lib/defaults.sh
 . "$(dirname "${BASH_SOURCE[0]}")/defaults.sh"
@@ -20,66 +28,48 @@ can_be_root() { [ "$(id -u)" = 0 ] || { command -v sudo >/dev/null 2>&1 && sudo 
 # has_command name: on PATH, or in /usr/sbin (not on a non-root PATH on Debian).
 has_command() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 
-# apt_install package...: installs Debian packages when root (or sudo) and apt-get are there;
-# otherwise dies saying what to install. Debian starts some daemons on install; the scripts
-# here run their own instances and leave those alone (monitoring.sh disables its two).
-apt_install() {
-  [ $# -gt 0 ] || return 0
-  if can_be_root && command -v apt-get >/dev/null 2>&1; then
-    say "installing $* with apt-get"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq || die "apt-get update failed"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null ||
-      die "could not install $*"
-    return 0
-  fi
-  die "missing: $*. Install them, e.g. on Debian/Ubuntu: sudo apt-get install $*"
-}
-
-# ensure_commands command=package...: installs the package of each command that is missing.
-ensure_commands() {
-  local pair packages=() seen=" "
-  for pair in "$@"; do
-    has_command "${pair%%=*}" && continue
-    case "$seen" in *" ${pair#*=} "*) ;; *) packages+=("${pair#*=}"); seen+="${pair#*=} " ;; esac
+# exe_path name...: the first of the names found, resolved as /proc/<pid>/exe shows it (else
+# /usr/bin/<first name>, so that a pid check fails rather than matches anything).
+exe_path() {
+  local name
+  for name in "$@"; do
+    if command -v "$name" >/dev/null 2>&1; then readlink -f "$(command -v "$name")"; return 0; fi
+    if [ -x "/usr/sbin/$name" ]; then readlink -f "/usr/sbin/$name"; return 0; fi
   done
-  apt_install "${packages[@]}"
+  echo "/usr/bin/$1"
 }
 
-# pinned_venv dir package==version...: a venv at dir holding exactly these pins; rebuilt when
-# the pins change (they are recorded in dir/.pinned).
-pinned_venv() {
-  local venv="$1" wanted
-  shift
-  wanted="$*"
-  [ -x "$venv/bin/python" ] && [ "$(cat "$venv/.pinned" 2>/dev/null)" = "$wanted" ] && return 0
-  command -v python3 >/dev/null 2>&1 || die "python3 is missing (Debian: apt-get install python3 python3-venv)"
-  say "installing $wanted into $venv"
-  rm -rf "$venv"
-  mkdir -p "$(dirname "$venv")"
-  if ! python3 -m venv "$venv" 2>/dev/null; then
-    rm -rf "$venv"
-    apt_install python3-venv # Debian's python3 comes without venv
-    python3 -m venv "$venv" || die "python3 cannot create a venv"
-  fi
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "$@" || die "pip install $wanted failed"
-  echo "$wanted" >"$venv/.pinned"
+# use_port_set PREFIX: exports every port of the native stack (PROXY_PORT, WRITER_PORT, ...)
+# as defaults.sh's DEFAULT_<PREFIX><NAME> says, where defaults.sh has one: npm test's own stack
+# (TEST_) and its compose run (COMPOSE_TEST_) are the native stack on other ports.
+use_port_set() {
+  local name value
+  for name in PROXY_PORT WRITER_PORT READER_PORT WRITER_METRICS_PORT READER_METRICS_PORT \
+    PROMETHEUS_PORT NODE_EXPORTER_PORT GRAFANA_PORT; do
+    value="DEFAULT_$1$name"
+    [ -n "${!value:-}" ] && export "$name=${!value}"
+  done
+  return 0
 }
 
-# check description command...: runs one check of many, prints ok/FAILED, and adds a failure
-# to CHECKS_FAILED; checks_passed says whether every check so far passed.
+# check description command...: runs one check of many, prints ok/FAILED, adds a failure to
+# CHECKS_FAILED and returns the command's status; checks_passed says whether every check so far
+# passed. (Scripts that use it run without `set -e`: a failed check must not end the run.)
 CHECKS_PASSED=0
 CHECKS_FAILED=()
 check() {
-  local what="$1"
+  local what="$1" status=0
   shift
   printf '\n--- %s ---\n' "$what"
-  if "$@"; then
+  "$@" || status=$?
+  if [ "$status" = 0 ]; then
     CHECKS_PASSED=$((CHECKS_PASSED + 1))
     printf 'ok: %s\n' "$what"
   else
     CHECKS_FAILED+=("$what")
     printf 'FAILED: %s\n' "$what"
   fi
+  return "$status"
 }
 checks_passed() {
   if [ ${#CHECKS_FAILED[@]} -gt 0 ]; then printf 'failed: %s\n' "${CHECKS_FAILED[@]}"; fi
@@ -96,11 +86,51 @@ default_worker_threads() {
   echo $((cores > 2 ? cores - 1 : 1))
 }
 
-# wait_http url [seconds]: poll until the URL answers 2xx, or fail after the deadline.
-wait_http() {
-  local deadline=$((SECONDS + ${2:-30}))
-  until curl -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null; do
+# --- liveness: the one rule --------------------------------------------------------------------
+
+# wait_until seconds command...: polls the command (output discarded) every 0.1 s until it
+# succeeds; fails after the deadline.
+wait_until() {
+  local deadline=$((SECONDS + $1))
+  shift
+  until "$@" >/dev/null 2>&1; do
     [ $SECONDS -lt $deadline ] || return 1
     sleep 0.1
   done
 }
+
+# http_ok url: the URL answers 2xx within 2 s.
+http_ok() { curl -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null; }
+
+# wait_http url [seconds]: poll until the URL answers 2xx, or fail after the deadline (30 s).
+wait_http() { wait_until "${2:-30}" http_ok "$1"; }
+
+# --- who owns a port ---------------------------------------------------------------------------
+
+# port_owner port: succeeds when something listens on TCP port `port` (any address), and prints
+# what: "pid N: its command line" (of the parent, when the listener is a worker of a program
+# of the same name, such as nginx's master), or "a process of another user" when ss cannot say.
+port_owner() {
+  local line pid parent
+  line="$(ss -Hltnp "sport = :$1" 2>/dev/null | head -n 1)"
+  [ -n "$line" ] || return 1
+  pid="$(grep -o 'pid=[0-9]*' <<<"$line" | head -n 1 | cut -d= -f2)"
+  [ -n "$pid" ] || { echo "a process of another user"; return 0; }
+  parent="$(ps -o ppid= -p "$pid" 2>/dev/null | tr -d ' ')"
+  if [ -n "$parent" ] && [ "$(ps -o comm= -p "$parent" 2>/dev/null)" = "$(ps -o comm= -p "$pid" 2>/dev/null)" ]; then
+    pid="$parent"
+  fi
+  echo "pid $pid: $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | sed 's/ *$//' | cut -c1-200)"
+}
+
+# refuse_taken_port port what [hint]: dies when something listens on the port, naming it.
+refuse_taken_port() {
+  local owner
+  owner="$(port_owner "$1")" || return 0
+  die "127.0.0.1:$1 ($2) is taken by $owner${3:+; $3}"
+}
+
+# shellcheck source=scripts/lib/process.sh
+. "$(dirname "${BASH_SOURCE[0]}")/process.sh"
+# shellcheck source=scripts/lib/install.sh
+. "$(dirname "${BASH_SOURCE[0]}")/install.sh"

@@ -8,26 +8,31 @@
 //   COMPOSE_CMD            the Compose command line ("docker compose" or "docker-compose")
 //   COMPOSE_PROJECT_NAME   the project the checks run against
 //   COMPOSE_SERVICES       the services that were brought up (space-separated)
-//   API_URL                nginx, published on the host (http://127.0.0.1:8080)
-//   PROMETHEUS_URL         Prometheus, published on the host (http://127.0.0.1:9090)
+//   API_URL                nginx, published on the host (127.0.0.1:PROXY_PORT)
+//   PROMETHEUS_URL         Prometheus, published on the host (127.0.0.1:PROMETHEUS_PORT)
 //   BUSYBOX_IMAGE          an image with busybox, for throw-away containers on the networks
 // Traffic goes only to 127.0.0.1 and to the containers' own addresses.
 
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { DEFAULTS, localUrl } from '../lib/defaults.mjs';
 
 export { randomUUID };
 
 export const PROJECT = process.env.COMPOSE_PROJECT_NAME ?? assert.fail('COMPOSE_PROJECT_NAME is not set');
-export const API = (process.env.API_URL ?? 'http://127.0.0.1:8080').replace(/\/$/, '');
-export const PROMETHEUS = (process.env.PROMETHEUS_URL ?? 'http://127.0.0.1:9090').replace(/\/$/, '');
+export const API = (process.env.API_URL ?? localUrl('PROXY_PORT')).replace(/\/$/, '');
+export const PROMETHEUS = (process.env.PROMETHEUS_URL ?? localUrl('PROMETHEUS_PORT')).replace(/\/$/, '');
 export const SERVICES = (process.env.COMPOSE_SERVICES ?? '').split(/\s+/).filter(Boolean);
 export const BUSYBOX = process.env.BUSYBOX_IMAGE ?? 'busybox:1.37.0-musl';
 const COMPOSE = (process.env.COMPOSE_CMD ?? 'docker compose').split(/\s+/);
 
-/** The writer's and reader's ports (docker-compose.yml: LISTEN_ADDR, METRICS_ADDR). */
-export const PORTS = { writer: { api: 8081, metrics: 9181 }, reader: { api: 8082, metrics: 9182 } };
+/** The writer's and reader's ports in their containers (docker-compose.yml: LISTEN_ADDR, METRICS_ADDR), the
+ * native defaults (tests/ops/defaults.test.mjs checks that they agree). */
+export const PORTS = {
+  writer: { api: Number(DEFAULTS.WRITER_PORT), metrics: Number(DEFAULTS.WRITER_METRICS_PORT) },
+  reader: { api: Number(DEFAULTS.READER_PORT), metrics: Number(DEFAULTS.READER_METRICS_PORT) },
+};
 
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 

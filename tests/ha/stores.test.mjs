@@ -1,7 +1,7 @@
 // The replicated stores (scripts/ha/stores.sh) under faults: a private copy on its own ports
-// (HA_PORT_BASE 28000, state in .stack/ha-test), started here and stopped at the end even when
-// a test fails. Every measured time is printed as `[ha-figure] name: value` (docs/ha.md
-// quotes them).
+// (HA_PORT_BASE 28000, scripts/lib/defaults.sh's DEFAULT_HA_STORES_TEST_PORT_BASE; state in
+// .stack/ha-test), started here and stopped at the end even when a test fails. Every measured
+// time is printed as `[ha-figure] name: value` (docs/ha.md quotes them).
 //
 //   node --test tests/ha/            (about 2 to 3 minutes; nothing else needs to run)
 //
@@ -18,6 +18,7 @@ import { promisify } from 'node:util';
 
 import { componentsStatus, loadSettings } from '../../scripts/ha/status.mjs';
 import { byName, waitFor, withRole } from './lib.mjs';
+import { DEFAULTS } from '../lib/defaults.mjs';
 
 const run = promisify(execFile);
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -27,7 +28,7 @@ const STATE = path.join(ROOT, '.stack', 'ha-test');
 const ENV = {
   PATH: process.env.PATH,
   HOME: process.env.HOME,
-  HA_PORT_BASE: process.env.HA_TEST_PORT_BASE ?? '28000',
+  HA_PORT_BASE: process.env.HA_TEST_PORT_BASE ?? DEFAULTS.HA_STORES_TEST_PORT_BASE,
   HA_STATE_DIR: STATE,
 };
 let settings;

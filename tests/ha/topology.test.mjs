@@ -1,8 +1,8 @@
 // The replicated topology (scripts/ha/topology.sh: the stores, 2 writers, 2 readers, nginx)
 // under faults, each under a bounded idempotent write load with concurrent reads through nginx
-// (tests/faults/lib/load.mjs). A private copy on its own ports (HA_PORT_BASE 27000, nginx on
-// 27080, state in .stack/ha-topology-test), started here and stopped at the end even when a test
-// fails. Every measured time is printed as `[ha-figure] name: value` (docs/ha.md quotes them).
+// (tests/faults/lib/load.mjs). A private copy on its own ports (HA_PORT_BASE 27000, scripts/lib/
+// defaults.sh's DEFAULT_HA_TOPOLOGY_TEST_PORT_BASE; nginx on 27080, state in
+// .stack/ha-topology-test), started here and stopped at the end even when a test fails. Every measured time is printed as `[ha-figure] name: value` (docs/ha.md quotes them).
 //
 //   node --test tests/ha/topology.test.mjs      (about 2 minutes)
 //
@@ -24,6 +24,7 @@ import { promisify } from 'node:util';
 
 import { componentsStatus, loadSettings } from '../../scripts/ha/status.mjs';
 import { byName, waitFor, withRole } from './lib.mjs';
+import { DEFAULTS } from '../lib/defaults.mjs';
 import { useDatabaseUrl } from '../faults/lib/datastores.mjs';
 import { describeResponse, request, useApi } from '../faults/lib/http.mjs';
 import { accounts, assertInvariants, postAcked } from '../faults/lib/invariants.mjs';
@@ -35,7 +36,7 @@ const TOPOLOGY = path.join(ROOT, 'scripts/ha/topology.sh');
 const STORES = path.join(ROOT, 'scripts/ha/stores.sh');
 const STATE = path.join(ROOT, '.stack', 'ha-topology-test');
 const SERVICES = path.join(STATE, 'services');
-const BASE = Number(process.env.HA_TOPOLOGY_TEST_PORT_BASE ?? '27000');
+const BASE = Number(process.env.HA_TOPOLOGY_TEST_PORT_BASE ?? DEFAULTS.HA_TOPOLOGY_TEST_PORT_BASE);
 // Only what the topology needs: none of the caller's PG* or service settings.
 const ENV = {
   PATH: process.env.PATH,

@@ -12,7 +12,8 @@
 //    $__ variables, and evaluates EVERY target of EVERY panel over the dashboard's time range:
 //    each must return at least one series with a number (not only NaN) in it.
 //
-// Environment: PROMETHEUS_URL (http://127.0.0.1:9090), API_URL (http://127.0.0.1:8080),
+// Environment: PROMETHEUS_URL (else 127.0.0.1:PROMETHEUS_PORT), API_URL (else 127.0.0.1:PROXY_PORT;
+// the ports' defaults are scripts/lib/defaults.sh's),
 // GRAFANA_TIME_INTERVAL (else the datasource's timeInterval), GRAFANA_DATASOURCES: JSON
 // {uid: type} of the provisioned datasources (test-monitoring.sh reads them from the YAML;
 // without it, a line-based read of the provisioning files is used).
@@ -24,14 +25,15 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { localUrl } from '../lib/defaults.mjs';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const DASHBOARDS_DIR = join(ROOT, 'monitoring/grafana/dashboards');
 const DATASOURCES_DIR = join(ROOT, 'monitoring/grafana/provisioning/datasources');
 const RULES_DIR = join(ROOT, 'monitoring/prometheus/rules');
 
-const PROMETHEUS = (process.env.PROMETHEUS_URL ?? 'http://127.0.0.1:9090').replace(/\/$/, '');
-const API = (process.env.API_URL ?? 'http://127.0.0.1:8080').replace(/\/$/, '');
+const PROMETHEUS = (process.env.PROMETHEUS_URL ?? localUrl('PROMETHEUS_PORT')).replace(/\/$/, '');
+const API = (process.env.API_URL ?? localUrl('PROXY_PORT')).replace(/\/$/, '');
 const SCRAPE_WAIT_SECONDS = 60;
 
 // --- the files ------------------------------------------------------------------------------

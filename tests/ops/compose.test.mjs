@@ -30,6 +30,7 @@ import {
   yamlFilesIn,
   globFiles,
 } from "./compose-model.mjs";
+import { DEFAULTS } from "../lib/defaults.mjs";
 
 // --- the layout the issue asks for --------------------------------------------------------
 
@@ -458,7 +459,7 @@ describe("CI workflow", () => {
     const api = runs(/npm run test:api/);
     assert.ok(api.length > 0, "no step runs npm run test:api");
     const job = Object.values(workflow.jobs).find((j) => (j.steps ?? []).some((s) => api.includes(s)));
-    assert.match(String(job.env?.API_URL ?? api[0].env?.API_URL), /^http:\/\/localhost:8080\/?$/);
+    assert.match(String(job.env?.API_URL ?? api[0].env?.API_URL), new RegExp(`^http://localhost:${DEFAULTS.PROXY_PORT}/?$`));
   });
 
   test("prints the compose logs on failure and always tears down with volumes", () => {

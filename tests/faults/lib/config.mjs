@@ -1,28 +1,18 @@
 // Where the fault-test stack lives and which ports it uses. The port numbers are not written
-// here: they come from scripts/lib/defaults.sh, the one source the shell scripts read too.
+// here: they come from scripts/lib/defaults.sh (tests/lib/defaults.mjs reads it).
 
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { DEFAULTS, ROOT } from '../../lib/defaults.mjs';
 
-export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+export { DEFAULTS, ROOT };
+
 fs.mkdirSync(path.join(ROOT, '.stack', 'faults', 'logs'), { recursive: true });
 /** The launcher's state folder for this stack (resolved: /proc/<pid>/exe shows real paths). */
 export const STATE = fs.realpathSync(path.join(ROOT, '.stack', 'faults'));
 export const LOGS = path.join(STATE, 'logs');
 export const TARGET_DIR = process.env.CARGO_TARGET_DIR || path.join(ROOT, 'target');
 export const LAUNCHER = path.join(ROOT, 'scripts', 'launcher.sh');
-
-/** The NAME=value lines of scripts/lib/defaults.sh, without the DEFAULT_ prefix. */
-export function readDefaults(file = path.join(ROOT, 'scripts', 'lib', 'defaults.sh')) {
-  const defaults = {};
-  for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
-    const match = /^DEFAULT_([A-Z0-9_]+)=(.*)$/.exec(line.trim());
-    if (match) defaults[match[1]] = match[2];
-  }
-  return defaults;
-}
-export const DEFAULTS = readDefaults();
 
 /**
  * FAULTS_PORT_OFFSET (default 0) moves every port by the same amount, for a machine where
