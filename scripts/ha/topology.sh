@@ -108,15 +108,15 @@ write_prometheus_config() {
     printf 'global:\n  scrape_interval: 5s\n  scrape_timeout: 4s\n  evaluation_interval: 5s\n'
     printf 'rule_files:\n  - %s/monitoring/prometheus/rules/*.yml\n' "$ROOT"
     printf 'scrape_configs:\n'
-    printf '  - job_name: writer\n    static_configs:\n'
+    printf '  - job_name: writer\n    sample_limit: 5000\n    static_configs:\n'
     targets "$HA_WRITER_METRICS_PORT" "$HA_WRITERS" writer
-    printf '  - job_name: reader\n    static_configs:\n'
+    printf '  - job_name: reader\n    sample_limit: 5000\n    static_configs:\n'
     targets "$HA_READER_METRICS_PORT" "$HA_READERS" reader
-    printf '  - job_name: node\n    static_configs:\n      - targets: ["127.0.0.1:%s"]\n        labels:\n          instance: host\n' \
+    printf '  - job_name: node\n    sample_limit: 20000\n    static_configs:\n      - targets: ["127.0.0.1:%s"]\n        labels:\n          instance: host\n' \
       "${NODE_EXPORTER_PORT:-$DEFAULT_NODE_EXPORTER_PORT}"
-    printf '  - job_name: haproxy\n    static_configs:\n      - targets: ["127.0.0.1:%s"]\n        labels:\n          instance: haproxy\n' \
+    printf '  - job_name: haproxy\n    sample_limit: 5000\n    static_configs:\n      - targets: ["127.0.0.1:%s"]\n        labels:\n          instance: haproxy\n' \
       "$HA_HAPROXY_STATS_PORT"
-    printf '  - job_name: store-roles\n    static_configs:\n      - targets: ["127.0.0.1:%s"]\n        labels:\n          instance: stores\n' \
+    printf '  - job_name: store-roles\n    sample_limit: 1000\n    static_configs:\n      - targets: ["127.0.0.1:%s"]\n        labels:\n          instance: stores\n' \
       "$HA_ROLES_EXPORTER_PORT"
   } >"$PROMETHEUS_CONFIG.tmp"
   mv -f "$PROMETHEUS_CONFIG.tmp" "$PROMETHEUS_CONFIG"

@@ -330,6 +330,14 @@ describe("prometheus", () => {
     assert.ok(existsSync(configHost), "monitoring/prometheus/prometheus.yml is missing (the monitoring files must exist)");
   });
 
+  test("every scrape job of both Prometheus configs has a sample_limit", () => {
+    for (const file of ["monitoring/prometheus/prometheus.yml", "monitoring/prometheus/prometheus.native.yml"]) {
+      for (const job of parseYaml(read(file)).scrape_configs) {
+        assert.ok(Number.isInteger(job.sample_limit) && job.sample_limit > 0, `${file}: job ${job.job_name} has no sample_limit`);
+      }
+    }
+  });
+
   test("every scrape target is a compose service sharing a network with prometheus", () => {
     assert.ok(configHost && existsSync(configHost), "monitoring/prometheus/prometheus.yml is missing");
     const config = parseYaml(readFileSync(configHost, "utf8"));

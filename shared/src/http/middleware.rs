@@ -122,7 +122,7 @@ pub async fn track_http(request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|matched| matched.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     let started = Instant::now();
     let in_flight = ::metrics::gauge!(HTTP_REQUESTS_IN_FLIGHT);
     in_flight.increment(1.0);
@@ -130,4 +130,36 @@ pub async fn track_http(request: Request, next: Next) -> Response {
     in_flight.decrement(1.0);
     m::record_http(method, route, response.status().as_u16(), started.elapsed());
     response
+}
+
+/// The `method` label of a request: the methods HTTP defines, and `other` for anything else a
+/// client sends (nginx passes every method but GET and HEAD to the writer, so a made-up method
+/// must not become a new series).
+pub(super) fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_made_up_method_is_labelled_other() {
+        assert_eq!(method_label(&Method::POST), "POST");
+        for made_up in ["FOO", "get", "PROPFIND", "X-1234"] {
+            let method = Method::from_bytes(made_up.as_bytes()).expect("a valid token");
+            assert_eq!(method_label(&method), "other", "{made_up}");
+        }
+    }
 }

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 
+use super::middleware::method_label;
 use super::{json_body, ApiError};
 use crate::telemetry::metrics as m;
 
@@ -135,7 +136,7 @@ pub async fn unrouted(matched: Option<MatchedPath>, method: Method, uri: Uri) ->
     // Routed requests are counted by `track_http`; requests no route matched are not.
     if matched.is_none() {
         m::record_http(
-            method.to_string(),
+            method_label(&method),
             "unmatched".to_owned(),
             response.status().as_u16(),
             started.elapsed(),

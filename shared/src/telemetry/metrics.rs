@@ -7,7 +7,7 @@
 //!
 //! | name | type | labels | meaning |
 //! |---|---|---|---|
-//! | `http_requests_total` | counter | method, route, status | requests answered |
+//! | `http_requests_total` | counter | method (a fixed set, else `other`), route, status | requests answered |
 //! | `http_request_duration_seconds` | histogram | method, route, status | time to the response head |
 //! | `http_requests_in_flight` | gauge | | requests being handled now |
 //! | `db_query_duration_seconds` | histogram | query, outcome | one PostgreSQL query |
@@ -135,9 +135,12 @@ pub fn counters_at_zero(names: &[&'static str]) {
 }
 
 /// Records one answered request (the HTTP middleware calls it for every request).
-pub fn record_http(method: String, route: String, status: u16, took: Duration) {
+///
+/// `method` is one of a fixed set (the HTTP layer maps any other to `other`) and `route` a
+/// template of the route table or `unmatched`: no label value comes from the client.
+pub fn record_http(method: &'static str, route: String, status: u16, took: Duration) {
     let labels = [
-        ("method", method),
+        ("method", method.to_owned()),
         ("route", route),
         ("status", status.to_string()),
     ];
