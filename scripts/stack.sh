@@ -76,7 +76,8 @@ ensure_redis() {
   say "starting Redis on port $port"
   mkdir -p "$STATE/redis"
   start_daemon "$STATE/redis.pid" "$LOGS/redis.log" redis-server --bind 127.0.0.1 --port "$port" \
-    --save "" --appendonly no --dir "$STATE/redis"
+    --save "" --appendonly no --dir "$STATE/redis" \
+    --maxmemory "$REDIS_MAXMEMORY" --maxmemory-policy "$REDIS_MAXMEMORY_POLICY"
   wait_until 10 redis-cli -u "$REDIS_URL" ping || die "Redis did not start; see $LOGS/redis.log"
 }
 

@@ -22,11 +22,6 @@ pub fn cached(view: &'static str, lookup: Result<Option<Bytes>, CacheError>) -> 
             m::record_cache_lookup(view, "miss");
             None
         }
-        // After a Redis failover or restart, until the views are reset (see `docs/ha.md`).
-        Err(CacheError::ViewsNotCurrent) => {
-            m::record_cache_lookup(view, "bypass");
-            None
-        }
         Err(error) => {
             m::record_cache_lookup(view, "error");
             tracing::warn!(

@@ -5,7 +5,9 @@ use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use reader::{Application, ReaderConfig};
 use serde_json::{json, Value};
-use shared::cache::{AccountView, Cache, TransactionView};
+use std::time::Duration;
+
+use shared::cache::{AccountView, Cache, Retention, TransactionView};
 use shared::domain::{Account, AccountId, AccountState, Recorded, Transaction, TransactionId};
 use shared::testing::{self, error_message, get, post_json, send, status_and_json};
 use sqlx::PgPool;
@@ -124,6 +126,37 @@ async fn a_cache_miss_reads_postgres_and_fills_the_view(pool: PgPool) {
         serde_json::from_slice::<Value>(&cached).expect("json"),
         transaction
     );
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn views_expire_and_a_read_after_that_refills_them_from_postgres(pool: PgPool) {
+    let cache = testing::isolated_cache_with(Retention {
+        view_ttl: Duration::from_secs(1),
+        stream_max_len: 100,
+    });
+    let app = reader_app(pool.clone(), cache.clone());
+    let account_id = Uuid::new_v4();
+    let transaction_id = commit(&pool, account_id, 40)
+        .await
+        .transaction
+        .transaction_id;
+    let account_uri = format!("/accounts/{account_id}");
+    let transaction_uri = format!("/transactions/{transaction_id}");
+    for _ in 0..2 {
+        // A read fills both views (the first time, and again after they expired) ...
+        assert_eq!(send(&app, get(&account_uri)).await.1["balance"], 40);
+        assert_eq!(send(&app, get(&transaction_uri)).await.1["amount"], 40);
+        let account = cache.account_view(account_id.into()).await.expect("redis");
+        let transaction = cache.transaction_view(transaction_id).await.expect("redis");
+        assert!(account.is_some() && transaction.is_some());
+        // ... which are gone once their time to live has passed.
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        let account = cache.account_view(account_id.into()).await.expect("redis");
+        let transaction = cache.transaction_view(transaction_id).await.expect("redis");
+        assert!(account.is_none() && transaction.is_none());
+    }
+    // What Redis must keep for correctness has no time to live, so it is never evicted.
+    assert_eq!(testing::ttl_of(&cache.keys.generation()), -1);
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]

@@ -12,6 +12,9 @@
 
 # shellcheck source=scripts/lib/defaults.sh
 . "$(dirname "${BASH_SOURCE[0]}")/defaults.sh"
+# The cap and eviction policy of every Redis a script starts (see defaults.sh).
+export REDIS_MAXMEMORY="${REDIS_MAXMEMORY:-$DEFAULT_REDIS_MAXMEMORY}"
+export REDIS_MAXMEMORY_POLICY="${REDIS_MAXMEMORY_POLICY:-$DEFAULT_REDIS_MAXMEMORY_POLICY}"
 
 say() { printf '[%s] %s\n' "${TAG:-stack}" "$*"; }
 die() { printf '[%s] error: %s\n' "${TAG:-stack}" "$*" >&2; exit 1; }

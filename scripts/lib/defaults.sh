@@ -20,6 +20,11 @@ DEFAULT_NODE_EXPORTER_PORT=9100
 DEFAULT_GRAFANA_PORT=3000
 DEFAULT_DATABASE_URL=postgres://postgres@127.0.0.1:5432/transactions
 DEFAULT_REDIS_URL=redis://127.0.0.1:6379/0
+# Every Redis the project starts: a memory cap, and the eviction policy for its key layout
+# (volatile-lru evicts only keys with a time to live: the views, never the change stream or the
+# views' generation; see docs/decisions.md).
+DEFAULT_REDIS_MAXMEMORY=256mb
+DEFAULT_REDIS_MAXMEMORY_POLICY=volatile-lru
 
 # npm test's own native stack (scripts/test.sh, state in .stack/test): the same stack on ports
 # of its own, with a fresh database and key prefix, so that it runs beside a stack of yours

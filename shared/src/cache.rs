@@ -2,12 +2,17 @@
 //!
 //! Key layout (all under `REDIS_KEY_PREFIX`, default `tm:`):
 //!
-//! | key | type | holds |
-//! |---|---|---|
-//! | `{prefix}account:{account_id}` | hash | `version`, `body` (the account's JSON as served) |
-//! | `{prefix}transaction:{transaction_id}` | string | the transaction's JSON as served |
-//! | `{prefix}events` | stream | one `transaction.created` entry per published change |
-//! | `{prefix}views-generation` | string | the run id of the Redis process the views are current on |
+//! | key | type | holds | bound |
+//! |---|---|---|---|
+//! | `{prefix}account:{epoch}:{account_id}` | hash | `version`, `body` (the account's JSON as served) | TTL `REDIS_VIEW_TTL_SECONDS`, evictable |
+//! | `{prefix}transaction:{transaction_id}` | string | the transaction's JSON as served | TTL `REDIS_VIEW_TTL_SECONDS`, evictable |
+//! | `{prefix}events` | stream | one `transaction.created` entry per published change | about `REDIS_STREAM_MAX_LEN` entries |
+//! | `{prefix}views-generation` | string | `{run_id}:{epoch}`: the generation account views are current under | one key |
+//! | `{prefix}views-epoch` | integer | the last epoch claimed | one key |
+//!
+//! Views are a cache, so they expire and may be evicted: the Redis servers the project starts
+//! run `maxmemory-policy volatile-lru`, which evicts only keys with a TTL (the views) and never
+//! the stream or the generation. A view that is gone is read from PostgreSQL and filled again.
 //!
 //! Views hold ready-to-send JSON, so a cache hit costs one round trip and no serialization. This
 //! module owns that format end to end: [`AccountView`] and [`TransactionView`] are the one
@@ -19,10 +24,10 @@
 //! so their views never change once set. Redis is never the source of truth: any key may be
 //! lost, and the next read refills it from PostgreSQL.
 //!
-//! Account views are only read while they are known current on the Redis process answering
-//! (a failover or a restart can lose publishes the old process acknowledged), and only a
-//! publish or fill whose [`Ticket`] matches the generation may create one; see `cache/link.rs` and
-//! `docs/ha.md`.
+//! Account views are read only under the generation of the Redis process answering (a failover
+//! or a restart can lose publishes the old process acknowledged, so a new process starts a new
+//! generation in O(1)), and only a publish or fill whose [`Ticket`] matches the generation may
+//! create one; see `cache/link.rs` and `docs/ha.md`.
 //!
 //! The stream is at-least-once: a change may appear twice (e.g. republished after a crash),
 //! so consumers deduplicate by `transaction_id`.
@@ -46,14 +51,12 @@ mod link;
 mod lua;
 mod pipeline;
 mod views;
-#[cfg(feature = "testing")]
-pub(crate) use link::run_id_of;
 use link::{Link, Links};
 pub use link::{Target, Ticket};
 use lua::{FILL_ACCOUNT_LUA, PUBLISH_LUA};
 
 pub use error::CacheError;
-use pipeline::ViewRead;
+use pipeline::{ViewId, ViewRead};
 pub use views::{AccountView, Keys, TransactionView};
 
 use crate::domain::{AccountId, Recorded, TransactionId};
@@ -68,9 +71,28 @@ const GET_VIEWS: &str = "get_views";
 const FILL_ACCOUNT: &str = "fill_account";
 const FILL_TRANSACTION: &str = "fill_transaction";
 
-/// The stream is trimmed to about this many entries; consumers that fall further behind
-/// resynchronise from PostgreSQL.
-const STREAM_MAX_LEN: usize = 100_000;
+/// How long views live, and how long the stream is (see [`Retention::default`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Every view set lives this long (renewed by each publish of its account).
+    pub view_ttl: Duration,
+    /// The stream is trimmed to about this many entries; consumers that fall further behind
+    /// resynchronise from PostgreSQL.
+    pub stream_max_len: usize,
+}
+
+impl Default for Retention {
+    /// Five minutes of views: a client reads its transaction back, and an account's balance
+    /// while it is busy, within seconds; an idle account costs one PostgreSQL read per five
+    /// minutes. At a sustained 1,000 writes/s that is about 110 MB of transaction views
+    /// (≈375 B each) at most. The stream: the last 100,000 changes.
+    fn default() -> Self {
+        Self {
+            view_ttl: Duration::from_secs(300),
+            stream_max_len: 100_000,
+        }
+    }
+}
 
 /// What a cache needs; settings fill it from `REDIS_*`.
 #[derive(Debug, Clone)]
@@ -85,6 +107,7 @@ pub struct CacheConfig {
     pub key_prefix: String,
     /// The bound on every call.
     pub timeout: Duration,
+    pub retention: Retention,
 }
 
 /// A shared, multiplexed Redis connection to the master (see `cache/link.rs`). It is opened on first
@@ -98,6 +121,7 @@ pub struct CacheInner {
     links: Links,
     pub keys: Keys,
     timeout: Duration,
+    retention: Retention,
     fill_account_script: Script,
     publish_script: Script,
     /// Milliseconds since `epoch` before which calls fail fast (see [`UNAVAILABLE_BACKOFF`]).
@@ -114,18 +138,19 @@ impl std::ops::Deref for Cache {
     }
 }
 
-/// After a timeout or a lost connection, how long reads and fills fail fast. While Redis is
+/// After a timeout or a failure to connect, how long reads and fills fail fast. While Redis is
 /// down, a read then goes straight to PostgreSQL instead of waiting `REDIS_TIMEOUT_MS` twice
 /// (lookup and fill). Publishes are exempt (see `call`): each one tries, within its timeout.
 pub const UNAVAILABLE_BACKOFF: Duration = Duration::from_secs(1);
 
 impl Cache {
-    /// A cache on the one Redis at `redis_url`.
+    /// A cache on the one Redis at `redis_url`, with the default [`Retention`].
     pub fn new(redis_url: &str, key_prefix: &str, timeout: Duration) -> anyhow::Result<Self> {
         Ok(Self::on(
             Target::new(redis_url, &[], "")?,
             key_prefix,
             timeout,
+            Retention::default(),
         ))
     }
 
@@ -137,15 +162,21 @@ impl Cache {
             &config.sentinels,
             &config.sentinel_master,
         )?;
-        Ok(Self::on(target, &config.key_prefix, config.timeout))
+        Ok(Self::on(
+            target,
+            &config.key_prefix,
+            config.timeout,
+            config.retention,
+        ))
     }
 
-    pub fn on(target: Target, key_prefix: &str, timeout: Duration) -> Self {
+    pub fn on(target: Target, key_prefix: &str, timeout: Duration, retention: Retention) -> Self {
         let keys = Keys::new(key_prefix);
         Self(std::sync::Arc::new(CacheInner {
             links: Links::new(target, keys.clone(), timeout),
             keys,
             timeout,
+            retention,
             fill_account_script: Script::new(FILL_ACCOUNT_LUA),
             publish_script: Script::new(PUBLISH_LUA),
             unavailable_until_ms: AtomicU64::new(0),
@@ -161,7 +192,8 @@ impl Cache {
 
     /// The views' generation now, to be taken *before* reading PostgreSQL or committing, and
     /// passed to the publish or fill of what was read (see [`Ticket`]). Free while a link is
-    /// open; otherwise opens one, within the timeout. No ticket while Redis is unavailable.
+    /// open; otherwise opens one (claiming a generation), within the timeout. No ticket while
+    /// Redis is unavailable.
     pub async fn ticket(&self) -> Ticket {
         if let Some(link) = self.links.peek() {
             return link.ticket();
@@ -175,10 +207,15 @@ impl Cache {
         }
     }
 
-    /// Whether the Redis in use is known to hold current account views (false while none is
-    /// connected).
+    /// Whether a link to Redis is open: then its account views are current (a link claims its
+    /// generation as it opens).
     pub fn views_current(&self) -> bool {
-        self.links.peek().is_some_and(|link| link.views_current())
+        self.links.peek().is_some()
+    }
+
+    /// The seconds a view lives, as the scripts take it.
+    fn ttl_arg(&self) -> u64 {
+        self.retention.view_ttl.as_secs().max(1)
     }
 
     /// Runs one Redis operation with the timeout and records its duration and outcome.
@@ -213,7 +250,11 @@ impl Cache {
             if let (true, Some(link)) = (error.means_new_link(), &used) {
                 self.links.drop_link(link);
             }
-            if error.means_unreachable() {
+            // A connection that broke under a call (a restart, a failover) is only dropped: the
+            // next call opens a new one at once. Failing to open one, or a Redis that does not
+            // answer in time, marks it unavailable.
+            let open_failed = used.is_none() || matches!(error, CacheError::Timeout);
+            if error.means_unreachable() && open_failed {
                 let until = now_ms + UNAVAILABLE_BACKOFF.as_millis() as u64;
                 self.unavailable_until_ms.store(until, Ordering::Relaxed);
             }
@@ -230,32 +271,41 @@ impl Cache {
         changes: impl IntoIterator<Item = &'a Recorded>,
         ticket: &Ticket,
     ) -> Result<(), CacheError> {
-        let mut invocation = self.publish_script.prepare_invoke();
-        invocation
-            .key(self.keys.events())
-            .key(self.keys.generation())
-            .arg(STREAM_MAX_LEN)
-            .arg(ticket.as_arg());
-        for Recorded {
-            transaction,
-            account,
-        } in changes
-        {
-            let (account, transaction) =
-                (AccountView::new(account), TransactionView::new(transaction));
-            invocation
-                .key(self.keys.account(account.account_id))
-                .key(self.keys.transaction(transaction.transaction_id))
-                .arg(account.version)
-                .arg(&account.body[..])
-                .arg(&transaction.body[..])
-                .arg(transaction.transaction_id.to_string())
-                .arg(account.account_id.to_string());
-        }
+        let views: Vec<(AccountView, TransactionView)> = changes
+            .into_iter()
+            .map(
+                |Recorded {
+                     transaction,
+                     account,
+                 }| {
+                    (AccountView::new(account), TransactionView::new(transaction))
+                },
+            )
+            .collect();
         self.call(PUBLISH, false, async |link: &Link| {
+            let mut invocation = self.publish_script.prepare_invoke();
             invocation
-                .invoke_async::<i64>(&mut link.connection.clone())
-                .await
+                .key(self.keys.events())
+                .key(self.keys.generation())
+                .arg(self.retention.stream_max_len)
+                .arg(ticket.as_arg())
+                .arg(link.generation())
+                .arg(self.ttl_arg());
+            for (account, transaction) in &views {
+                invocation
+                    .key(self.keys.account(link.epoch(), account.account_id))
+                    .key(self.keys.transaction(transaction.transaction_id))
+                    .arg(account.version)
+                    .arg(&account.body[..])
+                    .arg(&transaction.body[..])
+                    .arg(transaction.transaction_id.to_string())
+                    .arg(account.account_id.to_string());
+            }
+            generation_checked(
+                invocation
+                    .invoke_async::<i64>(&mut link.connection.clone())
+                    .await,
+            )
         })
         .await
         .map(drop)
@@ -263,7 +313,7 @@ impl Cache {
 
     /// The cached JSON of an account, if any.
     pub async fn account_view(&self, id: AccountId) -> Result<Option<Bytes>, CacheError> {
-        self.read_view(true, self.keys.account(id)).await
+        self.read_view(ViewId::Account(id)).await
     }
 
     /// Caches an account view read from PostgreSQL, unless a newer one is already there.
@@ -273,16 +323,19 @@ impl Cache {
         view: &AccountView,
         ticket: &Ticket,
     ) -> Result<(), CacheError> {
-        let key = self.keys.account(view.account_id);
         self.call(FILL_ACCOUNT, true, async |link: &Link| {
-            self.fill_account_script
-                .key(key)
-                .key(self.keys.generation())
-                .arg(view.version)
-                .arg(&view.body[..])
-                .arg(ticket.as_arg())
-                .invoke_async::<i64>(&mut link.connection.clone())
-                .await
+            generation_checked(
+                self.fill_account_script
+                    .key(self.keys.account(link.epoch(), view.account_id))
+                    .key(self.keys.generation())
+                    .arg(view.version)
+                    .arg(&view.body[..])
+                    .arg(ticket.as_arg())
+                    .arg(link.generation())
+                    .arg(self.ttl_arg())
+                    .invoke_async::<i64>(&mut link.connection.clone())
+                    .await,
+            )
         })
         .await
         .map(drop)
@@ -290,7 +343,7 @@ impl Cache {
 
     /// The cached JSON of a transaction, if any.
     pub async fn transaction_view(&self, id: TransactionId) -> Result<Option<Bytes>, CacheError> {
-        self.read_view(false, self.keys.transaction(id)).await
+        self.read_view(ViewId::Transaction(id)).await
     }
 
     /// Caches a transaction view read from PostgreSQL. Transactions never change, so there is
@@ -301,10 +354,25 @@ impl Cache {
             redis::cmd("SET")
                 .arg(key)
                 .arg(&view.body[..])
+                .arg("EX")
+                .arg(self.ttl_arg())
                 .query_async::<()>(&mut link.connection.clone())
                 .await
         })
         .await
+    }
+}
+
+/// A script's answer, with -1 (the link's generation is no longer the server's) as an error
+/// that has the link opened again.
+fn generation_checked(answer: redis::RedisResult<i64>) -> redis::RedisResult<i64> {
+    match answer {
+        Ok(-1) => Err((
+            redis::ErrorKind::MasterDown,
+            "the views' generation changed under this connection",
+        )
+            .into()),
+        other => other,
     }
 }
 

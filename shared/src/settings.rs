@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::http::HeaderValue;
 
-use crate::cache::CacheConfig;
+use crate::cache::{CacheConfig, Retention};
 use crate::db::PoolConfig;
 use crate::http::{HttpConfig, ServeConfig};
 pub use crate::telemetry::LogFormat;
@@ -69,6 +69,7 @@ pub struct Settings {
     pub db_statement_timeout: Duration,
     /// `REDIS_TIMEOUT_MS`
     pub redis_timeout: Duration,
+    pub redis_retention: Retention,
     /// `REQUEST_TIMEOUT_MS`
     pub request_timeout: Duration,
     /// `SHUTDOWN_TIMEOUT_MS`
@@ -108,6 +109,10 @@ impl Settings {
             db_acquire_timeout: env.millis("DB_ACQUIRE_TIMEOUT_MS")?,
             db_statement_timeout: env.millis("DB_STATEMENT_TIMEOUT_MS")?,
             redis_timeout: env.millis("REDIS_TIMEOUT_MS")?,
+            redis_retention: Retention {
+                view_ttl: Duration::from_secs(env.positive("REDIS_VIEW_TTL_SECONDS")?),
+                stream_max_len: env.positive("REDIS_STREAM_MAX_LEN")? as usize,
+            },
             request_timeout: env.millis("REQUEST_TIMEOUT_MS")?,
             shutdown_timeout: env.millis("SHUTDOWN_TIMEOUT_MS")?,
             body_limit_bytes: env.parse("BODY_LIMIT_BYTES")?,
@@ -140,6 +145,7 @@ impl Settings {
             sentinel_master: self.redis_sentinel_master.clone(),
             key_prefix: self.redis_key_prefix.clone(),
             timeout: self.redis_timeout,
+            retention: self.redis_retention,
         }
     }
 

@@ -10,7 +10,7 @@ use axum::response::Response;
 use http_body_util::BodyExt;
 use serde_json::Value;
 
-use crate::cache::{run_id_of, Cache, Keys};
+use crate::cache::{Cache, Retention, Target};
 use crate::db::{self, NewRecord};
 use crate::domain::{IdempotencyKey, NewTransaction, Recorded, TransactionId};
 use crate::http::HttpConfig;
@@ -26,37 +26,36 @@ pub fn http_config() -> HttpConfig {
 
 /// A cache on the real Redis (`REDIS_URL`) under a key prefix no other test uses.
 pub fn isolated_cache() -> Cache {
-    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
-    let prefix = fresh_prefix(&url);
-    Cache::new(&url, &prefix, Duration::from_secs(2)).expect("REDIS_URL is valid")
+    isolated_cache_with(Retention::default())
 }
 
-/// A key prefix no other test uses, on the Redis at `url`, with its views marked current.
-///
-/// A prefix nobody has used holds no views, so its views are current on this Redis: record
-/// that, as a finished reset would. Otherwise the first link's reset scans the whole shared
-/// keyspace for views that cannot be there, and on a Redis holding a benchmark's hundreds of
-/// thousands of keys that outlasts the link's wait, so a test's first publish or fill could
-/// not create views.
-pub fn fresh_prefix(url: &str) -> String {
-    let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
-    mark_views_current(url, &prefix);
-    prefix
+/// [`isolated_cache`] whose views live as `retention` says.
+pub fn isolated_cache_with(retention: Retention) -> Cache {
+    let prefix = fresh_prefix(&redis_url());
+    let target = Target::new(&redis_url(), &[], "").expect("REDIS_URL is valid");
+    Cache::on(target, &prefix, Duration::from_secs(2), retention)
 }
 
-fn mark_views_current(url: &str, prefix: &str) {
-    let client = redis::Client::open(url).expect("REDIS_URL is valid");
+/// The real Redis the tests use.
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+}
+
+/// The time to live of `key` on the Redis at [`redis_url`], as `TTL` answers: seconds, -1 for
+/// none, -2 for no such key.
+pub fn ttl_of(key: &str) -> i64 {
+    let client = redis::Client::open(redis_url()).expect("REDIS_URL is valid");
     let mut connection = client.get_connection().expect("Redis at REDIS_URL answers");
-    let info: String = redis::cmd("INFO")
-        .arg("server")
+    redis::cmd("TTL")
+        .arg(key)
         .query(&mut connection)
-        .expect("INFO server");
-    let run_id = run_id_of(&info).expect("INFO server has a run_id");
-    redis::cmd("SET")
-        .arg(Keys::new(prefix).generation())
-        .arg(run_id)
-        .query::<()>(&mut connection)
-        .expect("SET the views' generation");
+        .expect("TTL")
+}
+
+/// A key prefix no other test uses. (`_url`: the Redis it is for; a new prefix needs nothing
+/// set up there: the first link claims its generation.)
+pub fn fresh_prefix(_url: &str) -> String {
+    format!("test:{}:", uuid::Uuid::new_v4().simple())
 }
 
 /// Commits one transaction straight to PostgreSQL with the writer's record statement, without

@@ -4,6 +4,7 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { accountViewKey, transactionViewKey } from '../lib/redis-keys.mjs';
 import {
   Ledger,
   accounts,
@@ -112,7 +113,8 @@ describe('PostgreSQL outage', { timeout: 180_000 }, () => {
     const uncached = new Ledger(accounts(1));
     ledgers.push(uncached);
     const uncachedOp = await postAcked(uncached, uncached.accounts[0], 42);
-    await redis.cli('DEL', `tm:account:${uncached.accounts[0]}`, `tm:transaction:${uncachedOp.acked.transaction_id}`);
+    const accountKey = await accountViewKey((key) => redis.cli('GET', key), uncached.accounts[0]);
+    assert.equal(Number(await redis.cli('DEL', accountKey, transactionViewKey(uncachedOp.acked.transaction_id))), 2, 'both views were cached');
     const pids = { writer: writer.pid, reader: reader.pid };
 
     const load = startLoad({ ledger, workers: 6, readers: 2, readRatio: 0.3, txReadRatio: 0.1, durationMs: 90_000 });

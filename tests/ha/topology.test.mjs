@@ -25,6 +25,7 @@ import { promisify } from 'node:util';
 import { componentsStatus, loadSettings } from '../../scripts/ha/status.mjs';
 import { byName, waitFor, withRole } from './lib.mjs';
 import { DEFAULTS } from '../lib/defaults.mjs';
+import { accountViewKey } from '../lib/redis-keys.mjs';
 import { useDatabaseUrl } from '../faults/lib/datastores.mjs';
 import { describeResponse, request, useApi } from '../faults/lib/http.mjs';
 import { accounts, assertInvariants, postAcked } from '../faults/lib/invariants.mjs';
@@ -141,7 +142,9 @@ async function viewsOnNewMaster(port, since, timeoutMs = 15_000) {
   const [account] = probe.accounts;
   for (let n = 1; ; n++) {
     await postAcked(probe, account, 1, { timeoutMs: 10_000 });
-    const { stdout } = await run('redis-cli', ['-p', String(port), 'HGET', `tm:account:${account}`, 'version']).catch(() => ({ stdout: '' }));
+    const cli = (...args) => run('redis-cli', ['-p', String(port), ...args]).then((r) => r.stdout);
+    const key = await accountViewKey((name) => cli('GET', name), account).catch(() => '');
+    const stdout = key ? await cli('HGET', key, 'version').catch(() => '') : '';
     if (Number(stdout.trim()) >= n) return Date.now();
     assert.ok(Date.now() - since < timeoutMs, `no view of account ${account} at version ${n} on the promoted replica within ${timeoutMs} ms`);
     await sleep(100);

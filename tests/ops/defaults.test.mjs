@@ -42,7 +42,7 @@ describe("scripts/lib/defaults.sh", () => {
 describe("docker compose restates them", () => {
   test("every compose variable that has a default in defaults.sh has the same default there", () => {
     const restated = variables(readYaml("docker-compose.yml")).filter(([name, fallback]) => fallback !== undefined && name in DEFAULTS);
-    assert.deepEqual(restated.map(([name]) => name).sort(), ["GRAFANA_PORT", "PROMETHEUS_PORT", "PROXY_PORT"]);
+    assert.deepEqual(restated.map(([name]) => name).sort(), ["GRAFANA_PORT", "PROMETHEUS_PORT", "PROXY_PORT", "REDIS_MAXMEMORY"]);
     for (const [name, fallback] of restated) assert.equal(fallback, DEFAULTS[name], `\${${name}:-${fallback}}`);
   });
 
@@ -50,7 +50,7 @@ describe("docker compose restates them", () => {
     const shown = Object.fromEntries(
       read(".env.example").split("\n").map((line) => /^([A-Z0-9_]+)=(.*)$/.exec(line)).filter(Boolean).map((m) => [m[1], m[2]]),
     );
-    for (const name of ["PROXY_PORT", "PROMETHEUS_PORT", "GRAFANA_PORT"]) assert.equal(shown[name], DEFAULTS[name], name);
+    for (const name of ["PROXY_PORT", "PROMETHEUS_PORT", "GRAFANA_PORT", "REDIS_MAXMEMORY"]) assert.equal(shown[name], DEFAULTS[name], name);
   });
 
   test("inside the containers: nginx, Prometheus and Grafana listen on the default ports", () => {

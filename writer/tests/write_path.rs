@@ -310,6 +310,13 @@ async fn a_commit_is_published_to_redis_before_the_201(pool: PgPool) {
         events.ids[0].get::<String>("transaction_id").as_deref(),
         Some(transaction_id)
     );
+    // The transaction view expires (views are a cache); the stream never does (it is trimmed
+    // by length), so `volatile-lru` can never evict it.
+    let transaction_key = cache
+        .keys
+        .transaction(shared::domain::TransactionId::parse(transaction_id).expect("uuid"));
+    assert!((1..=300).contains(&testing::ttl_of(&transaction_key)));
+    assert_eq!(testing::ttl_of(&cache.keys.events()), -1);
 
     // The published change leaves the outbox (deleted in the background, in batches).
     let mut pending = 1;

@@ -20,6 +20,8 @@ write_redis_config() {
     echo "dir $dir"
     echo 'save ""'
     echo "appendonly no"
+    echo "maxmemory $REDIS_MAXMEMORY"
+    echo "maxmemory-policy $REDIS_MAXMEMORY_POLICY"
     echo "repl-diskless-sync yes"
     echo "repl-diskless-sync-delay 0"
     echo "replica-read-only yes"

@@ -19,10 +19,6 @@ pub enum CacheError {
     /// The task that sends the view reads has stopped (the cache is being dropped).
     #[error("the view reader stopped")]
     ViewReaderStopped,
-    /// The Redis process answering is not known to hold current account views (it was
-    /// promoted or restarted and its views are being reset): the read goes to PostgreSQL.
-    #[error("account views are not known current on this Redis")]
-    ViewsNotCurrent,
 }
 
 impl CacheError {
@@ -38,7 +34,7 @@ impl CacheError {
                     || error.is_connection_refusal()
             }
             Self::Pipeline(error) => error.means_unreachable(),
-            Self::PipelineAnswers { .. } | Self::ViewReaderStopped | Self::ViewsNotCurrent => false,
+            Self::PipelineAnswers { .. } | Self::ViewReaderStopped => false,
         }
     }
 

@@ -7,14 +7,16 @@
 //! So a change of process (a failover, a restart) always goes through [`Links::open`], which is
 //! where the views are checked.
 //!
-//! The views are current on a process once the generation key (`{prefix}views-generation`)
-//! holds that process's `run_id`. Anything else (the old master's run id, replicated to a
-//! promoted replica; no key at all, on a restarted empty Redis) means the views may be older
-//! than writes that were acknowledged on another process: their publishes can be lost with the
-//! old master. Then [`reset_views`] deletes every account view under the prefix and sets the
-//! key to the new run id; until it has, account views are not read (see `docs/ha.md`).
+//! Account views live under a generation: `{prefix}views-generation` holds
+//! `{run_id}:{epoch}`, and every account view's key carries the epoch
+//! (`{prefix}account:{epoch}:{id}`). A link opened on a process whose `run_id` the key does not
+//! name (a promoted replica holds the old master's; a restarted or flushed Redis holds an old
+//! one or none) may see views older than writes acknowledged on another process, whose
+//! publishes were lost with it. So opening the link claims a new generation
+//! ([`CLAIM_GENERATION_LUA`]): one `INCR` of `{prefix}views-epoch` and one `SET`, whatever the
+//! number of keys. The old epoch's views are never read again and expire by their TTL (or are
+//! evicted first, under `volatile-lru`); see `docs/ha.md`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -23,8 +25,7 @@ use redis::{
     AsyncConnectionConfig, Client, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo,
     RedisConnectionInfo, RedisResult,
 };
-use tokio::sync::{watch, Mutex};
-use tracing::Instrument;
+use tokio::sync::Mutex;
 
 use super::Keys;
 
@@ -132,7 +133,7 @@ async fn master_from_sentinels(
 }
 
 /// The views' generation as a caller saw it before reading PostgreSQL (or committing): the
-/// run id of a Redis process whose views were current then. Only a publish or fill carrying the
+/// `{run_id}:{epoch}` the views were current under then. Only a publish or fill carrying the
 /// generation Redis still has may *create* an account view; without it a change may only raise
 /// an existing view's version (see `cache::PUBLISH_LUA`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -151,29 +152,41 @@ impl Ticket {
     }
 }
 
-/// One connection to one Redis process.
+/// Lua: the generation of the views on this process. KEYS[1] the generation, KEYS[2] the epoch
+/// counter; ARGV[1] the process's run id. The generation is kept while it names this process;
+/// otherwise a new epoch starts. Atomic, so services opening links at once agree on one.
+pub const CLAIM_GENERATION_LUA: &str = r"
+local generation = redis.call('GET', KEYS[1])
+local own = ARGV[1] .. ':'
+if generation and string.sub(generation, 1, #own) == own then
+  return generation
+end
+generation = own .. redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], generation)
+return generation
+";
+
+/// One connection to one Redis process, and the views' generation there.
 pub struct Link {
     pub connection: MultiplexedConnection,
     pub run_id: Arc<str>,
-    /// False until the generation key holds `run_id`; then true for good.
-    current: watch::Sender<bool>,
-    /// Set when the link is dropped: a reset still running on it gives up.
-    dropped: AtomicBool,
+    /// `{run_id}:{epoch}`, as the generation key held it when the link was opened.
+    generation: Arc<str>,
+    /// The epoch in the account views' keys.
+    epoch: u64,
 }
 
 impl Link {
-    pub fn views_current(&self) -> bool {
-        *self.current.borrow()
-    }
-
     pub fn ticket(&self) -> Ticket {
-        Ticket(self.views_current().then(|| Arc::clone(&self.run_id)))
+        Ticket(Some(Arc::clone(&self.generation)))
     }
 
-    /// Waits at most `bound` for the views to become current.
-    pub async fn wait_current(&self, bound: Duration) {
-        let mut current = self.current.subscribe();
-        let _ = tokio::time::timeout(bound, current.wait_for(|current| *current)).await;
+    pub(super) fn generation(&self) -> &str {
+        &self.generation
+    }
+
+    pub(super) fn epoch(&self) -> u64 {
+        self.epoch
     }
 }
 
@@ -185,6 +198,7 @@ pub struct Links {
     current: RwLock<Option<Arc<Link>>>,
     /// One opening at a time: the calls that fail together do not each open a connection.
     opening: Mutex<()>,
+    claim: redis::Script,
 }
 
 impl Links {
@@ -195,6 +209,7 @@ impl Links {
             timeout,
             current: RwLock::new(None),
             opening: Mutex::new(()),
+            claim: redis::Script::new(CLAIM_GENERATION_LUA),
         }
     }
 
@@ -206,8 +221,7 @@ impl Links {
             .clone()
     }
 
-    /// The link in use, opening one if there is none. A new link whose views are not current
-    /// is returned after at most half the timeout, its reset going on in the background.
+    /// The link in use, opening one if there is none.
     pub async fn get(&self) -> RedisResult<Arc<Link>> {
         if let Some(link) = self.peek() {
             return Ok(link);
@@ -217,27 +231,16 @@ impl Links {
             return Ok(link);
         }
         let link = Arc::new(self.open().await?);
-        if !link.views_current() {
-            tracing::warn!(
-                run_id = &*link.run_id,
-                "Redis views are not known current on this master; resetting them"
-            );
-            // A background task of its own, not part of the request that opened the link.
-            let span = tracing::info_span!(parent: None, "views_reset", run_id = &*link.run_id);
-            tokio::spawn(reset_views(Arc::clone(&link), self.keys.clone()).instrument(span));
-        }
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&link));
-        link.wait_current(self.timeout / 2).await;
         Ok(link)
     }
 
     /// Forgets `link` (if it is still the one in use) after a failure that says the process
-    /// behind it is gone or no longer the master.
+    /// behind it is gone or no longer the master, or that its generation was replaced.
     pub fn drop_link(&self, link: &Arc<Link>) {
         let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
         if current.as_ref().is_some_and(|used| Arc::ptr_eq(used, link)) {
             *current = None;
-            link.dropped.store(true, Ordering::Relaxed);
             tracing::info!(
                 run_id = &*link.run_id,
                 "Redis connection dropped; will resolve the master again"
@@ -250,11 +253,9 @@ impl Links {
         // is measurable on the read path.
         let config = AsyncConnectionConfig::new().set_connection_timeout(self.timeout);
         let (mut connection, check_role) = self.target.connect(&config).await?;
-        let (info, generation, role): (String, Option<String>, Vec<redis::Value>) = redis::pipe()
+        let (info, role): (String, Vec<redis::Value>) = redis::pipe()
             .cmd("INFO")
             .arg("server")
-            .cmd("GET")
-            .arg(self.keys.generation())
             .cmd("ROLE")
             .query_async(&mut connection)
             .await?;
@@ -267,13 +268,21 @@ impl Links {
             )
                 .into());
         }
-        let run_id: Arc<str> = run_id_of(&info)?.into();
-        let current = generation.as_deref() == Some(&*run_id);
+        let run_id = run_id_of(&info)?;
+        let generation: String = self
+            .claim
+            .key(self.keys.generation())
+            .key(self.keys.epoch())
+            .arg(&run_id)
+            .invoke_async(&mut connection)
+            .await?;
+        let epoch = epoch_of(&generation)?;
+        tracing::info!(run_id, generation, "Redis link opened");
         Ok(Link {
             connection,
-            run_id,
-            current: watch::Sender::new(current),
-            dropped: AtomicBool::new(false),
+            run_id: run_id.into(),
+            generation: generation.into(),
+            epoch,
         })
     }
 }
@@ -286,75 +295,16 @@ pub(crate) fn run_id_of(info: &str) -> RedisResult<String> {
         .ok_or_else(|| (redis::ErrorKind::ParseError, "INFO server has no run_id").into())
 }
 
-/// Account views deleted per command during a reset.
-const RESET_BATCH: usize = 1_000;
-
-/// Makes the views on `link`'s process current: deletes every account view under the prefix,
-/// then sets the generation key to the process's run id. Transaction views are kept: they are
-/// immutable and only ever set after their commit, so they cannot be stale. Retries until done
-/// or the link is dropped; stops early when another service's reset finished first.
-async fn reset_views(link: Arc<Link>, keys: Keys) {
-    let started = std::time::Instant::now();
-    while !link.dropped.load(Ordering::Relaxed) {
-        match reset_once(&link, &keys).await {
-            Ok(deleted) => {
-                link.current.send_replace(true);
-                tracing::warn!(
-                    run_id = &*link.run_id,
-                    deleted,
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "Redis views reset; account views are read again"
-                );
-                return;
-            }
-            Err(error) => {
-                tracing::warn!(
-                    error = crate::telemetry::error_chain(&error),
-                    "resetting the Redis views failed; retrying"
-                );
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
-    }
-}
-
-async fn reset_once(link: &Link, keys: &Keys) -> RedisResult<usize> {
-    let mut connection = link.connection.clone();
-    let pattern = format!("{}*", keys.account_prefix());
-    let mut cursor: u64 = 0;
-    let mut deleted = 0;
-    loop {
-        let ((next_cursor, batch), generation): ((u64, Vec<String>), Option<String>) =
-            redis::pipe()
-                .cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(RESET_BATCH)
-                .cmd("GET")
-                .arg(keys.generation())
-                .query_async(&mut connection)
-                .await?;
-        if generation.as_deref() == Some(&*link.run_id) {
-            return Ok(deleted); // another service completed the reset
-        }
-        if !batch.is_empty() {
-            deleted += batch.len();
-            redis::cmd("UNLINK")
-                .arg(&batch)
-                .query_async::<()>(&mut connection)
-                .await?;
-        }
-        if next_cursor == 0 {
-            break;
-        }
-        cursor = next_cursor;
-    }
-    redis::cmd("SET")
-        .arg(keys.generation())
-        .arg(&*link.run_id)
-        .query_async::<()>(&mut connection)
-        .await?;
-    Ok(deleted)
+/// The epoch of a generation `{run_id}:{epoch}`.
+fn epoch_of(generation: &str) -> RedisResult<u64> {
+    generation
+        .rsplit_once(':')
+        .and_then(|(_, epoch)| epoch.parse().ok())
+        .ok_or_else(|| {
+            (
+                redis::ErrorKind::ParseError,
+                "a views' generation without an epoch",
+            )
+                .into()
+        })
 }

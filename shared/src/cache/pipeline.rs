@@ -8,12 +8,21 @@ use tracing::Instrument;
 
 use super::link::Link;
 use super::{Cache, CacheError, CacheInner, GET_VIEWS};
+use crate::domain::{AccountId, TransactionId};
+
+/// Which view to read. Its key is named when the read is sent, under the generation of the
+/// link it is sent on (see `cache/link.rs`).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum ViewId {
+    /// `HGET {account view} body`
+    Account(AccountId),
+    /// `GET {transaction view}`
+    Transaction(TransactionId),
+}
 
 /// A view lookup waiting to be sent (see `run_view_reads`).
 pub(super) struct ViewRead {
-    /// `HGET key body` (account views) or `GET key` (transaction views).
-    hash_body: bool,
-    key: String,
+    view: ViewId,
     reply: oneshot::Sender<Result<Option<Vec<u8>>, CacheError>>,
 }
 
@@ -33,40 +42,31 @@ async fn run_view_reads(cache: Weak<CacheInner>, mut queue: mpsc::Receiver<ViewR
         let Some(cache) = cache.upgrade().map(Cache) else {
             break;
         };
-        let mut pipe = redis::pipe();
-        for read in &reads {
-            if read.hash_body {
-                pipe.cmd("HGET").arg(&read.key).arg("body");
-            } else {
-                pipe.cmd("GET").arg(&read.key);
-            }
-        }
-        // Whether account views may be read is decided before they are sent: a view read
-        // while a reset is still going may be one it has yet to delete.
-        let answers: Result<(bool, Vec<ViewBody>), CacheError> = cache
+        let answers: Result<Vec<ViewBody>, CacheError> = cache
             .call(GET_VIEWS, true, async |link: &Link| {
-                let current = link.views_current();
-                Ok((
-                    current,
-                    pipe.query_async(&mut link.connection.clone()).await?,
-                ))
+                let mut pipe = redis::pipe();
+                for read in &reads {
+                    match read.view {
+                        ViewId::Account(id) => pipe
+                            .cmd("HGET")
+                            .arg(cache.keys.account(link.epoch(), id))
+                            .arg("body"),
+                        ViewId::Transaction(id) => pipe.cmd("GET").arg(cache.keys.transaction(id)),
+                    };
+                }
+                pipe.query_async(&mut link.connection.clone()).await
             })
             .await;
         match answers {
-            Ok((current, answers)) if answers.len() == reads.len() => {
+            Ok(answers) if answers.len() == reads.len() => {
                 for (read, answer) in reads.drain(..).zip(answers) {
-                    let answer = if read.hash_body && !current {
-                        Err(CacheError::ViewsNotCurrent)
-                    } else {
-                        Ok(answer)
-                    };
-                    let _ = read.reply.send(answer);
+                    let _ = read.reply.send(Ok(answer));
                 }
             }
             other => {
                 let error = Arc::new(match other {
                     Err(error) => error,
-                    Ok((_, answers)) => CacheError::PipelineAnswers {
+                    Ok(answers) => CacheError::PipelineAnswers {
                         reads: reads.len(),
                         answers: answers.len(),
                     },
@@ -82,11 +82,7 @@ async fn run_view_reads(cache: Weak<CacheInner>, mut queue: mpsc::Receiver<ViewR
 
 impl Cache {
     /// One view lookup, sent with the others that are waiting (see `run_view_reads`).
-    pub(super) async fn read_view(
-        &self,
-        hash_body: bool,
-        key: String,
-    ) -> Result<Option<Bytes>, CacheError> {
+    pub(super) async fn read_view(&self, view: ViewId) -> Result<Option<Bytes>, CacheError> {
         // Fail fast here too, without queueing, while Redis is marked unavailable.
         if self.marked_unavailable() {
             return Err(CacheError::Unavailable);
@@ -100,11 +96,7 @@ impl Cache {
         });
         let (reply, answer) = oneshot::channel();
         queue
-            .send(ViewRead {
-                hash_body,
-                key,
-                reply,
-            })
+            .send(ViewRead { view, reply })
             .await
             .map_err(|_| CacheError::ViewReaderStopped)?;
         let body = answer.await.unwrap_or(Err(CacheError::ViewReaderStopped))?;

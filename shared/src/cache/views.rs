@@ -69,8 +69,9 @@ impl Keys {
             prefix: prefix.into(),
         }
     }
-    pub fn account(&self, id: AccountId) -> String {
-        format!("{}account:{id}", self.prefix)
+    /// An account view of the views' generation with this `epoch` (see `cache/link.rs`).
+    pub fn account(&self, epoch: u64, id: AccountId) -> String {
+        format!("{}account:{epoch}:{id}", self.prefix)
     }
     pub fn transaction(&self, id: TransactionId) -> String {
         format!("{}transaction:{id}", self.prefix)
@@ -78,11 +79,12 @@ impl Keys {
     pub fn events(&self) -> String {
         format!("{}events", self.prefix)
     }
-    /// Every account view's key starts with this.
-    pub fn account_prefix(&self) -> String {
-        format!("{}account:", self.prefix)
-    }
+    /// `{run_id}:{epoch}`: the generation the account views are current under.
     pub fn generation(&self) -> String {
         format!("{}views-generation", self.prefix)
+    }
+    /// The counter each new generation increments.
+    pub fn epoch(&self) -> String {
+        format!("{}views-epoch", self.prefix)
     }
 }

@@ -71,6 +71,8 @@ pub const VARIABLES: &[Variable] = &[
     both("DB_ACQUIRE_TIMEOUT_MS", "2000"),
     both("DB_STATEMENT_TIMEOUT_MS", "5000"),
     both("REDIS_TIMEOUT_MS", "500"),
+    both("REDIS_VIEW_TTL_SECONDS", "300"),
+    both("REDIS_STREAM_MAX_LEN", "100000"),
     both("REQUEST_TIMEOUT_MS", "10000"),
     both("SHUTDOWN_TIMEOUT_MS", "10000"),
     both("BODY_LIMIT_BYTES", "16384"),
@@ -120,6 +122,17 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         let raw = self.get(name)?;
         raw.parse()
             .map_err(|error| anyhow!("{name} has an invalid value `{raw}`: {error}"))
+    }
+
+    /// A whole number above zero (a bound: zero would mean "nothing kept").
+    pub(super) fn positive(&self, name: &str) -> anyhow::Result<u64> {
+        let raw = self.get(name)?;
+        match raw.parse::<u64>() {
+            Ok(value) if value > 0 => Ok(value),
+            _ => Err(anyhow!(
+                "{name} must be a whole number above zero, got `{raw}`"
+            )),
+        }
     }
 
     pub(super) fn millis(&self, name: &str) -> anyhow::Result<Duration> {

@@ -5,6 +5,7 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { DEFAULTS } from '../../lib/defaults.mjs';
 import { DATABASE, LOGS, PORTS, STATE, log } from './config.mjs';
 import { cmdline, must, pidRuns, portAnswers, readPid, run, tail, terminatePid, waitFor } from './proc.mjs';
 
@@ -189,6 +190,8 @@ export const redis = {
       '--port', String(PORTS.redis),
       '--save', '',
       '--appendonly', 'no',
+      '--maxmemory', DEFAULTS.REDIS_MAXMEMORY,
+      '--maxmemory-policy', DEFAULTS.REDIS_MAXMEMORY_POLICY,
       '--dir', path.join(STATE, 'redis'),
       '--logfile', path.join(LOGS, 'redis.log'),
       '--pidfile', redis.pidfile,
