@@ -23,12 +23,14 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-pub use outbox::{mark_published, oldest_unpublished_age, publishing_is_behind, unpublished};
+pub use outbox::{
+    mark_published, oldest_unpublished_age, publishing_is_behind, unpublished, Committed,
+};
 pub use reads::{
     find_by_idempotency_key, list_batch, list_page, load_account, load_transaction, ListFilter,
 };
 pub use record::{
-    record_transactions, Committed, NewRecord, OutboxBatch, RecordError, RECORD_TRANSACTIONS_SQL,
+    record_transactions, NewRecord, OutboxBatch, RecordError, Recording, RECORD_TRANSACTIONS_SQL,
 };
 
 use crate::domain::{Account, AccountState, Recorded, Transaction};

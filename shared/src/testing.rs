@@ -75,10 +75,14 @@ pub async fn commit(
         idempotency_key: idempotency_key
             .map(|key| IdempotencyKey::parse(key.as_bytes()).expect("a valid idempotency key")),
     };
-    let mut committed = db::record_transactions(pool, &[record])
+    let mut recording = db::record_transactions(pool, &[record])
         .await
-        .expect("committed");
-    committed.recorded.pop().expect("one transaction recorded")
+        .expect("the statement ran");
+    recording
+        .outcomes
+        .pop()
+        .expect("one outcome")
+        .expect("recorded")
 }
 
 /// A cache whose Redis cannot be reached (nothing listens on port 1).

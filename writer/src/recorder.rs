@@ -9,10 +9,12 @@
 //! costs; under heavy load the cost of a commit, a round trip and a Redis call is shared by the
 //! whole batch.
 //!
-//! A request is answered only after its batch committed, so nothing acknowledged can be lost. A
-//! batch that PostgreSQL refused (an idempotency key already taken, an overflowing balance, a
-//! deadlock) was rolled back as a whole, so it is recorded again one request at a time, each
-//! getting its own answer. A batch whose outcome is unknown (the connection broke) is never
+//! A request is answered only after its batch committed, so nothing acknowledged can be lost.
+//! The statement refuses a request whose idempotency key is taken or whose balance would
+//! overflow on its own, and records the rest of the batch: a bad request costs its batch
+//! nothing. A batch that PostgreSQL refused as a whole (a key taken by a concurrent batch, a
+//! deadlock, an overflow the statement could not decide set-based) was rolled back, so it is
+//! recorded again one request at a time, each getting its own answer. A batch whose outcome is unknown (the connection broke) is never
 //! retried, which could apply it twice: its requests get 503 and clients retry with their
 //! `Idempotency-Key`.
 
@@ -189,17 +191,13 @@ pub struct BatchOutcome {
     pub outbox: Vec<OutboxBatch>,
 }
 
-/// Records a batch, falling back to one statement per request (the same statement, with one
-/// row) when PostgreSQL refused the batch.
+/// Records a batch: one statement records or refuses each request on its own. When PostgreSQL
+/// refused the statement as a whole (it then wrote nothing), the batch is recorded again one
+/// request at a time (the same statement, with one row), so each gets its exact answer.
 pub async fn record_batch(pool: &PgPool, records: &[NewRecord]) -> BatchOutcome {
     m::record_write_batch(records.len());
     let error = match db::record_transactions(pool, records).await {
-        Ok(committed) => {
-            return BatchOutcome {
-                outcomes: committed.recorded.into_iter().map(Ok).collect(),
-                outbox: vec![committed.outbox],
-            }
-        }
+        Ok(recording) => return BatchOutcome::from(recording),
         Err(error) => error,
     };
     // Only a statement PostgreSQL refused is known to be rolled back, so only that is retried.
@@ -237,25 +235,34 @@ pub async fn record_batch(pool: &PgPool, records: &[NewRecord]) -> BatchOutcome 
     tracing::debug!(
         error = error_chain(&error),
         size = records.len(),
-        "batch refused; recording one by one"
+        "batch refused as a whole; recording one by one"
     );
     let mut outcomes = Vec::with_capacity(records.len());
     let mut outbox = Vec::new();
     for record in records {
-        // The same statement, with a batch of one.
-        let outcome = db::record_transactions(pool, std::slice::from_ref(record))
-            .await
-            .map(|committed| {
-                outbox.push(committed.outbox);
-                committed.recorded
-            })
-            .and_then(|mut recorded| {
-                recorded.pop().ok_or(RecordError::UnexpectedRows {
-                    sent: 1,
-                    returned: 0,
-                })
-            });
-        outcomes.push(outcome.map_err(RecordFailure::from));
+        let mut alone = match db::record_transactions(pool, std::slice::from_ref(record)).await {
+            Ok(recording) => BatchOutcome::from(recording),
+            // The statement itself failed: the request's answer says why.
+            Err(error) => BatchOutcome {
+                outcomes: vec![Err(error.into())],
+                outbox: Vec::new(),
+            },
+        };
+        outbox.append(&mut alone.outbox);
+        outcomes.append(&mut alone.outcomes);
     }
     BatchOutcome { outcomes, outbox }
+}
+
+impl From<db::Recording> for BatchOutcome {
+    fn from(recording: db::Recording) -> Self {
+        Self {
+            outcomes: recording
+                .outcomes
+                .into_iter()
+                .map(|outcome| outcome.map_err(RecordFailure::from))
+                .collect(),
+            outbox: recording.outbox.into_iter().collect(),
+        }
+    }
 }

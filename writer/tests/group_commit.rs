@@ -1,6 +1,7 @@
 //! Group commit on a real PostgreSQL database (fresh per test): a batch is recorded as if its
-//! transactions had been applied one by one, all or nothing, and a batch PostgreSQL refuses is
-//! recorded again one request at a time so each gets its own answer.
+//! transactions had been applied one by one, a refused transaction is refused alone while the
+//! rest of its batch is recorded, and a batch PostgreSQL refuses as a whole is recorded again
+//! one request at a time so each gets its own answer.
 
 use std::collections::HashMap;
 
@@ -8,7 +9,7 @@ use shared::db::{self, NewRecord, RecordError};
 use shared::domain::{IdempotencyKey, NewTransaction, TransactionId};
 use sqlx::PgPool;
 use uuid::Uuid;
-use writer::recorder::{self, RecordFailure};
+use writer::recorder;
 use writer::{Application, WriterConfig};
 
 fn record(account_id: Uuid, amount: i64, key: Option<&str>) -> NewRecord {
@@ -42,10 +43,13 @@ async fn a_batch_gives_each_transaction_the_balance_and_version_right_after_it(p
         record(a, 1, None),
         record(a, 2, None),
     ];
-    let recorded = db::record_transactions(&pool, &batch)
+    let recorded: Vec<_> = db::record_transactions(&pool, &batch)
         .await
         .expect("batch")
-        .recorded;
+        .outcomes
+        .into_iter()
+        .map(|outcome| outcome.expect("recorded"))
+        .collect();
 
     let after: Vec<(Uuid, i64, i64)> = recorded
         .iter()
@@ -87,70 +91,130 @@ async fn a_batch_gives_each_transaction_the_balance_and_version_right_after_it(p
     assert_eq!(key, Some(batch[1].transaction_id.as_uuid()));
 }
 
-#[sqlx::test(migrator = "shared::db::MIGRATOR")]
-async fn a_batch_with_one_refused_transaction_writes_nothing(pool: PgPool) {
-    let account = Uuid::new_v4();
-    db::record_transactions(&pool, &[record(account, 1, Some("taken"))])
-        .await
-        .expect("first");
-
-    let refused = db::record_transactions(
-        &pool,
-        &[
-            record(account, 10, None),
-            record(Uuid::new_v4(), 20, Some("taken")),
-            record(Uuid::new_v4(), 30, None),
-        ],
-    )
-    .await;
-
-    assert!(
-        matches!(refused, Err(RecordError::IdempotencyKeyTaken)),
-        "{refused:?}"
-    );
-    assert_eq!(stored_count(&pool, "transactions").await, 1);
-    assert_eq!(stored_count(&pool, "accounts").await, 1);
-    assert_eq!(stored_count(&pool, "publish_outbox").await, 1);
+/// Each outcome as the balance after it, or the error's name.
+fn summary(outcomes: &[Result<shared::domain::Recorded, impl std::fmt::Debug>]) -> Vec<String> {
+    outcomes
+        .iter()
+        .map(|outcome| match outcome {
+            Ok(recorded) => recorded.account.account.balance.to_string(),
+            Err(error) => format!("{error:?}"),
+        })
+        .collect()
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
-async fn a_refused_batch_is_retried_one_by_one_so_only_the_bad_request_fails(pool: PgPool) {
+async fn refused_transactions_are_refused_alone_and_the_rest_of_the_batch_is_recorded(
+    pool: PgPool,
+) {
+    let (account, low, other) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    db::record_transactions(
+        &pool,
+        &[
+            record(account, i64::MAX - 5, Some("taken")),
+            record(low, i64::MIN + 5, None),
+        ],
+    )
+    .await
+    .expect("first");
+
+    let recording = db::record_transactions(
+        &pool,
+        &[
+            record(other, 1, Some("dup")),
+            record(account, 10, None),       // overflows the balance
+            record(other, 2, Some("dup")),   // the same key twice in one batch
+            record(account, -5, None),       // fits once the overflow is refused
+            record(other, 3, Some("taken")), // a key already recorded
+            record(low, -10, None),          // below the range
+            record(low, 5, None),
+            record(other, 4, None),
+        ],
+    )
+    .await
+    .expect("one statement");
+
+    assert_eq!(
+        summary(&recording.outcomes),
+        [
+            "1",
+            "BalanceOverflow",
+            "IdempotencyKeyTaken",
+            &(i64::MAX - 10).to_string(),
+            "IdempotencyKeyTaken",
+            "BalanceOverflow",
+            &(i64::MIN + 10).to_string(),
+            "5",
+        ]
+    );
+    assert!(recording.outbox.is_some());
+    let stored: Vec<(Uuid, i64, i64)> =
+        sqlx::query_as("SELECT account_id, balance, version FROM accounts ORDER BY balance")
+            .fetch_all(&pool)
+            .await
+            .expect("accounts");
+    assert_eq!(
+        stored,
+        [
+            (low, i64::MIN + 10, 2),
+            (other, 5, 2),
+            (account, i64::MAX - 10, 2)
+        ]
+    );
+    assert_eq!(stored_count(&pool, "transactions").await, 6);
+    // One outbox row for the commit, listing only what it recorded.
+    assert_eq!(stored_count(&pool, "publish_batches").await, 2);
+    assert_eq!(stored_count(&pool, "publish_outbox").await, 6);
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn a_batch_whose_every_transaction_is_refused_writes_nothing(pool: PgPool) {
+    let account = Uuid::new_v4();
+    db::record_transactions(&pool, &[record(account, i64::MAX, Some("taken"))])
+        .await
+        .expect("first");
+    let recording = db::record_transactions(
+        &pool,
+        &[
+            record(account, 1, None),
+            record(Uuid::new_v4(), 1, Some("taken")),
+        ],
+    )
+    .await
+    .expect("one statement");
+    assert_eq!(
+        summary(&recording.outcomes),
+        ["BalanceOverflow", "IdempotencyKeyTaken"]
+    );
+    assert_eq!(recording.outbox, None);
+    assert_eq!(stored_count(&pool, "transactions").await, 1);
+    assert_eq!(stored_count(&pool, "accounts").await, 1);
+    assert_eq!(stored_count(&pool, "publish_batches").await, 1);
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn a_batch_the_statement_cannot_decide_is_recorded_one_by_one(pool: PgPool) {
     let account = Uuid::new_v4();
     db::record_transactions(&pool, &[record(account, i64::MAX - 5, None)])
         .await
         .expect("first");
-    let other = Uuid::new_v4();
-    let batch = [
-        record(other, 1, Some("dup")),
-        record(account, 10, None),     // overflows the balance
-        record(other, 2, Some("dup")), // the same key twice in one batch
-        record(account, -5, None),
-    ];
+    // One by one: +10 overflows; +3 then fits. Adding every earlier row, as the statement does,
+    // +3 would look like an overflow too, so the statement refuses the batch as a whole.
+    let batch = [record(account, 10, None), record(account, 3, None)];
+    let refused = db::record_transactions(&pool, &batch).await;
+    assert!(
+        matches!(refused, Err(RecordError::BalanceOverflow)),
+        "{refused:?}"
+    );
+    assert_eq!(stored_count(&pool, "transactions").await, 1);
 
     let recorder::BatchOutcome { outcomes, outbox } = recorder::record_batch(&pool, &batch).await;
 
-    let summary: Vec<Result<i64, String>> = outcomes
-        .iter()
-        .map(|outcome| match outcome {
-            Ok(recorded) => Ok(recorded.account.account.balance),
-            Err(error) => Err(format!("{error:?}")),
-        })
-        .collect();
-    assert_eq!(summary[0], Ok(1));
-    assert!(matches!(
-        outcomes[1],
-        Err(RecordFailure::Statement(RecordError::BalanceOverflow))
-    ));
-    assert!(matches!(
-        outcomes[2],
-        Err(RecordFailure::Statement(RecordError::IdempotencyKeyTaken))
-    ));
-    assert_eq!(summary[3], Ok(i64::MAX - 10));
-    assert_eq!(stored_count(&pool, "transactions").await, 3);
-    // One outbox row per commit: the first batch's, and one per request recorded on its own.
-    assert_eq!(outbox.len(), 2);
-    assert_eq!(stored_count(&pool, "publish_batches").await, 3);
-    assert_eq!(stored_count(&pool, "publish_outbox").await, 3);
+    assert_eq!(
+        summary(&outcomes),
+        ["Statement(BalanceOverflow)", &(i64::MAX - 2).to_string()]
+    );
+    assert_eq!(outbox.len(), 1);
+    assert_eq!(stored_count(&pool, "transactions").await, 2);
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]

@@ -56,8 +56,9 @@ async fn the_request_id_of_a_500_finds_its_cause_in_the_log(pool: PgPool) {
     ))
     .expect("the only subscriber of this test binary");
     // A fault PostgreSQL does not refuse: the transaction's row silently vanishes, so the
-    // statement returns fewer rows than it was given and the batch's outcome is a bug, not a
-    // refusal (nothing to retry, a 500 for its requests, the cause logged once by the worker).
+    // statement answers `recorded` without the transaction and the batch's outcome is a bug,
+    // not a refusal (nothing to retry, a 500 for its requests, the cause logged once by the
+    // worker).
     sqlx::raw_sql(&format!(
         "CREATE FUNCTION swallow() RETURNS trigger LANGUAGE plpgsql AS
              $$ BEGIN RETURN NULL; END $$;
@@ -107,7 +108,8 @@ async fn the_request_id_of_a_500_finds_its_cause_in_the_log(pool: PgPool) {
         .unwrap_or_else(|| panic!("no ERROR line names {request_id}: {found:#?}"));
     assert_eq!(cause["message"], "recording a batch failed", "{cause:#}");
     assert_eq!(
-        cause["error"], "a batch of 1 transactions returned 0 rows",
+        cause["error"],
+        "the record statement answered row 0 with `recorded` and not what it recorded",
         "{cause:#}"
     );
     let batch = cause["spans"]

@@ -7,9 +7,17 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{transaction_from_row, with_account_state, Committed, OutboxBatch};
+use super::{transaction_from_row, with_account_state, OutboxBatch};
 use crate::domain::Recorded;
 use crate::telemetry::metrics::time_query;
+
+/// What one commit recorded (its transactions, in input order), with its outbox row, to delete
+/// once the commit's changes are published.
+#[derive(Debug)]
+pub struct Committed<T> {
+    pub recorded: T,
+    pub outbox: OutboxBatch,
+}
 
 /// Removes the outbox rows of commits whose changes are all in Redis. Committed without waiting
 /// for the WAL flush (`synchronous_commit = off`): a delete lost in a crash only leaves a row

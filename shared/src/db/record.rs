@@ -13,11 +13,11 @@ pub const RECORD_TRANSACTIONS_SQL: &str = include_str!("record_transactions.sql"
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
-    /// A new balance would not fit in a signed 64-bit integer; nothing was written.
+    /// A new balance would not fit in a signed 64-bit integer; this transaction was not written.
     #[error("balance would overflow")]
     BalanceOverflow,
-    /// Another transaction already has this idempotency key (a concurrent retry won the race);
-    /// nothing was written. Look it up with [`super::find_by_idempotency_key`].
+    /// Another transaction already has this idempotency key (a retry, or a concurrent retry
+    /// that won the race); this transaction was not written. Look it up with [`super::find_by_idempotency_key`].
     #[error("idempotency key already used")]
     IdempotencyKeyTaken,
     #[error("the record statement failed")]
@@ -26,6 +26,10 @@ pub enum RecordError {
     /// schema changed under it: the statement returns one row per input row).
     #[error("a batch of {sent} transactions returned {returned} rows")]
     UnexpectedRows { sent: usize, returned: usize },
+    /// A row's answer is not one the statement gives: an unknown outcome, or `recorded`
+    /// without what it recorded (a bug, or a schema or trigger changed under it).
+    #[error("the record statement answered row {row} with `{outcome}` and not what it recorded")]
+    UnexpectedOutcome { row: usize, outcome: String },
 }
 
 impl RecordError {
@@ -36,7 +40,9 @@ impl RecordError {
         match self {
             Self::IdempotencyKeyTaken | Self::BalanceOverflow => true,
             Self::Database(error @ sqlx::Error::Database(_)) => !is_unavailable(error),
-            Self::Database(_) | Self::UnexpectedRows { .. } => false,
+            Self::Database(_) | Self::UnexpectedRows { .. } | Self::UnexpectedOutcome { .. } => {
+                false
+            }
         }
     }
 
@@ -64,25 +70,35 @@ pub struct NewRecord {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutboxBatch(pub i64);
 
-/// What one commit recorded (its transactions, in input order), with its outbox row, to delete
-/// once the commit's changes are published.
+/// What one statement did with a batch: an outcome per transaction, in input order, and the
+/// commit's outbox row (none when every transaction was refused).
 #[derive(Debug)]
-pub struct Committed<T> {
-    pub recorded: T,
-    pub outbox: OutboxBatch,
+pub struct Recording {
+    pub outcomes: Vec<Result<Recorded, RecordError>>,
+    pub outbox: Option<OutboxBatch>,
 }
 
-/// What the statement returns for one transaction: its `created_at`, its account's balance and
-/// version right after it, and its commit's outbox row.
-type RecordedRow = (DateTime<Utc>, i64, i64, i64);
+/// What the statement returns for one transaction: its outcome, the exactness guard, and when
+/// recorded its `created_at`, its account's balance and version right after it, and its
+/// commit's outbox row.
+type RecordedRow = (
+    String,
+    i64,
+    Option<DateTime<Utc>>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+);
 
-/// Records `batch` with [`RECORD_TRANSACTIONS_SQL`]: all of it or nothing, in one commit. The
-/// results are in the order of `batch`. Anything that makes one row fail (an idempotency key
-/// already taken, an overflowing balance) fails the whole statement.
+/// Records `batch` with [`RECORD_TRANSACTIONS_SQL`], in one commit: each transaction is recorded
+/// or refused on its own (an idempotency key already taken, an overflowing balance), in the
+/// order of `batch`. The statement as a whole fails, writing nothing, when PostgreSQL refuses it
+/// (a concurrent batch took a key first, a deadlock, a refusal the set-based check could not
+/// decide exactly: see the file); then record the transactions one at a time.
 pub async fn record_transactions(
     pool: &PgPool,
     batch: &[NewRecord],
-) -> Result<Committed<Vec<Recorded>>, RecordError> {
+) -> Result<Recording, RecordError> {
     let ids: Vec<Uuid> = batch.iter().map(|r| r.transaction_id.as_uuid()).collect();
     let accounts: Vec<Uuid> = batch.iter().map(|r| r.new.account_id.as_uuid()).collect();
     let amounts: Vec<i64> = batch.iter().map(|r| r.new.amount.value()).collect();
@@ -98,30 +114,37 @@ pub async fn record_transactions(
     let rows: Vec<RecordedRow> = time_query("record_transactions", query.fetch_all(pool))
         .await
         .map_err(record_error)?;
-    let unexpected = RecordError::UnexpectedRows {
-        sent: batch.len(),
-        returned: rows.len(),
-    };
     if rows.len() != batch.len() {
-        return Err(unexpected);
+        return Err(RecordError::UnexpectedRows {
+            sent: batch.len(),
+            returned: rows.len(),
+        });
     }
-    let Some(outbox) = rows.first().map(|row| OutboxBatch(row.3)) else {
-        return Err(unexpected);
-    };
-    let recorded = batch
-        .iter()
-        .zip(rows)
-        .map(|(record, (created_at, balance, version, _outbox))| {
-            let transaction = Transaction {
-                transaction_id: record.transaction_id,
-                account_id: record.new.account_id,
-                amount: record.new.amount,
-                created_at,
-            };
-            with_account_state(transaction, balance, version)
-        })
-        .collect();
-    Ok(Committed { recorded, outbox })
+    let mut outbox = None;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for (row, (record, (outcome, _guard, created_at, balance, version, batch_id))) in
+        batch.iter().zip(rows).enumerate()
+    {
+        outcomes.push(
+            match (outcome.as_str(), created_at, balance, version, batch_id) {
+                ("recorded", Some(created_at), Some(balance), Some(version), Some(batch_id)) => {
+                    outbox = Some(OutboxBatch(batch_id));
+                    let transaction = Transaction {
+                        transaction_id: record.transaction_id,
+                        account_id: record.new.account_id,
+                        amount: record.new.amount,
+                        created_at,
+                    };
+                    Ok(with_account_state(transaction, balance, version))
+                }
+                ("key_taken", ..) => Err(RecordError::IdempotencyKeyTaken),
+                ("balance_overflow", ..) => Err(RecordError::BalanceOverflow),
+                // What was committed is then unknown: the whole batch fails, not this row.
+                _ => return Err(RecordError::UnexpectedOutcome { row, outcome }),
+            },
+        );
+    }
+    Ok(Recording { outcomes, outbox })
 }
 
 fn record_error(error: sqlx::Error) -> RecordError {

@@ -89,7 +89,9 @@ impl From<RecordError> for ApiError {
             ),
             RecordError::Database(error) => error.into(),
             // The writer replays the key's transaction; reaching here is a bug.
-            RecordError::IdempotencyKeyTaken | RecordError::UnexpectedRows { .. } => {
+            RecordError::IdempotencyKeyTaken
+            | RecordError::UnexpectedRows { .. }
+            | RecordError::UnexpectedOutcome { .. } => {
                 Self::Internal(anyhow::Error::new(error).context("recording a transaction failed"))
             }
         }
