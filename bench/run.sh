@@ -15,6 +15,7 @@
 #   BENCH_BIG_DURATION=5s        each of its six account-read measurements (A B A B A B)
 #   BENCH_DROP_SCRATCH=0         1: drop the cached scratch database bench_big at the end
 #   BENCH_SEED=42                seed of the load generators' random choices
+#   BENCH_REFUSED_PERCENT=2      the share of POSTs refused (balance overflow) in refused_write
 #   BENCH_TOPOLOGY=single        ha: write and account-read throughput of the replicated
 #                                topology against the single stack's, in the same run
 #                                (bench/lib/ha.sh; results in bench/results/ha.json)
@@ -43,6 +44,11 @@ READ_CONNS="${BENCH_READ_CONNECTIONS:-64}"
 THREADS="${BENCH_THREADS:-2}"
 HALF="${BENCH_HALF:-0.5}"
 RUNS="${BENCH_RUNS:-1}"
+REFUSED_PERCENT="${BENCH_REFUSED_PERCENT:-2}"
+[[ "$REFUSED_PERCENT" =~ ^[0-9]+$ ]] && [ "$REFUSED_PERCENT" -le 100 ] || { echo "BENCH_REFUSED_PERCENT must be a whole number 0-100" >&2; exit 2; }
+REFUSED_PERCENT_SHARE="$(awk -v p="$REFUSED_PERCENT" 'BEGIN { print p / 100 }')"
+# The largest amount the API accepts: one deposit of it pins an account at the top of the range.
+PINNED_AMOUNT=9223372036854775807
 [[ "$RUNS" =~ ^[0-9]+$ ]] && [ "$RUNS" -gt 0 ] || { echo "BENCH_RUNS must be a whole number >= 1" >&2; exit 2; }
 ACCOUNTS_N=10000
 # The stack npm start runs (its ports: PROXY_PORT, ..., else scripts/lib/defaults.sh's).
@@ -200,12 +206,14 @@ run_wrk() {
   before="$("$PYTHON" "$BENCH_DIR/lib/bench.py" server-non2xx $metrics_urls)" || die "cannot read the services' /metrics ($metrics_urls)"
   BENCH_RESULT_FILE="$out" BENCH_LUA_DIR="$BENCH_DIR/lua" BENCH_RATE="$rate" BENCH_THREADS="$THREADS" \
     BENCH_ACCOUNTS="$TMP/accounts.txt" BENCH_TX_IDS="$TMP/transaction-ids.txt" \
-    BENCH_SEED="${BENCH_SEED:-42}" \
+    BENCH_SEED="${BENCH_SEED:-42}" BENCH_PINNED_ACCOUNT="${PINNED_ACCOUNT:-}" \
+    BENCH_REFUSED_SHARE="${REFUSED_SHARE:-0}" \
     cpu_metered "$out" timeout $((secs + 60)) wrk -t"$THREADS" -c"$conns" -d"${secs}s" --timeout 5s \
     -s "$BENCH_DIR/lua/$script" "$base" >"$TMP/logs/$name.txt" 2>&1 || say "warning: wrk exited with $? (see $TMP/logs/$name.txt)"
   # shellcheck disable=SC2086
   after="$("$PYTHON" "$BENCH_DIR/lib/bench.py" server-non2xx $metrics_urls)" || die "cannot read the services' /metrics ($metrics_urls)"
   "$PYTHON" "$BENCH_DIR/lib/bench.py" add-error "$out" server_non2xx $((after - before))
+  "$PYTHON" "$BENCH_DIR/lib/bench.py" expect-refusals "$out" "$conns"
   progress "$out" "$name"
 }
 
@@ -248,6 +256,17 @@ seed_stack() {
     die "seeding the stack failed: the benchmark allows no errors"
 }
 
+# The account the refused writes go to: one deposit of the largest amount, so that any further
+# deposit overflows its balance (422).
+PINNED_ACCOUNT=""
+pin_account() {
+  PINNED_ACCOUNT="$("$PYTHON" -c 'import uuid; print(uuid.uuid4())')"
+  local status
+  status="$(curl -s -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' \
+    -d "{\"account_id\":\"$PINNED_ACCOUNT\",\"amount\":$PINNED_AMOUNT}" "$URL/transactions")"
+  [ "$status" = 201 ] || die "pinning an account at the top of the balance range got $status, not 201"
+}
+
 half_rate() { # phase-name -> BENCH_HALF x its req/s, rounded
   local file
   file="$(ls "$TMP"/phases/*-"$1".json 2>/dev/null | head -n 1)"
@@ -279,6 +298,15 @@ main_phases() { # writer-pid reader-pid
   # 2. The rest of the stack through nginx.
   run_wrk stack_transaction_read "stack  read   GET /transactions/{id}" "$READ_CONNS" transaction_read.lua
   run_wrk stack_mix "stack  mix    90% GET / 10% POST" "$READ_CONNS" mix.lua
+
+  # 2b. A refused row must not slow its batch: the same writes with 2 % of them refused (an
+  # account pinned at the top of the balance range), right after the clean mix of the same
+  # script. report.py prints refused / clean.
+  pin_account
+  REFUSED_SHARE=0 run_wrk clean_write "stack  write  POST, same script, none refused" \
+    "$WRITE_CONNS" write_refused.lua
+  REFUSED_SHARE="$REFUSED_PERCENT_SHARE" run_wrk refused_write \
+    "stack  write  POST, ${REFUSED_PERCENT} % refused (balance overflow)" "$WRITE_CONNS" write_refused.lua
 
   # 3. Latency at half of the peak the stack just reached (rate-capped wrk, see common.lua),
   # each right after its limit at exactly the same cap and concurrency: pgbench -R for writes

@@ -9,6 +9,8 @@ itself is in report.py (with targets.py, report_big.py, report_util.py) and runs
     bench.py count-stream OUT < body              counts the objects of a streamed JSON array
     bench.py server-non2xx URL...                 non-2xx answers the services counted so far
     bench.py add-error RESULT KEY COUNT           adds an error count to a phase's result JSON
+    bench.py expect-refusals RESULT CONNECTIONS   the 422s a refusal phase meant to get are not
+                                                  errors; every request it meant refused got one
     bench.py report TMP_DIR RESULTS_DIR           table, ratios, JSON, PNG; exit 1 on any error
     bench.py runs RESULTS_DIR N                   summary of runs 1..N (BENCH_RUNS): medians
 
@@ -201,6 +203,27 @@ def cmd_add_error(result, key, count):
         json.dump(data, handle)
 
 
+def cmd_expect_refusals(result, connections):
+    """A phase of write_refused.lua: the services' non-2xx count includes the 422s it meant to
+    get (up to the number it sent), which are not errors. A refusal that got no 422 is one,
+    beyond the requests still in flight when wrk stopped (one per connection at most)."""
+    if not os.path.exists(result):
+        return
+    with open(result) as handle:
+        data = json.load(handle)
+    refusals = data.get("refusals")
+    if not refusals:
+        return
+    errors = data.setdefault("errors", {})
+    expected = min(refusals["sent"], refusals["answered_422"])
+    errors["server_non2xx"] = max(0, errors.get("server_non2xx", 0) - expected)
+    missing = refusals["sent"] - refusals["answered_422"]
+    if missing > int(connections) or missing < 0:
+        errors["refusals_not_answered_422"] = abs(missing)
+    with open(result, "w") as handle:
+        json.dump(data, handle)
+
+
 def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
@@ -212,6 +235,7 @@ def main():
         "count-stream": cmd_count_stream,
         "server-non2xx": cmd_server_non2xx,
         "add-error": cmd_add_error,
+        "expect-refusals": cmd_expect_refusals,
         "report": cmd_report,
         "runs": cmd_runs,
     }

@@ -102,6 +102,8 @@ def compute_ratios(by_name):
         "read_ratio": ratio(rps("stack_account_read"), rps("limit_read")),
         "transaction_read_ratio": ratio(rps("stack_transaction_read"), rps("limit_read")),
         "mix_vs_read_limit": ratio(rps("stack_mix"), rps("limit_read")),
+        # A refused row must cost its batch little: writes with a share refused / none refused.
+        "refused_vs_clean": ratio(rps("refused_write"), rps("clean_write")),
     }
 
 
@@ -131,6 +133,9 @@ def print_ratios(ratios):
           f"  (target >= {TARGETS['read_ratio']:.2f})")
     print(f"             GET /transactions/{{id}} / GET /ping          = "
           f"{fmt(ratios['transaction_read_ratio'])}")
+    if ratios.get("refused_vs_clean") is not None:
+        print(f"refused      POST with refused rows / none refused      = "
+              f"{fmt(ratios['refused_vs_clean'])}  (target >= {TARGETS['refused_vs_clean']})")
     if ratios["write_ratio_cpu"] or ratios["read_ratio_cpu"]:
         print(f"CPU-bound estimates (CPU us per request along the limit's path / the stack's path; "
               f"less sensitive to other load on the machine): write {fmt(ratios['write_ratio_cpu'])}, "

@@ -18,6 +18,7 @@ TARGETS = {
     "list_tx_per_s": 300_000,
     "list_rss_growth_mib": 20.0,
     "account_cost_spread": 0.10,
+    "refused_vs_clean": 0.90,  # POST req/s with 2 % refused / the same script with none refused
 }
 
 # The phases that measure the parts the stack is built on; all others measure the stack.
@@ -125,6 +126,9 @@ def evaluate_targets(ratios, by_name, phases, rss, big):
     if "half_write" in by_name or "half_limit_write" in by_name:
         targets.append(tail_target(by_name, "tail: p99 POST /transactions / p99 pgbench, same cap",
                                    "half_write", "half_limit_write"))
+    if "refused_write" in by_name:
+        targets.append(check("POST req/s with refused rows / with none, same script",
+                             ratios.get("refused_vs_clean"), ">=", TARGETS["refused_vs_clean"]))
     targets += spread_targets(phases)
     for name, entry in (rss or {}).items():
         targets.append(check(f"peak RSS under load, {name} (MiB)", mib(peak_under_load(entry)),

@@ -87,19 +87,33 @@ local function json_number(value)
 end
 
 -- Main state, at the end: totals over all threads, written as JSON for bench/lib/report.py.
+-- A script that sets M.count_refusals (write_refused.lua) has each thread count the requests
+-- it meant to be refused (`refused_sent`) and the 422s it got (`answered_422`): those 422s are
+-- expected, not errors, up to the number sent; bench.py expect-refusals checks the rest.
 function done(summary, latency, requests)
   local e = summary.errors
+  local refusals = ""
+  local status_errors = e.status
+  if M.count_refusals then
+    local sent, answered = 0, 0
+    for _, thread in ipairs(threads) do
+      sent = sent + (thread:get("refused_sent") or 0)
+      answered = answered + (thread:get("answered_422") or 0)
+    end
+    status_errors = status_errors - math.min(sent, answered)
+    refusals = string.format(',"refusals":{"sent":%d,"answered_422":%d}', sent, answered)
+  end
   local seconds = summary.duration / 1e6
   local out = assert(io.open(assert(os.getenv("BENCH_RESULT_FILE")), "w"))
   out:write(string.format(
     '{"requests":%d,"duration_s":%s,"rps":%s,"bytes":%d,' ..
     '"latency_ms":{"p50":%s,"p90":%s,"p99":%s,"p999":%s,"mean":%s,"max":%s},' ..
-    '"errors":{"status_4xx_5xx":%d,"connect":%d,"read":%d,"write":%d,"timeout":%d}}\n',
+    '"errors":{"status_4xx_5xx":%d,"connect":%d,"read":%d,"write":%d,"timeout":%d}%s}\n',
     summary.requests, json_number(seconds), json_number(summary.requests / seconds), summary.bytes,
     json_number(latency:percentile(50) / 1000), json_number(latency:percentile(90) / 1000),
     json_number(latency:percentile(99) / 1000), json_number(latency:percentile(99.9) / 1000),
     json_number(latency.mean / 1000), json_number(latency.max / 1000),
-    e.status, e.connect, e.read, e.write, e.timeout))
+    status_errors, e.connect, e.read, e.write, e.timeout, refusals))
   out:close()
 end
 

@@ -23,6 +23,7 @@ pub use meta::OPENAPI_JSON;
 pub use publish_watch::{watch_publishing, PUBLISH_CHECK_INTERVAL, PUBLISH_LAG_LIMIT};
 pub use startup::{run, Application, ReaderConfig};
 pub use state::AppState;
+pub use transactions::{ListLimits, TOO_MANY_LISTINGS};
 
 /// Every route the reader serves (the route-table test compares them with the public API).
 pub fn routes() -> Routes<AppState> {

@@ -12,12 +12,24 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use crate::transactions::ListLimits;
 use crate::{routes, views, watch_publishing, AppState};
 
 /// What the reader needs besides its stores.
 #[derive(Debug, Clone)]
 pub struct ReaderConfig {
     pub http: HttpConfig,
+    pub listings: ListLimits,
+}
+
+impl ReaderConfig {
+    /// The shared HTTP limits, and the default bounds on unpaged listings.
+    pub fn new(http: HttpConfig) -> Self {
+        Self {
+            http,
+            listings: ListLimits::default(),
+        }
+    }
 }
 
 /// The reader, wired, with its outbox watcher running. Serve its [`router`](Self::router), then
@@ -39,6 +51,7 @@ impl Application {
         let cache = Cache::connect(&settings.cache_config())?;
         let config = ReaderConfig {
             http: settings.http_config(),
+            listings: ListLimits::new(settings.list_max_streams, settings.list_deadline),
         };
         Ok(Self::build_on(pool, cache, config))
     }
@@ -46,7 +59,7 @@ impl Application {
     /// Builds the reader on stores already connected (tests pass a fresh database and key
     /// prefix): starts the outbox watcher and builds the router.
     pub fn build_on(pool: PgPool, cache: Cache, config: ReaderConfig) -> Self {
-        let state = AppState::new(pool, cache);
+        let state = AppState::new(pool, cache, config.listings);
         let (stop, stopped) = watch::channel(false);
         let watcher = tokio::spawn(
             watch_publishing(

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use shared::cache::Cache;
 use sqlx::PgPool;
 
+use crate::transactions::ListLimits;
+
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
@@ -14,14 +16,17 @@ pub struct AppState {
     /// [`watch_publishing`](crate::watch_publishing)): account views in Redis may then be older
     /// than acknowledged writes, so account reads go to PostgreSQL and fill nothing.
     pub account_views_trusted: Arc<AtomicBool>,
+    /// The cap and deadline of unpaged listings on this instance.
+    pub listings: ListLimits,
 }
 
 impl AppState {
-    pub fn new(pool: PgPool, cache: Cache) -> Self {
+    pub fn new(pool: PgPool, cache: Cache, listings: ListLimits) -> Self {
         Self {
             pool,
             cache,
             account_views_trusted: Arc::new(AtomicBool::new(true)),
+            listings,
         }
     }
 }

@@ -3,6 +3,8 @@
 
 mod list_stream;
 
+pub use list_stream::{ListLimits, TOO_MANY_LISTINGS};
+
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::header::LINK;
@@ -80,7 +82,7 @@ async fn list_transactions(
     };
     match query.limit {
         Some(limit) => list_page(&state.pool, filter, limit.value()).await,
-        None => list_stream::respond(state.pool, filter).await,
+        None => list_stream::respond(state.pool, filter, &state.listings).await,
     }
 }
 

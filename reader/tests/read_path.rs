@@ -3,7 +3,7 @@
 
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
-use reader::{Application, ReaderConfig};
+use reader::{Application, ListLimits, ReaderConfig};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -15,9 +15,7 @@ use tower::ServiceExt;
 use uuid::Uuid;
 
 fn reader(pool: PgPool, cache: Cache) -> Application {
-    let config = ReaderConfig {
-        http: testing::http_config(),
-    };
+    let config = ReaderConfig::new(testing::http_config());
     Application::build_on(pool, cache, config)
 }
 
@@ -383,6 +381,98 @@ async fn cors_preflights_are_answered_for_browser_clients() {
         .to_str()
         .expect("ascii");
     assert!(methods.contains("POST"), "{methods}");
+}
+
+/// `rows` transactions of one new account, amounts 1..=rows, straight into PostgreSQL.
+async fn insert_transactions(pool: &PgPool, rows: i64) {
+    let account_id = Uuid::new_v4();
+    sqlx::query("INSERT INTO accounts (account_id, balance, version) VALUES ($1, $2, $3)")
+        .bind(account_id)
+        .bind(rows * (rows + 1) / 2)
+        .bind(rows)
+        .execute(pool)
+        .await
+        .expect("account");
+    sqlx::query(
+        "INSERT INTO transactions (transaction_id, account_id, amount)
+         SELECT gen_random_uuid(), $1, i FROM generate_series(1, $2::bigint) AS i",
+    )
+    .bind(account_id)
+    .bind(rows)
+    .execute(pool)
+    .await
+    .expect("transactions");
+}
+
+fn reader_with_listings(pool: PgPool, listings: ListLimits) -> Router {
+    let config = ReaderConfig {
+        listings,
+        ..ReaderConfig::new(testing::http_config())
+    };
+    Application::build_on(pool, testing::isolated_cache(), config).into_router()
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn unpaged_listings_beyond_the_cap_get_503_until_one_ends(pool: PgPool) {
+    insert_transactions(&pool, 3).await;
+    let app = reader_with_listings(pool, ListLimits::new(2, Duration::from_secs(60)));
+    let open = |app: Router| async move { app.oneshot(get("/transactions")).await.expect("ok") };
+    // Two listings whose bodies are not read yet: both hold their place.
+    let first = open(app.clone()).await;
+    let second = open(app.clone()).await;
+    assert_eq!(
+        (first.status(), second.status()),
+        (StatusCode::OK, StatusCode::OK)
+    );
+
+    let refused = open(app.clone()).await;
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.headers()[header::RETRY_AFTER], "1");
+    let (_, json) = testing::status_and_json(refused).await;
+    assert_eq!(error_message(&json), reader::TOO_MANY_LISTINGS);
+    // Paged listings are not capped.
+    assert_eq!(
+        send(&app, get("/transactions?limit=2")).await.0,
+        StatusCode::OK
+    );
+
+    // A listing read to its end, or dropped unread, gives its place back.
+    let (status, listed) = testing::status_and_json(first).await;
+    assert_eq!(
+        (status, listed.as_array().map(Vec::len)),
+        (StatusCode::OK, Some(3))
+    );
+    drop(second);
+    for _ in 0..2 {
+        let (status, listed) = send(&app, get("/transactions")).await;
+        assert_eq!(
+            (status, listed.as_array().map(Vec::len)),
+            (StatusCode::OK, Some(3))
+        );
+    }
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn an_unpaged_listing_past_its_deadline_is_cut_off_not_truncated(pool: PgPool) {
+    // Far more than the chunks the reader buffers ahead, so the body is still streaming when
+    // its client, too slow, comes back for the rest.
+    insert_transactions(&pool, 6_000).await;
+    let app = reader_with_listings(pool, ListLimits::new(1, Duration::from_millis(300)));
+    let response = app.clone().oneshot(get("/transactions")).await.expect("ok");
+    assert_eq!(response.status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let read = axum::body::to_bytes(response.into_body(), usize::MAX).await;
+    assert!(
+        read.is_err(),
+        "the body ends in an error, not a short array"
+    );
+    // Its place is free again.
+    assert_eq!(
+        send(&app, get("/transactions?limit=1")).await.0,
+        StatusCode::OK
+    );
+    let listed = app.oneshot(get("/transactions")).await.expect("ok");
+    assert_eq!(listed.status(), StatusCode::OK);
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]

@@ -70,6 +70,10 @@ pub struct Settings {
     /// `REDIS_TIMEOUT_MS`
     pub redis_timeout: Duration,
     pub redis_retention: Retention,
+    /// Unpaged `GET /transactions` streaming at once per reader instance.
+    pub list_max_streams: usize,
+    /// How long one unpaged listing may take.
+    pub list_deadline: Duration,
     /// `REQUEST_TIMEOUT_MS`
     pub request_timeout: Duration,
     /// `SHUTDOWN_TIMEOUT_MS`
@@ -116,6 +120,8 @@ impl Settings {
             request_timeout: env.millis("REQUEST_TIMEOUT_MS")?,
             shutdown_timeout: env.millis("SHUTDOWN_TIMEOUT_MS")?,
             body_limit_bytes: env.parse("BODY_LIMIT_BYTES")?,
+            list_max_streams: env.positive("LIST_MAX_STREAMS")? as usize,
+            list_deadline: env.millis("LIST_DEADLINE_MS")?,
             log_format: env.parse("LOG_FORMAT")?,
             cors_allowed_origins: parse_origins(&env.get("CORS_ALLOWED_ORIGINS")?)?,
         })

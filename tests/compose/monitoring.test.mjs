@@ -4,8 +4,16 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { PROMETHEUS, sleep } from './stack.mjs';
 
-// job -> the target address prometheus.yml names (a compose service on the monitoring network)
-const EXPECTED = { writer: 'writer:9181', reader: 'reader:9182', node: 'node-exporter:9100' };
+// job -> the compose service on the monitoring network prometheus.yml names, and its port
+// (writer and reader by DNS discovery: one target per container, named by its address).
+const EXPECTED = { writer: ['writer', 9181], reader: ['reader', 9182], node: ['node-exporter', 9100] };
+
+/** Whether a target is the service's: a static `service:port`, or a discovered `address:port` of that name. */
+function isTargetOf(target, [service, port]) {
+  const address = target.discoveredLabels.__address__;
+  if (address === `${service}:${port}`) return true;
+  return target.discoveredLabels.__meta_dns_name === service && address.endsWith(`:${port}`);
+}
 
 test('Prometheus has its writer, reader and node-exporter targets, all up (within 30 s)', async () => {
   const deadline = Date.now() + 30_000;
@@ -17,7 +25,7 @@ test('Prometheus has its writer, reader and node-exporter targets, all up (withi
       const found = targets.filter((t) => t.labels.job === job);
       if (found.length === 0) return [`no ${job} target`];
       return found.flatMap((t) => [
-        ...(t.discoveredLabels.__address__ === address ? [] : [`${job}: scrapes ${t.discoveredLabels.__address__}, not ${address}`]),
+        ...(isTargetOf(t, address) ? [] : [`${job}: scrapes ${t.discoveredLabels.__address__}, not ${address.join(':')}`]),
         ...(t.health === 'up' ? [] : [`${job} ${t.scrapeUrl}: ${t.health} ${t.lastError}`]),
       ]);
     });

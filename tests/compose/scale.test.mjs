@@ -5,7 +5,7 @@
 // to one of each at the end.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { PORTS, addressOn, compose, containers, postTransaction, randomUUID, request, requestsServed, waitHealthy } from './stack.mjs';
+import { PORTS, PROMETHEUS, addressOn, compose, containers, postTransaction, randomUUID, request, requestsServed, sleep, waitHealthy } from './stack.mjs';
 
 const SCALE = { writer: 2, reader: 3 };
 const CONCURRENT_WRITES = 200;
@@ -93,3 +93,27 @@ test('every writer and every reader instance served requests (its own http_reque
   console.log(lines.join('\n'));
   assert.deepEqual(idle, [], 'instances that served no request');
 });
+
+test('Prometheus finds every writer and reader container (DNS discovery) and scrapes each, up', async () => {
+  const expected = {};
+  for (const service of Object.keys(SCALE)) {
+    expected[service] = containers(service).map((id) => `${addressOn(id, 'monitoring')}:${PORTS[service].metrics}`).sort();
+  }
+  // Discovery refreshes every 5 s, then a scrape every 5 s.
+  const deadline = Date.now() + 30_000;
+  let seen;
+  for (;;) {
+    const response = await fetch(`${PROMETHEUS}/api/v1/targets?state=active`, { signal: AbortSignal.timeout(5_000) });
+    assert.equal(response.status, 200);
+    const targets = (await response.json()).data.activeTargets;
+    seen = Object.fromEntries(Object.keys(SCALE).map((job) => [
+      job,
+      targets.filter((t) => t.labels.job === job && t.health === 'up').map((t) => t.labels.instance).sort(),
+    ]));
+    if (JSON.stringify(seen) === JSON.stringify(expected)) break;
+    if (Date.now() > deadline) assert.deepEqual(seen, expected, 'targets up in Prometheus, by job');
+    await sleep(1000);
+  }
+  console.log(`Prometheus scrapes ${seen.writer.length} writers and ${seen.reader.length} readers: ${JSON.stringify(seen)}`);
+});
+

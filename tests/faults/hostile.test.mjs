@@ -4,8 +4,11 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import {
+  LOGS,
   Ledger,
   PORTS,
   accounts,
@@ -22,10 +25,30 @@ import {
   sleep,
   startStack,
   stopStack,
+  sql,
+  waitFor,
   writer,
 } from './harness.mjs';
 
 const ledger = new Ledger(accounts(3));
+
+/** The resident memory of a process, in MiB. */
+function rssMiB(pid) {
+  const line = fs.readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((l) => l.startsWith('VmRSS:'));
+  return Math.round(Number(line.split(/\s+/)[1]) / 1024);
+}
+
+/** `n` account reads one after the other: their median and slowest, in ms. */
+async function timedAccountReads(n) {
+  const ms = [];
+  for (let i = 0; i < n; i += 1) {
+    const res = await request('GET', `/accounts/${ledger.accounts[i % ledger.accounts.length]}`);
+    assert.equal(res.status, 200, describeResponse(res));
+    ms.push(res.ms);
+  }
+  ms.sort((a, b) => a - b);
+  return { n, medianMs: Math.round(ms[Math.floor(n / 2)]), maxMs: Math.round(ms[n - 1]) };
+}
 const seen = []; // every hostile answer: { name, status, json }
 
 function openSocket() {
@@ -237,6 +260,59 @@ describe('hostile input through nginx', { timeout: 180_000 }, () => {
     }
     figure('hostile.known-bug.raw-bytes', failures);
     assert.deepEqual(failures, []);
+  });
+
+  test('16 slow unpaged listings: nothing spooled to disk, 503 JSON beyond the cap, account reads stay fast, the reader\'s memory flat', async () => {
+    // A listing of ~20 MB: far more than the socket buffers between nginx and a client that
+    // stops reading, so nginx would spool the rest to a temporary file if it were allowed to.
+    const bulk = randomUUID();
+    const rows = 150_000;
+    await sql(`INSERT INTO accounts (account_id, balance, version) VALUES ('${bulk}', ${rows}, ${rows})`);
+    await sql(`INSERT INTO transactions (transaction_id, account_id, amount)
+               SELECT gen_random_uuid(), '${bulk}', 1 FROM generate_series(1, ${rows})`);
+    const errorLog = path.join(LOGS, 'nginx.error.log');
+    const logStart = fs.existsSync(errorLog) ? fs.statSync(errorLog).size : 0;
+    const rssBefore = rssMiB(reader.pid);
+    const baseline = await timedAccountReads(30);
+    const sockets = [];
+    try {
+      const statuses = await Promise.all(Array.from({ length: 16 }, async () => {
+        const socket = await openSocket();
+        sockets.push(socket);
+        socket.on('error', () => {});
+        socket.write(get('/transactions'));
+        // The status line and the first bytes, then the client stops reading.
+        const first = await new Promise((resolve) => socket.once('data', resolve));
+        socket.pause();
+        const text = first.toString('latin1');
+        return { status: Number(text.split(' ')[1]), head: text };
+      }));
+      await sleep(2000); // every buffer on the way fills
+      const loaded = await timedAccountReads(30);
+      const rssDuring = rssMiB(reader.pid);
+      const streaming = statuses.filter((s) => s.status === 200).length;
+      const refused = statuses.filter((s) => s.status === 503);
+      const logged = fs.existsSync(errorLog) ? fs.readFileSync(errorLog, 'latin1').slice(logStart) : '';
+      figure('hostile.slow-listings', {
+        streaming, refused: refused.length, baseline, withSlowListings: loaded,
+        readerRssMiB: { before: rssBefore, during: rssDuring },
+      });
+      assert.equal(streaming, 4, 'LIST_MAX_STREAMS (4) listings stream at once');
+      assert.equal(refused.length, 12);
+      for (const { head } of refused) {
+        assert.match(head, /\r\nretry-after: \d+\r\n/i, head);
+        assert.match(head, /"error":"too many unpaged transaction listings in progress/, head);
+      }
+      assert.doesNotMatch(logged, /buffered to a temporary file/, 'nginx spooled a listing to disk');
+      assert.ok(loaded.maxMs < 1000, `an account read took ${loaded.maxMs} ms with slow listings open`);
+      assert.ok(rssDuring - rssBefore < 30, `the reader grew from ${rssBefore} to ${rssDuring} MiB`);
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await sql(`DELETE FROM transactions WHERE account_id = '${bulk}'`);
+      await sql(`DELETE FROM accounts WHERE account_id = '${bulk}'`);
+    }
+    // The slow clients gone, their places are free again.
+    await waitFor('an unpaged listing is served again', async () => (await request('GET', '/transactions')).status === 200, { timeoutMs: 10_000 });
   });
 
   test('no service crashed; nothing the clients did changed the ledger behind their back', async () => {

@@ -345,8 +345,14 @@ describe("prometheus", () => {
     assert.ok(jobs.length > 0, "no scrape_configs");
     const seen = new Set();
     for (const job of jobs) {
-      assert.ok(job.static_configs, `job ${job.job_name}: only static_configs can be checked here`);
-      for (const target of job.static_configs.flatMap((c) => c.targets ?? [])) {
+      assert.ok(job.static_configs || job.dns_sd_configs, `job ${job.job_name}: only static_configs and dns_sd_configs can be checked here`);
+      // A DNS name (type A) with its port is a target like a static one: each address the
+      // name resolves to, on that port.
+      const dnsTargets = (job.dns_sd_configs ?? []).flatMap((c) => {
+        assert.equal(c.type, "A", `job ${job.job_name}: DNS discovery of A records (compose's DNS)`);
+        return (c.names ?? []).map((name) => `${name}:${c.port}`);
+      });
+      for (const target of [...(job.static_configs ?? []).flatMap((c) => c.targets ?? []), ...dnsTargets]) {
         const [host, port] = target.split(":");
         assert.ok(host in services, `job ${job.job_name}: target ${target} is not a compose service`);
         assert.ok(sharesNetwork("prometheus", host), `job ${job.job_name}: prometheus and ${host} share no network`);

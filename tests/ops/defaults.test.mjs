@@ -91,8 +91,9 @@ describe("the images, the manifests and Prometheus restate them", () => {
   });
 
   test("Prometheus: the native and the compose targets are the default metrics ports", () => {
-    const targets = (file) =>
-      Object.fromEntries(readYaml(file).scrape_configs.map((job) => [job.job_name, job.static_configs[0].targets[0]]));
+    const target = (job) =>
+      job.static_configs ? job.static_configs[0].targets[0] : `${job.dns_sd_configs[0].names[0]}:${job.dns_sd_configs[0].port}`;
+    const targets = (file) => Object.fromEntries(readYaml(file).scrape_configs.map((job) => [job.job_name, target(job)]));
     assert.deepEqual(targets("monitoring/prometheus/prometheus.native.yml"), {
       writer: `127.0.0.1:${DEFAULTS.WRITER_METRICS_PORT}`,
       reader: `127.0.0.1:${DEFAULTS.READER_METRICS_PORT}`,

@@ -22,8 +22,6 @@ pub fn writer(pool: &PgPool, cache: Cache) -> writer::Application {
 
 /// The reader, with its outbox watcher running.
 pub fn reader(pool: &PgPool, cache: Cache) -> reader::Application {
-    let config = reader::ReaderConfig {
-        http: testing::http_config(),
-    };
+    let config = reader::ReaderConfig::new(testing::http_config());
     reader::Application::build_on(pool.clone(), cache, config)
 }
