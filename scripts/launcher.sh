@@ -89,9 +89,21 @@ export SUPERVISE_STABLE_MS="${SUPERVISE_STABLE_MS:-$DEFAULT_SUPERVISE_STABLE_MS}
 # name kind k: the k-th instance (1-based) of writer or reader.
 name() { if [ "$2" = 1 ]; then echo "$1"; else echo "$1-$2"; fi; }
 # exe_of name: the executable an instance of that name runs.
-exe_of() { if [ "$1" = nginx ]; then echo "$NGINX_EXE"; else echo "$STATE/bin/${1%%-*}"; fi; }
+exe_of() {
+  case "$1" in
+    nginx) echo "$NGINX_EXE" ;;
+    logcap) echo "$BASH_EXE" ;;
+    *) echo "$STATE/bin/${1%%-*}" ;;
+  esac
+}
 # word_of name: what only this state folder's instance has in its command line.
-word_of() { if [ "$1" = nginx ]; then echo "-p $NGINX_PREFIX"; else echo ""; fi; }
+word_of() {
+  case "$1" in
+    nginx) echo "-p $NGINX_PREFIX" ;;
+    logcap) echo "cap-logs.sh $LOGS" ;;
+    *) echo "" ;;
+  esac
+}
 supervisor_of() { running "$STATE/$1.supervisor.pid" "$BASH_EXE" "supervise.sh $STATE $1 "; }
 instance_of() { running "$STATE/$1.pid" "$(exe_of "$1")" "$(word_of "$1")"; }
 
@@ -342,6 +354,9 @@ up() {
   for ((k = 1; k <= WRITERS; k++)); do start_service writer "$k"; done
   for ((k = 1; k <= READERS; k++)); do start_service reader "$k"; done
   start_nginx
+  # The log files' bound (scripts/lib/cap-logs.sh), supervised like the rest.
+  supervisor_of logcap >/dev/null ||
+    start_supervised logcap "$LOGS/logcap.log" "$LOGS/logcap.log" bash "$ROOT/scripts/lib/cap-logs.sh" "$LOGS"
 }
 
 down() {
@@ -351,6 +366,7 @@ down() {
   [ -e "$STATE/nginx.pid" ] || [ -e "$STATE/nginx.supervisor.pid" ] && stop_instance nginx
   for name in $(known_instances | grep '^reader'); do stop_instance "$name"; done
   for name in $(known_instances | grep '^writer'); do stop_instance "$name"; done
+  { [ -e "$STATE/logcap.pid" ] || [ -e "$STATE/logcap.supervisor.pid" ]; } && stop_instance logcap
   return 0
 }
 

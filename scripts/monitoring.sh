@@ -108,7 +108,8 @@ start_prometheus() {
   pid="$(start_server prometheus "$PROMETHEUS_PID" "$url/-/ready" 60 "$PROMETHEUS_EXE" \
     --config.file="$PROMETHEUS_CONFIG" \
     --storage.tsdb.path="$PROMETHEUS_DATA" \
-    --storage.tsdb.retention.time=7d \
+    --storage.tsdb.retention.time="${PROMETHEUS_RETENTION:-7d}" \
+    --storage.tsdb.retention.size="${PROMETHEUS_RETENTION_SIZE:-1GB}" \
     --web.listen-address="$PROMETHEUS_ADDR" \
     --web.enable-lifecycle)"
   if [ -z "$pid" ]; then

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The long soak (docs/reliability.md), outside `npm test`: the fault-test stack under mixed
-# load for SOAK_SECONDS (default 600) with a fault every SOAK_FAULT_EVERY seconds (default 20):
-# writer and reader SIGKILL and SIGTERM, Redis restarts and write pauses, PostgreSQL restarts
-# and crashes. Ends with the fault tests' invariants; exits non-zero if any fails.
+# npm run soak: the resource soak (tests/soak/resources.mjs), outside `npm test`: sustained mixed
+# load through nginx on the fault-test stack for SOAK_SECONDS (default 600), sampling Redis's
+# memory and keys, the services' RSS, PostgreSQL's size, the metric series and p99. Writes
+# .stack/soak/report.json and a chart of it, .stack/soak/report.png; exits non-zero when a bound
+# is passed (see the test file for which).
 #
-#   bash scripts/soak.sh
-#   SOAK_SECONDS=120 SOAK_FAULT_EVERY=10 bash scripts/soak.sh
+#   npm run soak
+#   SOAK_SECONDS=120 npm run soak
+#   SOAK_WRITES=200000 SOAK_REDIS_MAXMEMORY=16mb npm run soak    # the CI-sized run of npm test
 #
 # Same ports, state and requirements as scripts/test-faults.sh (release binaries must exist).
 set -euo pipefail
@@ -19,5 +21,18 @@ TAG=soak
 . "$ROOT/scripts/lib/fault-stack.sh"
 fault_stack_prelude
 
-say "${SOAK_SECONDS:-600} s, a fault every ${SOAK_FAULT_EVERY:-20} s; logs in .stack/faults/logs"
-node tests/faults/soak.mjs
+REPORT="$ROOT/.stack/soak/report.json"
+mkdir -p "$(dirname "$REPORT")"
+status=0
+SOAK_REPORT="$REPORT" node tests/soak/resources.mjs || status=$?
+
+# The chart needs matplotlib, in a venv of its own (pinned); SOAK_CHART=0 skips it (CI).
+if [ "${SOAK_CHART:-1}" = 1 ] && [ -f "$REPORT" ]; then
+  venv="$ROOT/.stack/soak/venv"
+  if (pinned_venv "$venv" "matplotlib==3.10.9") >"$ROOT/.stack/soak/venv.log" 2>&1; then
+    "$venv/bin/python" tests/soak/plot.py "$REPORT" "${REPORT%.json}.png" || status=1
+  else
+    say "warning: could not install matplotlib (see .stack/soak/venv.log); no chart"
+  fi
+fi
+exit "$status"

@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Shared by scripts/test-faults.sh and scripts/soak.sh (sourced, not run; after common.sh).
+# Shared by scripts/test-faults.sh, scripts/soak.sh and scripts/soak-faults.sh (sourced, not
+# run; after common.sh).
 
 # Stops whatever a fault-test stack left running (found by the pid files under .stack/faults).
 # Called before a run, so an aborted earlier run cannot get in the way, and again on exit.

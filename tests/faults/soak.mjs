@@ -3,7 +3,7 @@
 // turn: writer SIGKILL, writer SIGTERM, reader SIGKILL, reader SIGTERM, Redis stopped for 3 s
 // (back empty), Redis CLIENT PAUSE WRITE 2 s, PostgreSQL stopped (fast) for 3 s, PostgreSQL
 // crash (immediate). Then the same invariants as the fault tests. Run it with
-// `bash scripts/soak.sh`; figures go to stdout and .stack/faults/soak-report.json.
+// `npm run soak:faults` (scripts/soak-faults.sh); figures go to stdout and .stack/faults/soak-report.json.
 
 import assert from 'node:assert/strict';
 import fs from 'node:fs';

@@ -190,7 +190,7 @@ export const redis = {
       '--port', String(PORTS.redis),
       '--save', '',
       '--appendonly', 'no',
-      '--maxmemory', DEFAULTS.REDIS_MAXMEMORY,
+      '--maxmemory', process.env.REDIS_MAXMEMORY || DEFAULTS.REDIS_MAXMEMORY,
       '--maxmemory-policy', DEFAULTS.REDIS_MAXMEMORY_POLICY,
       '--dir', path.join(STATE, 'redis'),
       '--logfile', path.join(LOGS, 'redis.log'),
