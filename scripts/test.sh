@@ -71,6 +71,9 @@ bash scripts/test-monitoring.sh
 step "fault tests: Redis and PostgreSQL outages, SIGKILL and SIGTERM under load, hostile input, the launcher's supervision (own servers on other ports)"
 bash scripts/test-faults.sh
 
+step "resource soak, CI size: 200,000 writes through nginx with Redis capped at 16 MB, every read exact; fails on memory, series or p99 growth (tests/soak/)"
+SOAK_WRITES=200000 SOAK_REDIS_MAXMEMORY=16mb SOAK_STREAM_MAX_LEN=5000 SOAK_CHART=0 bash scripts/soak.sh
+
 # The native stack is done with: stop it before the replicated topology and compose, which
 # need the CPU.
 cleanup
