@@ -18,6 +18,7 @@
 //! retried, which could apply it twice: its requests get 503 and clients retry with their
 //! `Idempotency-Key`.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use shared::db::{self, NewRecord, OutboxBatch, RecordError};
@@ -196,6 +197,54 @@ pub struct BatchOutcome {
 /// request at a time (the same statement, with one row), so each gets its exact answer.
 pub async fn record_batch(pool: &PgPool, records: &[NewRecord]) -> BatchOutcome {
     m::record_write_batch(records.len());
+    if !repeats_a_key(records) {
+        return record_distinct_keys(pool, records).await;
+    }
+    // A key twice in one batch (a client retrying before its first attempt was answered): the
+    // statement takes each key once, so the repeats are recorded after it, in a statement of
+    // their own, where the key is taken (the retry replays the first) or, if the first was
+    // refused, free.
+    let mut outcomes: Vec<Option<Result<Recorded, RecordFailure>>> =
+        records.iter().map(|_| None).collect();
+    let mut outbox = Vec::new();
+    let mut pending: Vec<usize> = (0..records.len()).collect();
+    while !pending.is_empty() {
+        let mut seen = HashSet::new();
+        let (now, later): (Vec<usize>, Vec<usize>) =
+            pending
+                .into_iter()
+                .partition(|&i| match &records[i].idempotency_key {
+                    Some(key) => seen.insert(key.as_str()),
+                    None => true,
+                });
+        let batch: Vec<NewRecord> = now.iter().map(|&i| records[i].clone()).collect();
+        let mut recorded = record_distinct_keys(pool, &batch).await;
+        outbox.append(&mut recorded.outbox);
+        for (i, outcome) in now.into_iter().zip(recorded.outcomes) {
+            outcomes[i] = Some(outcome);
+        }
+        pending = later;
+    }
+    BatchOutcome {
+        outcomes: outcomes
+            .into_iter()
+            .map(|o| o.expect("every record has an outcome"))
+            .collect(),
+        outbox,
+    }
+}
+
+/// Whether some idempotency key appears twice in `records`.
+fn repeats_a_key(records: &[NewRecord]) -> bool {
+    let mut seen = HashSet::new();
+    records
+        .iter()
+        .filter_map(|record| record.idempotency_key.as_ref())
+        .any(|key| !seen.insert(key.as_str()))
+}
+
+/// [`record_batch`] for records whose idempotency keys are all different.
+async fn record_distinct_keys(pool: &PgPool, records: &[NewRecord]) -> BatchOutcome {
     let error = match db::record_transactions(pool, records).await {
         Ok(recording) => return BatchOutcome::from(recording),
         Err(error) => error,

@@ -120,9 +120,9 @@ async fn refused_transactions_are_refused_alone_and_the_rest_of_the_batch_is_rec
     let recording = db::record_transactions(
         &pool,
         &[
-            record(other, 1, Some("dup")),
+            record(other, 1, Some("fresh")),
             record(account, 10, None),       // overflows the balance
-            record(other, 2, Some("dup")),   // the same key twice in one batch
+            record(other, 2, Some("taken")), // a key already recorded
             record(account, -5, None),       // fits once the overflow is refused
             record(other, 3, Some("taken")), // a key already recorded
             record(low, -10, None),          // below the range
@@ -164,6 +164,32 @@ async fn refused_transactions_are_refused_alone_and_the_rest_of_the_batch_is_rec
     // One outbox row for the commit, listing only what it recorded.
     assert_eq!(stored_count(&pool, "publish_batches").await, 2);
     assert_eq!(stored_count(&pool, "publish_outbox").await, 6);
+}
+
+#[sqlx::test(migrator = "shared::db::MIGRATOR")]
+async fn a_key_twice_in_one_batch_is_recorded_once_and_the_repeat_finds_it_taken(pool: PgPool) {
+    let (account, other) = (Uuid::new_v4(), Uuid::new_v4());
+    let batch = [
+        record(account, 5, Some("retried")),
+        record(other, 7, None),
+        record(account, 5, Some("retried")), // the client's retry, in the same batch
+        record(other, 1, Some("retried")),   // the same key again, with another body
+    ];
+
+    let recorder::BatchOutcome { outcomes, outbox } = recorder::record_batch(&pool, &batch).await;
+
+    assert_eq!(
+        summary(&outcomes),
+        [
+            "5",
+            "7",
+            "Statement(IdempotencyKeyTaken)",
+            "Statement(IdempotencyKeyTaken)"
+        ]
+    );
+    // The batch's own commit; the repeats, recorded after it, wrote nothing.
+    assert_eq!(outbox.len(), 1);
+    assert_eq!(stored_count(&pool, "transactions").await, 2);
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]

@@ -5,74 +5,49 @@
 -- runs the same file through pgbench.
 --
 -- A row that cannot be recorded is refused on its own, and the rest of the batch is recorded:
--- `key_taken` (its idempotency key is already recorded, or an earlier row of the batch has it)
--- or `balance_overflow` (applied in input order after the rows recorded before it, its
+-- `key_taken` (its idempotency key is already recorded; the writer sends a key at most once per
+-- batch) or `balance_overflow` (applied in input order after the rows recorded before it, its
 -- account's balance would leave the bigint range). So one bad request costs its batch nothing
--- but its own row. The overflow check is set-based: it adds every earlier row, then verifies
--- that the outcome is exactly the one-by-one outcome (each recorded row stays in range after
--- the recorded rows before it, each refused one would not). When it is not (an earlier refused
--- row pushed a later one out of range), the statement fails with numeric_value_out_of_range
--- and writes nothing; the writer then records the batch one request at a time. (So does a
--- batch whose recorded amounts for one account add up beyond the bigint range, even where the
--- balance stays in it: the account's row is updated with that sum.)
+-- but its own row. The overflow check is set-based: each row's balance counts every earlier row
+-- of its account, from the balance in the statement's snapshot. Where that could differ from
+-- the one-by-one outcome (a row was refused, so later rows counted it; or a balance is near the
+-- range's ends, from the balance the account had when it was updated, which a concurrent batch
+-- may have changed since the snapshot), the statement verifies it (`exactness`); when it
+-- differs, the statement fails with numeric_value_out_of_range and writes nothing, and the
+-- writer records the batch one request at a time. (So does a batch whose recorded amounts for
+-- one account add up beyond the bigint range: the account's row is updated with that sum.)
 --
--- The batch's existing accounts are locked first, in account_id order (so concurrent batches
--- cannot deadlock), and their balances read under the lock; each account's row is then updated
--- once, with the sum of its recorded amounts. Every CTE sees the same snapshot; the REFERENCES
--- accounts check runs at the end of the statement, after the account rows exist. For every
--- input row, in order, it returns its outcome and, when recorded, the transaction's created_at,
--- its account's balance and version right after that transaction (as if the batch were applied
--- one by one in input order), and the commit's outbox row.
+-- Each account's row is updated once, with the sum of its recorded amounts; accounts are locked
+-- in account_id order, so concurrent batches cannot deadlock. Every CTE sees the same snapshot;
+-- the REFERENCES accounts check runs at the end of the statement, after the account rows exist.
+-- For every input row, in order, it returns its outcome and, when recorded, the transaction's
+-- created_at, its account's balance and version right after that transaction (as if the batch
+-- were applied one by one in input order), and the commit's outbox row.
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[]) WITH ORDINALITY
         AS i (transaction_id, account_id, amount, idempotency_key, n)
-), locked AS MATERIALIZED (
-    SELECT account_id, balance FROM accounts
-    WHERE account_id IN (SELECT account_id FROM input)
-    ORDER BY account_id
-    FOR UPDATE
-), keyed AS (
-    SELECT input.*, coalesce(locked.balance, 0)::numeric AS start,
-           idempotency_key IS NOT NULL AND (
-               row_number() OVER (PARTITION BY idempotency_key ORDER BY n) > 1
-               OR EXISTS (SELECT 1 FROM transactions t
-                          WHERE t.idempotency_key = input.idempotency_key)
-           ) AS key_taken
-    FROM input LEFT JOIN locked USING (account_id)
-), reached AS (
-    -- The balance after each row if every earlier row of its account (keys aside) applied.
-    SELECT keyed.*,
-           start + coalesce(sum(amount) FILTER (WHERE NOT key_taken) OVER upto_this, 0)
-               AS reached
-    FROM keyed
-    WINDOW upto_this AS (PARTITION BY account_id ORDER BY n)
-), decided AS (
-    SELECT reached.*,
+), decided AS MATERIALIZED (
+    SELECT transaction_id, account_id, amount, idempotency_key, n, start, running,
            CASE WHEN key_taken THEN 'key_taken'
-                WHEN reached NOT BETWEEN -9223372036854775808 AND 9223372036854775807
+                WHEN start + running NOT BETWEEN -9223372036854775808 AND 9223372036854775807
                     THEN 'balance_overflow'
                 ELSE 'recorded' END AS outcome
-    FROM reached
-), verified AS (
-    -- The balance before and after each row counting only the rows recorded before it.
-    SELECT decided.*,
-           start + coalesce(sum(amount) FILTER (WHERE outcome = 'recorded') OVER before_this, 0)
-               AS balance_before
-    FROM decided
-    WINDOW before_this AS (PARTITION BY account_id ORDER BY n
-                           ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
-), recorded AS (
-    SELECT transaction_id, account_id, amount, idempotency_key, n,
-           -- Whether the set-based outcome is the one-by-one outcome for this row.
-           bool_and(outcome = 'key_taken'
-                    OR (outcome = 'recorded') = ((balance_before + amount)
-                        BETWEEN -9223372036854775808 AND 9223372036854775807))
-               OVER () AS exact,
-           outcome
-    FROM verified
+    FROM (
+      SELECT checked.*,
+             -- This row's and every earlier row's amount, of its account (keys taken aside).
+             coalesce(sum(amount) FILTER (WHERE NOT key_taken) OVER upto_this, 0) AS running
+      FROM (
+        SELECT input.*, coalesce(accounts.balance, 0)::numeric AS start,
+               idempotency_key IS NOT NULL AND EXISTS (
+                   SELECT 1 FROM transactions t WHERE t.idempotency_key = input.idempotency_key
+               ) AS key_taken
+        FROM input LEFT JOIN accounts USING (account_id)
+      ) checked
+      WINDOW upto_this AS (PARTITION BY account_id ORDER BY n)
+    ) summed
 ), totals AS (
     SELECT account_id, sum(amount)::bigint AS amount, count(*) AS applied
-    FROM recorded WHERE outcome = 'recorded' GROUP BY account_id
+    FROM decided WHERE outcome = 'recorded' GROUP BY account_id
 ), account AS (
     INSERT INTO accounts AS a (account_id, balance, version)
     SELECT account_id, amount, applied FROM totals ORDER BY account_id
@@ -83,32 +58,59 @@ WITH input AS (
     RETURNING account_id, balance, version
 ), transaction AS (
     INSERT INTO transactions (transaction_id, account_id, amount, idempotency_key)
-    SELECT transaction_id, account_id, amount, idempotency_key FROM recorded
+    SELECT transaction_id, account_id, amount, idempotency_key FROM decided
     WHERE outcome = 'recorded' ORDER BY n
     RETURNING transaction_id, created_at
 ), outbox AS (
     INSERT INTO publish_batches (transaction_ids)
-    SELECT array_agg(transaction_id ORDER BY n) FROM recorded
+    SELECT array_agg(transaction_id ORDER BY n) FROM decided
     WHERE outcome = 'recorded' HAVING count(*) > 0
     RETURNING batch_id
 ), later AS (
     -- What the same account's later recorded rows of this batch add on top of each row.
     SELECT n, coalesce(sum(amount) OVER after_this, 0) AS amount,
            count(*) OVER after_this AS applied
-    FROM recorded WHERE outcome = 'recorded'
+    FROM decided WHERE outcome = 'recorded'
     WINDOW after_this AS (PARTITION BY account_id ORDER BY n
                           ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING)
+), exactness AS (
+    -- Whether the outcome is the one-by-one outcome, from the balance each account had when it
+    -- was updated (a concurrent batch may have changed it since the snapshot). Evaluated only
+    -- when the final SELECT asks (a row refused, or near the range's ends).
+    SELECT bool_and(outcome = 'key_taken'
+                    OR (outcome = 'recorded') = (balance_before + amount
+                        BETWEEN -9223372036854775808 AND 9223372036854775807)) AS exact
+    FROM (
+        SELECT d.outcome, d.amount,
+               coalesce(a.balance - t.amount, d.start)
+               + coalesce(sum(d.amount) FILTER (WHERE d.outcome = 'recorded') OVER (
+                   PARTITION BY d.account_id ORDER BY d.n
+                   ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS balance_before
+        FROM decided d
+        LEFT JOIN account a ON a.account_id = d.account_id
+        LEFT JOIN totals t ON t.account_id = d.account_id
+    ) verified
+
 )
-SELECT recorded.outcome,
-       -- Fails the statement (numeric_value_out_of_range) when the outcome is not exact.
-       9223372036854775807 + (NOT recorded.exact)::int::bigint AS exact_guard,
+SELECT decided.outcome,
+       -- Fails the statement (numeric_value_out_of_range) when a refusal is not the one-by-one
+       -- outcome, or the account changed after the snapshot its balance was checked on.
+       9223372036854775807 + (
+           CASE WHEN decided.outcome = 'balance_overflow'
+                    OR (decided.outcome = 'recorded'
+                        AND account.balance - totals.amount + decided.running
+                            NOT BETWEEN -9223372036854775808 AND 9223372036854775807)
+                    THEN (NOT (SELECT exact FROM exactness))::int
+                ELSE 0 END
+       )::bigint AS exact_guard,
        transaction.created_at,
        (account.balance - later.amount)::bigint AS balance,
        account.version - later.applied AS version,
        outbox.batch_id
-FROM recorded
+FROM decided
 LEFT JOIN later USING (n)
-LEFT JOIN account ON account.account_id = recorded.account_id AND later.n IS NOT NULL
-LEFT JOIN transaction ON transaction.transaction_id = recorded.transaction_id
+LEFT JOIN account ON account.account_id = decided.account_id AND later.n IS NOT NULL
+LEFT JOIN totals ON totals.account_id = decided.account_id AND later.n IS NOT NULL
+LEFT JOIN transaction ON transaction.transaction_id = decided.transaction_id
 LEFT JOIN outbox ON later.n IS NOT NULL
-ORDER BY recorded.n
+ORDER BY decided.n
