@@ -48,6 +48,10 @@ pub struct PoolConfig {
     pub acquire_timeout: Duration,
     /// Set as the connections' `statement_timeout`: a server-side limit on any one statement.
     pub statement_timeout: Duration,
+    /// Set as the connections' `lock_timeout`: the longest a statement waits for a row lock
+    /// another session holds (a concurrent batch whose commit is slow), well under the
+    /// request timeout; then it is rolled back, and its requests get 503 with nothing written.
+    pub lock_timeout: Duration,
     /// Ping a pooled connection before handing it out: one round trip per query, against one
     /// failed request per dead connection after a PostgreSQL restart.
     pub test_before_acquire: bool,
@@ -61,9 +65,11 @@ pub fn connect(config: &PoolConfig) -> anyhow::Result<PgPool> {
         .parse()
         .context("DATABASE_URL is not a valid PostgreSQL URL")?;
     let statement_timeout = config.statement_timeout.as_millis().to_string();
-    let options = options
-        .application_name(config.application_name)
-        .options([("statement_timeout", statement_timeout.as_str())]);
+    let lock_timeout = config.lock_timeout.as_millis().to_string();
+    let options = options.application_name(config.application_name).options([
+        ("statement_timeout", statement_timeout.as_str()),
+        ("lock_timeout", lock_timeout.as_str()),
+    ]);
     Ok(PgPoolOptions::new()
         .max_connections(config.max_connections)
         .acquire_timeout(config.acquire_timeout)
@@ -132,8 +138,12 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
         | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
             // 08: connection exception; 53: insufficient resources; 57: operator intervention
-            // (57014 is a statement timeout, 57P01 an admin shutdown).
-            code.starts_with("08") || code.starts_with("53") || code.starts_with("57")
+            // (57014 is a statement timeout, 57P01 an admin shutdown); 55P03: a lock not
+            // granted within lock_timeout.
+            code.starts_with("08")
+                || code.starts_with("53")
+                || code.starts_with("57")
+                || code == "55P03"
         }),
         _ => false,
     }

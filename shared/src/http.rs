@@ -15,7 +15,7 @@ mod server;
 
 use axum::http::HeaderName;
 
-pub use error::{error_response, ApiError, DATABASE_UNAVAILABLE};
+pub use error::{error_response, ApiError, DATABASE_UNAVAILABLE, OUTCOME_UNKNOWN};
 pub use extract::{JsonObject, PathId};
 pub use middleware::{with_middleware, HttpConfig};
 pub use responses::{conditional_json, json_body};

@@ -67,6 +67,8 @@ pub struct Settings {
     pub db_acquire_timeout: Duration,
     /// `DB_STATEMENT_TIMEOUT_MS`
     pub db_statement_timeout: Duration,
+    /// `DB_LOCK_TIMEOUT_MS`
+    pub db_lock_timeout: Duration,
     /// `REDIS_TIMEOUT_MS`
     pub redis_timeout: Duration,
     pub redis_retention: Retention,
@@ -112,6 +114,7 @@ impl Settings {
             write_batch_workers: env.parse("WRITE_BATCH_WORKERS")?,
             db_acquire_timeout: env.millis("DB_ACQUIRE_TIMEOUT_MS")?,
             db_statement_timeout: env.millis("DB_STATEMENT_TIMEOUT_MS")?,
+            db_lock_timeout: env.millis("DB_LOCK_TIMEOUT_MS")?,
             redis_timeout: env.millis("REDIS_TIMEOUT_MS")?,
             redis_retention: Retention {
                 view_ttl: Duration::from_secs(env.positive("REDIS_VIEW_TTL_SECONDS")?),
@@ -138,6 +141,7 @@ impl Settings {
             max_connections: self.db_pool_size,
             acquire_timeout: self.db_acquire_timeout,
             statement_timeout: self.db_statement_timeout,
+            lock_timeout: self.db_lock_timeout,
             test_before_acquire,
         }
     }

@@ -20,10 +20,13 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use shared::db::{self, NewRecord, OutboxBatch, RecordError};
 use shared::domain::Recorded;
-use shared::http::{ApiError, DATABASE_UNAVAILABLE};
+use shared::http::{ApiError, DATABASE_UNAVAILABLE, OUTCOME_UNKNOWN};
 use shared::telemetry::{error_chain, metrics as m};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot, Mutex};
@@ -55,12 +58,19 @@ pub enum RecordFailure {
     /// The recorder stopped (the writer is shutting down) before it answered.
     #[error("the recorder has stopped")]
     Stopped,
+    /// No batch took it before its start deadline (the writer is overloaded); nothing was
+    /// written.
+    #[error("no batch took it within its start deadline")]
+    NotStarted,
 }
 
 impl From<RecordFailure> for ApiError {
     fn from(failure: RecordFailure) -> Self {
         match failure {
             RecordFailure::Statement(error) => error.into(),
+            RecordFailure::Batch { cause, .. } if cause.outcome_unknown() => {
+                ApiError::Unavailable(OUTCOME_UNKNOWN)
+            }
             RecordFailure::Batch { cause, .. } if cause.is_unavailable() => {
                 ApiError::Unavailable(DATABASE_UNAVAILABLE)
             }
@@ -68,12 +78,16 @@ impl From<RecordFailure> for ApiError {
             // Nothing was written; another writer instance (or this one, restarted) can take
             // the retry.
             RecordFailure::Stopped => ApiError::Unavailable(WRITER_STOPPING),
+            RecordFailure::NotStarted => ApiError::Unavailable(WRITER_BUSY),
         }
     }
 }
 
 /// What a client gets when the writer stops before recording its request.
 pub const WRITER_STOPPING: &str = "the writer is shutting down, retry later";
+/// What a client gets when no batch took its request in time.
+pub const WRITER_BUSY: &str =
+    "the writer is too busy to record this now; nothing was written, retry later";
 
 type Reply = oneshot::Sender<Result<Recorded, RecordFailure>>;
 
@@ -83,18 +97,26 @@ struct Pending {
     record: NewRecord,
     request_id: String,
     reply: Reply,
+    /// A batch that takes it later answers it [`RecordFailure::NotStarted`] instead.
+    start_by: Instant,
 }
 
 /// The front of the workers: cheap to clone, one per request handler.
 #[derive(Clone)]
 pub struct Recorder {
     queue: mpsc::Sender<Pending>,
+    start_deadline: Duration,
 }
 
 impl Recorder {
     /// Starts the workers. They stop once every clone of the recorder is dropped, after
     /// recording and answering what is still queued.
-    pub fn start(pool: PgPool, publisher: Publisher, workers: usize) -> (Self, JoinSet<()>) {
+    pub fn start(
+        pool: PgPool,
+        publisher: Publisher,
+        workers: usize,
+        start_deadline: Duration,
+    ) -> (Self, JoinSet<()>) {
         let (queue, waiting) = mpsc::channel(QUEUE);
         let waiting = Arc::new(Mutex::new(waiting));
         let mut tasks = JoinSet::new();
@@ -105,7 +127,13 @@ impl Recorder {
                 Arc::clone(&waiting),
             ));
         }
-        (Self { queue }, tasks)
+        (
+            Self {
+                queue,
+                start_deadline,
+            },
+            tasks,
+        )
     }
 
     /// Records one transaction and publishes it; returns once it is committed (and, unless
@@ -116,11 +144,13 @@ impl Recorder {
         request_id: String,
     ) -> Result<Recorded, RecordFailure> {
         let (reply, answer) = oneshot::channel();
+        let start_by = Instant::now() + self.start_deadline;
         self.queue
             .send(Pending {
                 record,
                 request_id,
                 reply,
+                start_by,
             })
             .await
             .map_err(|_| RecordFailure::Stopped)?;
@@ -147,18 +177,29 @@ async fn run_worker(
         let mut records = Vec::with_capacity(batch.len());
         let mut replies = Vec::with_capacity(batch.len());
         let mut request_ids = String::new();
+        let now = Instant::now();
         for Pending {
             record,
             request_id,
             reply,
+            start_by,
         } in batch.drain(..)
         {
+            if now > start_by {
+                // Waited too long to still be answered with its outcome in time: nothing is
+                // written, and the client is told so.
+                let _ = reply.send(Err(RecordFailure::NotStarted));
+                continue;
+            }
             records.push(record);
             replies.push(reply);
             if !request_ids.is_empty() {
                 request_ids.push(',');
             }
             request_ids.push_str(&request_id);
+        }
+        if records.is_empty() {
+            continue;
         }
         // Everything logged about this batch (its statement, its publish, their store calls)
         // names the requests it serves: a request id from a 500 finds its cause with one grep.

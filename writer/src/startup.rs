@@ -28,17 +28,39 @@ pub struct WriterConfig {
     /// The pause between the repair loop's passes (tests that run the passes themselves set it
     /// long).
     pub repair_interval: Duration,
+    /// How long a POST may wait for a batch to take it. One still waiting then is answered 503
+    /// with nothing written; one taken is always answered with its outcome, within the request
+    /// timeout (see [`start_deadline`]).
+    pub start_deadline: Duration,
 }
 
 impl WriterConfig {
-    /// The writer's configuration with the production repair interval.
+    /// The writer's configuration with the production repair interval, and a start deadline
+    /// of a fifth of the request timeout.
     pub fn new(http: HttpConfig, batch_workers: usize) -> Self {
         Self {
+            start_deadline: http.request_timeout / 5,
             http,
             batch_workers,
             repair_interval: publisher::REPAIR_INTERVAL,
         }
     }
+}
+
+/// The start deadline that leaves a batch, once taken, the whole of its bounded work before the
+/// request timeout: a connection (`DB_ACQUIRE_TIMEOUT_MS`), the statement
+/// (`DB_STATEMENT_TIMEOUT_MS`, which bounds its lock waits too) and the publish
+/// (`REDIS_TIMEOUT_MS`), plus half a second. So a POST never times out while its transaction
+/// may still commit, which would invite a retry that applies it twice. At least 100 ms.
+pub fn start_deadline(settings: &Settings) -> Duration {
+    let taken = settings.db_acquire_timeout
+        + settings.db_statement_timeout
+        + settings.redis_timeout
+        + Duration::from_millis(500);
+    settings
+        .request_timeout
+        .saturating_sub(taken)
+        .max(Duration::from_millis(100))
 }
 
 /// The writer, wired and running its background tasks: the recorder's workers, the outbox
@@ -63,7 +85,10 @@ impl Application {
         let pool = db::connect(&settings.pool_config(false))?;
         db::migrate_when_available(&pool, Duration::from_secs(60)).await?;
         let cache = Cache::connect(&settings.cache_config())?;
-        let config = WriterConfig::new(settings.http_config(), settings.write_batch_workers);
+        let config = WriterConfig {
+            start_deadline: start_deadline(settings),
+            ..WriterConfig::new(settings.http_config(), settings.write_batch_workers)
+        };
         Ok(Self::build_on(pool, cache, config))
     }
 
@@ -81,8 +106,12 @@ impl Application {
             )
             .instrument(tracing::info_span!("outbox_repair")),
         );
-        let (recorder, recorder_workers) =
-            Recorder::start(pool.clone(), publisher.clone(), config.batch_workers);
+        let (recorder, recorder_workers) = Recorder::start(
+            pool.clone(),
+            publisher.clone(),
+            config.batch_workers,
+            config.start_deadline,
+        );
         let state = AppState {
             pool,
             publisher,

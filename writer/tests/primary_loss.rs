@@ -1,12 +1,13 @@
 //! A write whose PostgreSQL connection dies mid-statement (a primary killed or demoted, whose
 //! sessions HAProxy cuts): its outcome is unknown to the writer, so it answers 503 with
-//! `Retry-After` and does not retry; the client's retry under the same `Idempotency-Key`
-//! commits it exactly once.
+//! `Retry-After`, says that it may have been recorded (retry only with the same key), and does
+//! not retry; the client's retry under the same `Idempotency-Key` commits it exactly once.
 
 use std::time::{Duration, Instant};
 
 use axum::http::{header, Request, StatusCode};
 use serde_json::json;
+use shared::http::OUTCOME_UNKNOWN;
 use shared::testing::{self, status_and_json};
 use sqlx::PgPool;
 use tower::ServiceExt;
@@ -86,6 +87,8 @@ async fn a_write_whose_connection_dies_mid_statement_is_a_503_and_its_retry_comm
     assert_eq!(response.headers()[header::RETRY_AFTER], "1");
     let (status, body) = status_and_json(response).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    // Not "retry later": it may have committed, so the answer says how to retry safely.
+    assert_eq!(testing::error_message(&body), OUTCOME_UNKNOWN);
     blocker.rollback().await.expect("rollback");
     assert_eq!(
         count_and_balance(&pool, account).await,

@@ -50,6 +50,27 @@ impl RecordError {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Self::Database(error) if is_unavailable(error))
     }
+
+    /// The statement may have committed: the connection broke (or the server went away) while
+    /// it ran. Everything else that fails a statement rolls it back: a pool that gave no
+    /// connection never sent it, a timeout or a refusal cancels it.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, Self::Database(error) if Self::outcome_unknown_of(error))
+    }
+
+    pub fn outcome_unknown_of(error: &sqlx::Error) -> bool {
+        match error {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed => true,
+            // 08: connection exception; 57P01-57P03: the server shut down or is restarting.
+            sqlx::Error::Database(db) => db
+                .code()
+                .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+            _ => false,
+        }
+    }
 }
 
 /// SQLSTATE 22003 numeric_value_out_of_range: `bigint + bigint` overflowed.

@@ -67,8 +67,14 @@ impl From<ValidationError> for ApiError {
     }
 }
 
-/// What clients get when PostgreSQL cannot be reached or is too slow.
+/// What clients get when PostgreSQL cannot be reached or is too slow (and nothing was written).
 pub const DATABASE_UNAVAILABLE: &str = "database unavailable, retry later";
+
+/// What a POST gets when the database connection broke while its transaction was being
+/// committed: it may have been recorded, so a blind retry could apply it twice.
+pub const OUTCOME_UNKNOWN: &str = "the database connection broke while this transaction was being \
+     recorded, so it may have been recorded: retry only with the same Idempotency-Key (which \
+     never applies it twice), or look for it before sending it again";
 
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
@@ -87,6 +93,9 @@ impl From<RecordError> for ApiError {
                 "the account's balance would overflow a signed 64-bit integer; nothing was recorded"
                     .into(),
             ),
+            RecordError::Database(ref cause) if RecordError::outcome_unknown_of(cause) => {
+                Self::Unavailable(OUTCOME_UNKNOWN)
+            }
             RecordError::Database(error) => error.into(),
             // The writer replays the key's transaction; reaching here is a bug.
             RecordError::IdempotencyKeyTaken

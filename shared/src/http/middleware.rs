@@ -111,7 +111,13 @@ pub fn with_middleware(routes: Router, config: HttpConfig) -> Router {
 async fn request_timeout(State(limit): State<Duration>, request: Request, next: Next) -> Response {
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => ApiError::Unavailable("request timed out, retry later").into_response(),
+        // The writer answers every POST it has taken within this limit (writer/src/startup.rs,
+        // start_deadline), so this should not reach a POST whose transaction may still commit;
+        // if it ever does, the message says how to retry safely.
+        Err(_) => ApiError::Unavailable(
+            "request timed out, retry later (a POST may still have been recorded: retry it with the same Idempotency-Key)",
+        )
+        .into_response(),
     }
 }
 

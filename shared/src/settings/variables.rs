@@ -70,6 +70,7 @@ pub const VARIABLES: &[Variable] = &[
     read_by_library("TOKIO_WORKER_THREADS", None),
     both("DB_ACQUIRE_TIMEOUT_MS", "2000"),
     both("DB_STATEMENT_TIMEOUT_MS", "5000"),
+    both("DB_LOCK_TIMEOUT_MS", "2000"),
     both("REDIS_TIMEOUT_MS", "500"),
     both("REDIS_VIEW_TTL_SECONDS", "300"),
     both("REDIS_STREAM_MAX_LEN", "100000"),
