@@ -38,8 +38,12 @@ def main(report_path, out_path):
             axis.legend()
     for axis in axes[-1]:
         axis.set_xlabel("seconds")
-    verdicts = ", ".join(f"{'PASS' if c['pass'] else 'FAIL'} {c['name']}" for c in report["checks"])
-    fig.suptitle(f"resource soak: {report['totals']['writes']} writes\n{verdicts}", fontsize=8)
+    checks = report["checks"]
+    failed = [c["name"] for c in checks if not c["pass"]]
+    verdict = f"{len(checks) - len(failed)} of {len(checks)} checks passed"
+    if failed:
+        verdict += "; FAILED: " + "; ".join(failed)
+    fig.suptitle(f"resource soak: {report['totals']['writes']:,} writes, {verdict}", fontsize=10)
     fig.tight_layout()
     fig.savefig(out_path, dpi=90)
     print(f"[soak] chart: {out_path}")
