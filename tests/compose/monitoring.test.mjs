@@ -12,7 +12,8 @@ const EXPECTED = { writer: ['writer', 9181], reader: ['reader', 9182], node: ['n
 function isTargetOf(target, [service, port]) {
   const address = target.discoveredLabels.__address__;
   if (address === `${service}:${port}`) return true;
-  return target.discoveredLabels.__meta_dns_name === service && address.endsWith(`:${port}`);
+  const name = (target.discoveredLabels.__meta_dns_name ?? '').replace(/\.$/, '');
+  return name === service && address.endsWith(`:${port}`);
 }
 
 test('Prometheus has its writer, reader and node-exporter targets, all up (within 30 s)', async () => {
