@@ -45,30 +45,56 @@ check "alert rules are valid" promtool check rules "$PROM_DIR"/rules/*.yml
 step "promtool test rules tests/monitoring/*.test.yml"
 check "alert rule unit tests pass" promtool test rules tests/monitoring/*.test.yml
 
-step "native and container configs differ only in target addresses"
-# Each container address and the native address it stands for.
+step "native and container configs differ only in how they find their targets"
+# Compared as YAML, not text: compose finds writers and readers by DNS (every container of a
+# scaled service), the native config names one address each. Everything else must be equal,
+# and each compose target (a DNS name or address, and port) must stand for its native address.
 same_but_targets() {
-  local -A native_of=(
-    ["writer:$DEFAULT_WRITER_METRICS_PORT"]="127.0.0.1:$DEFAULT_WRITER_METRICS_PORT"
-    ["reader:$DEFAULT_READER_METRICS_PORT"]="127.0.0.1:$DEFAULT_READER_METRICS_PORT"
-    ["node-exporter:$DEFAULT_NODE_EXPORTER_PORT"]="127.0.0.1:$DEFAULT_NODE_EXPORTER_PORT"
-  )
-  local script=() address ok=0
-  for address in "${!native_of[@]}"; do
-    # Every mapped address must really be there, or the comparison would prove nothing.
-    grep -qF "\"$address\"" "$CONTAINER_CONFIG" || { echo "$CONTAINER_CONFIG has no target \"$address\""; ok=1; }
-    grep -qF "\"${native_of[$address]}\"" "$NATIVE_CONFIG" || { echo "$NATIVE_CONFIG has no target \"${native_of[$address]}\""; ok=1; }
-    script+=(-e "s/\"${address}\"/\"${native_of[$address]}\"/g")
-  done
-  if ! diff -u --label "$CONTAINER_CONFIG (addresses mapped to native)" --label "$NATIVE_CONFIG" \
-      <(sed "${script[@]}" "$CONTAINER_CONFIG") "$NATIVE_CONFIG"; then
-    echo "the two configs differ in more than target addresses: change both together"
-    ok=1
-  fi
-  [ $ok = 0 ] && echo "identical apart from ${#native_of[@]} target addresses"
-  return $ok
+  python3 - "$CONTAINER_CONFIG" "$NATIVE_CONFIG" \
+    "writer:$DEFAULT_WRITER_METRICS_PORT=127.0.0.1:$DEFAULT_WRITER_METRICS_PORT" \
+    "reader:$DEFAULT_READER_METRICS_PORT=127.0.0.1:$DEFAULT_READER_METRICS_PORT" \
+    "node-exporter:$DEFAULT_NODE_EXPORTER_PORT=127.0.0.1:$DEFAULT_NODE_EXPORTER_PORT" <<'PY'
+import sys
+import yaml
+
+container_file, native_file, *pairs = sys.argv[1:]
+native_of = dict(pair.split("=", 1) for pair in pairs)
+DISCOVERY = ("static_configs", "dns_sd_configs")
+
+
+def split(path):
+    config = yaml.safe_load(open(path))
+    jobs = config.pop("scrape_configs")
+    settings = {j["job_name"]: {k: v for k, v in j.items() if k not in DISCOVERY} for j in jobs}
+    targets = {}
+    for job in jobs:
+        found = [t for c in job.get("static_configs", []) for t in c.get("targets", [])]
+        found += [f"{name}:{c['port']}" for c in job.get("dns_sd_configs", []) for name in c["names"]]
+        targets[job["job_name"]] = found
+    return config, settings, targets
+
+
+container, native = split(container_file), split(native_file)
+problems = []
+if container[0] != native[0]:
+    problems.append(f"global settings differ: {container[0]} vs {native[0]}")
+if container[1] != native[1]:
+    problems.append(f"job settings differ: {container[1]} vs {native[1]}")
+for job, targets in container[2].items():
+    mapped = [native_of.get(t, f"(unmapped {t})") for t in targets]
+    if mapped != native[2].get(job):
+        problems.append(f"job {job}: {targets} stands for {mapped}, the native config has {native[2].get(job)}")
+if set(container[2]) != set(native[2]):
+    problems.append(f"jobs differ: {sorted(container[2])} vs {sorted(native[2])}")
+for problem in problems:
+    print(problem)
+if problems:
+    print("the two configs differ in more than how they find their targets: change both together")
+    sys.exit(1)
+print(f"identical apart from how {len(container[2])} jobs find their targets")
+PY
 }
-check "prometheus.native.yml = prometheus.yml with native target addresses" same_but_targets
+check "prometheus.native.yml = prometheus.yml but for how targets are found" same_but_targets
 
 # --- Grafana: provisioning files and dashboards ------------------------------------------------
 
