@@ -104,7 +104,9 @@ describe('graceful restarts (SIGTERM)', { timeout: 240_000 }, () => {
     ledgers.push(ledger);
     const [account] = ledger.accounts;
     await postAcked(ledger, account, 10);
-    const lock = holdAccountLock(account, 2500);
+    // Held for less than the writer's DB_LOCK_TIMEOUT_MS (2 s), which would roll the POST back
+    // with a 503 instead of letting it wait.
+    const lock = holdAccountLock(account, 1500);
     await lock.locked;
     const op = ledger.newOp(account, 5);
     ledger.markSent(op);
