@@ -207,24 +207,8 @@ async fn an_unpaged_listing_past_its_deadline_is_cut_off_not_truncated(pool: PgP
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn a_list_longer_than_one_batch_is_complete_and_in_order(pool: PgPool) {
-    let account_id = Uuid::new_v4();
     let rows: i64 = 4_500; // more than two of the reader's batches
-    sqlx::query("INSERT INTO accounts (account_id, balance, version) VALUES ($1, $2, $3)")
-        .bind(account_id)
-        .bind(rows * (rows + 1) / 2)
-        .bind(rows)
-        .execute(&pool)
-        .await
-        .expect("account");
-    sqlx::query(
-        "INSERT INTO transactions (transaction_id, account_id, amount)
-         SELECT gen_random_uuid(), $1, i FROM generate_series(1, $2::bigint) AS i",
-    )
-    .bind(account_id)
-    .bind(rows)
-    .execute(&pool)
-    .await
-    .expect("transactions");
+    insert_transactions(&pool, rows).await;
     let app = reader_app(pool, testing::isolated_cache());
 
     let (status, listed) = send(&app, get("/transactions")).await;

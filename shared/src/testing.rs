@@ -31,7 +31,7 @@ pub fn isolated_cache() -> Cache {
 
 /// [`isolated_cache`] whose views live as `retention` says.
 pub fn isolated_cache_with(retention: Retention) -> Cache {
-    let prefix = fresh_prefix(&redis_url());
+    let prefix = fresh_prefix();
     let target = Target::new(&redis_url(), &[], "").expect("REDIS_URL is valid");
     Cache::on(target, &prefix, Duration::from_secs(2), retention)
 }
@@ -52,9 +52,9 @@ pub fn ttl_of(key: &str) -> i64 {
         .expect("TTL")
 }
 
-/// A key prefix no other test uses. (`_url`: the Redis it is for; a new prefix needs nothing
-/// set up there: the first link claims its generation.)
-pub fn fresh_prefix(_url: &str) -> String {
+/// A key prefix no other test uses. It needs nothing set up in Redis: the first link opened
+/// under it claims its views' generation.
+pub fn fresh_prefix() -> String {
     format!("test:{}:", uuid::Uuid::new_v4().simple())
 }
 

@@ -254,9 +254,7 @@ async fn after_a_sentinel_failover_the_reader_never_serves_a_view_the_new_master
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn a_redis_restarted_from_an_old_snapshot_starts_a_new_generation_of_views(pool: PgPool) {
-    let dir = TempDir::new();
-    let config = vec![format!("dbfilename snapshot.rdb"), "appendonly no".into()];
-    let first = start_redis(&config, false).await;
+    let first = start_redis(&snapshot_config(), false).await;
     let port = first.port;
     let url = format!("redis://127.0.0.1:{port}/0");
     let prefix = format!("test:{}:", Uuid::new_v4().simple());
@@ -271,12 +269,7 @@ async fn a_redis_restarted_from_an_old_snapshot_starts_a_new_generation_of_views
     assert_eq!(balance(&reader, account).await, 15);
 
     // The process dies and a new one loads the old snapshot on the same port.
-    let snapshot = first._dir.0.join("snapshot.rdb");
-    std::fs::copy(&snapshot, dir.0.join("snapshot.rdb")).expect("keep the snapshot");
-    drop(first);
-    let mut again = vec![format!("dir {}", dir.0.display())];
-    again.extend(config);
-    let second = restart_on(port, &again).await;
+    let second = restart_from_snapshot(first).await;
     assert_eq!(
         raw_view(port, &prefix, account).await.expect("view")["balance"],
         10,
@@ -308,9 +301,7 @@ async fn a_redis_restarted_from_an_old_snapshot_starts_a_new_generation_of_views
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn a_new_generation_over_a_million_keys_serves_current_views_within_a_second(pool: PgPool) {
     const KEYS: usize = 1_000_000;
-    let dir = TempDir::new();
-    let config = vec![format!("dbfilename snapshot.rdb"), "appendonly no".into()];
-    let first = start_redis(&config, false).await;
+    let first = start_redis(&snapshot_config(), false).await;
     let port = first.port;
     let url = format!("redis://127.0.0.1:{port}/0");
     let prefix = format!("test:{}:", Uuid::new_v4().simple());
@@ -340,12 +331,7 @@ async fn a_new_generation_over_a_million_keys_serves_current_views_within_a_seco
     post(&writer, account, 5).await;
 
     // A new process loads the snapshot: the views there may miss the last write.
-    let snapshot = first._dir.0.join("snapshot.rdb");
-    std::fs::copy(&snapshot, dir.0.join("snapshot.rdb")).expect("keep the snapshot");
-    drop(first);
-    let mut again = vec![format!("dir {}", dir.0.display())];
-    again.extend(config);
-    let second = restart_on(port, &again).await;
+    let second = restart_from_snapshot(first).await;
     let keys: i64 = query(port, &["DBSIZE"]).await.expect("DBSIZE");
     assert!(keys > KEYS as i64, "{keys} keys");
     let changed = Instant::now();
@@ -371,11 +357,28 @@ async fn a_new_generation_over_a_million_keys_serves_current_views_within_a_seco
     drop(second);
 }
 
-/// Starts redis-server on a given port (the one a process just left).
-async fn restart_on(port: u16, config: &[String]) -> Process {
+/// A Redis that keeps a snapshot (`SAVE`) and no append-only log.
+fn snapshot_config() -> Vec<String> {
+    vec!["dbfilename snapshot.rdb".into(), "appendonly no".into()]
+}
+
+/// Kills `first` (started with [`snapshot_config`]) and starts a new process on its port that
+/// loads its last snapshot.
+async fn restart_from_snapshot(first: Process) -> Process {
     let dir = TempDir::new();
-    let mut lines = vec![format!("port {port}"), "bind 127.0.0.1".into()];
-    lines.extend(config.iter().cloned());
+    std::fs::copy(
+        first._dir.0.join("snapshot.rdb"),
+        dir.0.join("snapshot.rdb"),
+    )
+    .expect("keep the snapshot");
+    let port = first.port;
+    drop(first);
+    let mut lines = vec![
+        format!("port {port}"),
+        "bind 127.0.0.1".into(),
+        format!("dir {}", dir.0.display()),
+    ];
+    lines.extend(snapshot_config());
     launch(dir, port, &lines, false).await
 }
 

@@ -15,7 +15,7 @@ use writer::publisher;
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn a_writer_that_cannot_publish_is_repaired_by_the_others_without_conflict(pool: PgPool) {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
-    let prefix = testing::fresh_prefix(&url);
+    let prefix = testing::fresh_prefix();
     let live = || Cache::new(&url, &prefix, Duration::from_secs(2)).expect("url");
     let stranded = cqrs_tests::writer(&pool, testing::unreachable_cache()).into_router();
     let healthy = cqrs_tests::writer(&pool, live()).into_router();
