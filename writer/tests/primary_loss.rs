@@ -14,6 +14,9 @@ use tower::ServiceExt;
 use uuid::Uuid;
 use writer::{Application, WriterConfig};
 
+mod common;
+use common::lock_account;
+
 fn post_with_key(key: &str, account: Uuid, amount: i64) -> Request<axum::body::Body> {
     Request::post("/transactions")
         .header(header::CONTENT_TYPE, "application/json")
@@ -56,12 +59,7 @@ async fn a_write_whose_connection_dies_mid_statement_is_a_503_and_its_retry_comm
 
     // Hold the account's row so the next write waits inside its statement, then kill the
     // backend running it.
-    let mut blocker = pool.begin().await.expect("begin");
-    sqlx::query("SELECT 1 FROM accounts WHERE account_id = $1 FOR UPDATE")
-        .bind(account)
-        .execute(&mut *blocker)
-        .await
-        .expect("lock");
+    let blocker = lock_account(&pool, account).await;
     let key = format!("order-{}", Uuid::new_v4());
     let pending = tokio::spawn(app.clone().oneshot(post_with_key(&key, account, 5)));
     let started = Instant::now();

@@ -13,6 +13,9 @@ use uuid::Uuid;
 use writer::recorder::WRITER_BUSY;
 use writer::{Application, WriterConfig};
 
+mod common;
+use common::lock_account;
+
 fn post(account: Uuid, amount: i64) -> axum::http::Request<axum::body::Body> {
     post_json(
         "/transactions",
@@ -26,18 +29,6 @@ async fn transactions_of(pool: &PgPool, account: Uuid) -> i64 {
         .fetch_one(pool)
         .await
         .expect("count")
-}
-
-/// Holds the row lock of `account` in a transaction of its own until the returned
-/// transaction is committed or dropped.
-async fn lock_account(pool: &PgPool, account: Uuid) -> sqlx::Transaction<'static, sqlx::Postgres> {
-    let mut holder = pool.begin().await.expect("begin");
-    sqlx::query("SELECT 1 FROM accounts WHERE account_id = $1 FOR UPDATE")
-        .bind(account)
-        .execute(&mut *holder)
-        .await
-        .expect("lock");
-    holder
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]

@@ -1,5 +1,5 @@
-//! Helpers of the writer's integration tests (`write_path.rs`, `idempotency.rs`). Each test
-//! binary compiles this module and uses part of it.
+//! Helpers of the writer's integration tests (`write_path.rs`, `idempotency.rs`,
+//! `timeouts.rs`, `primary_loss.rs`). Each test binary compiles this module and uses part of it.
 #![allow(dead_code)]
 
 use std::time::Duration;
@@ -46,4 +46,19 @@ pub async fn balance_and_sum(pool: &PgPool, account_id: Uuid) -> (i64, i64, i64)
     .fetch_one(pool)
     .await
     .expect("account exists")
+}
+
+/// Holds the row lock of `account` in a transaction of its own until the returned
+/// transaction is committed or dropped.
+pub async fn lock_account(
+    pool: &PgPool,
+    account: Uuid,
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut holder = pool.begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM accounts WHERE account_id = $1 FOR UPDATE")
+        .bind(account)
+        .execute(&mut *holder)
+        .await
+        .expect("lock");
+    holder
 }
