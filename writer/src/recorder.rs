@@ -14,9 +14,11 @@
 //! overflow on its own, and records the rest of the batch: a bad request costs its batch
 //! nothing. A batch that PostgreSQL refused as a whole (a key taken by a concurrent batch, a
 //! deadlock, an overflow the statement could not decide set-based) was rolled back, so it is
-//! recorded again one request at a time, each getting its own answer. A batch whose outcome is unknown (the connection broke) is never
-//! retried, which could apply it twice: its requests get 503 and clients retry with their
-//! `Idempotency-Key`.
+//! recorded again one request at a time, each getting its own answer. A batch whose outcome is
+//! unknown (the connection broke) is never retried, which could apply it twice: its requests get
+//! a 503 saying so, and clients retry only with their `Idempotency-Key`. A request no batch took
+//! within its start deadline is answered 503 with nothing written, so every request taken is
+//! answered with its outcome before the request timeout (see `startup::start_deadline`).
 
 use std::collections::HashSet;
 use std::sync::Arc;
