@@ -30,7 +30,7 @@ pub struct WriterConfig {
     pub repair_interval: Duration,
     /// How long a POST may wait for a batch to take it. One still waiting then is answered 503
     /// with nothing written; one taken is always answered with its outcome, within the request
-    /// timeout (see [`start_deadline`]).
+    /// timeout (see `startup::start_deadline`).
     pub start_deadline: Duration,
 }
 
