@@ -1,10 +1,10 @@
-// Amounts at the edges: the i64 extremes, balances that would overflow, and zero.
+// Amounts at the edges: ±(2^53 - 1), the largest integers every JSON client holds exactly;
+// balances that would leave that range; and zero.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  I64_MAX,
-  I64_MIN,
+  MAX_SAFE,
   assertCreated,
   assertJsonError,
   balanceOf,
@@ -15,8 +15,8 @@ import {
 } from './helpers.mjs';
 
 for (const [label, extreme] of [
-  ['i64::MAX (9223372036854775807)', I64_MAX],
-  ['i64::MIN (-9223372036854775808)', I64_MIN],
+  ['2^53 - 1 (9007199254740991)', MAX_SAFE],
+  ['-(2^53 - 1) (-9007199254740991)', -MAX_SAFE],
 ]) {
   test(`a single transaction of ${label} is accepted and kept exactly`, async () => {
     const accountId = randomUUID();
@@ -30,27 +30,28 @@ for (const [label, extreme] of [
   });
 }
 
-test('a deposit that would take the balance above i64::MAX is refused with 422 and the balance is unchanged', async () => {
+test('a deposit that would take the balance above 2^53 - 1 is refused with 422 naming the range, and the balance is unchanged', async () => {
   const accountId = randomUUID();
-  assertCreated(await postTransaction(accountId, I64_MAX), accountId, I64_MAX);
+  assertCreated(await postTransaction(accountId, MAX_SAFE), accountId, MAX_SAFE);
 
-  assertJsonError(await postTransaction(accountId, 1), 422);
+  const refused = assertJsonError(await postTransaction(accountId, 1), 422);
+  assert.match(refused, /9007199254740991/);
 
-  assert.equal(await balanceOf(accountId), I64_MAX);
+  assert.equal(await balanceOf(accountId), MAX_SAFE);
   // The account still takes transactions that fit.
   assertCreated(await postTransaction(accountId, -1), accountId, -1);
-  assert.equal(await balanceOf(accountId), I64_MAX - 1n);
+  assert.equal(await balanceOf(accountId), MAX_SAFE - 1n);
 });
 
-test('a withdrawal that would take the balance below i64::MIN is refused with 422 and the balance is unchanged', async () => {
+test('a withdrawal that would take the balance below -(2^53 - 1) is refused with 422 and the balance is unchanged', async () => {
   const accountId = randomUUID();
-  assertCreated(await postTransaction(accountId, I64_MIN), accountId, I64_MIN);
+  assertCreated(await postTransaction(accountId, -MAX_SAFE), accountId, -MAX_SAFE);
 
   assertJsonError(await postTransaction(accountId, -1), 422);
 
-  assert.equal(await balanceOf(accountId), I64_MIN);
+  assert.equal(await balanceOf(accountId), -MAX_SAFE);
   assertCreated(await postTransaction(accountId, 1), accountId, 1);
-  assert.equal(await balanceOf(accountId), I64_MIN + 1n);
+  assert.equal(await balanceOf(accountId), -MAX_SAFE + 1n);
 });
 
 test('a transaction of 0 is accepted and leaves the balance unchanged', async () => {

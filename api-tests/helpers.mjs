@@ -19,6 +19,8 @@ export const RFC3339_WITH_OFFSET_RE =
 
 export const I64_MAX = 9223372036854775807n;
 export const I64_MIN = -9223372036854775808n;
+// The largest amount and balance magnitude: 2^53 - 1, what every JSON client holds exactly.
+export const MAX_SAFE = 9007199254740991n;
 
 export function url(path) {
   return BASE_URL + path;

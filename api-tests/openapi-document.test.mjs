@@ -8,7 +8,7 @@ import { readFile } from 'node:fs/promises';
 import {
   UUID_RE,
   RFC3339_WITH_OFFSET_RE,
-  I64_MAX,
+  MAX_SAFE,
   assertJsonError,
   allowedMethods,
   call,
@@ -285,6 +285,8 @@ describe('OpenAPI document', () => {
     await post('{"account_id":10,"amount":1}', { expect: 400 });
     await post(bodyOf(accountId, 1.5), { expect: 400 });
     await post(bodyOf(accountId, '9223372036854775808'), { expect: 400 });
+    await post(bodyOf(accountId, '9007199254740992'), { expect: 400 });
+    await post(`{"account_id":"${accountId}","amount":1,"amount":2}`, { expect: 400 });
     await post('', { expect: 400 });
     await post('[1]', { expect: 400 });
     await post('{bad', { expect: 400 });
@@ -292,7 +294,7 @@ describe('OpenAPI document', () => {
     await post(bodyOf(accountId, 1), { contentType: 'application/xml', expect: 415 });
     await post(JSON.stringify({ account_id: accountId, amount: 1, padding: 'x'.repeat(17 * 1024) }), { expect: 413 });
     const big = randomUUID();
-    await post(bodyOf(big, I64_MAX), { expect: 201 });
+    await post(bodyOf(big, MAX_SAFE), { expect: 201 });
     await post(bodyOf(big, 1), { expect: 422 });
 
     // GET /transactions: lists, pages and refused parameters.

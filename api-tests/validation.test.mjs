@@ -125,16 +125,21 @@ describe('amounts that are not integers', () => {
   }
 });
 
-describe('amounts at and beyond the 64-bit limits', () => {
+describe('amounts beyond ±(2^53 - 1), the integers JSON clients hold exactly', () => {
   for (const [label, amount] of [
+    ['2^53 (9007199254740992)', '9007199254740992'],
+    ['-2^53 (-9007199254740992)', '-9007199254740992'],
+    ['i64::MAX (9223372036854775807)', '9223372036854775807'],
+    ['i64::MIN (-9223372036854775808)', '-9223372036854775808'],
     ['i64::MAX + 1 (9223372036854775808)', '9223372036854775808'],
     ['i64::MIN - 1 (-9223372036854775809)', '-9223372036854775809'],
     ['a 30-digit integer', '123456789012345678901234567890'],
     ['a negative 30-digit integer', '-123456789012345678901234567890'],
   ]) {
-    test(`an amount of ${label} does not fit in 64 bits and is refused with 400`, async () => {
+    test(`an amount of ${label} is out of range and refused with 400 naming the range`, async () => {
       const accountId = randomUUID();
-      assertJsonError(await postTransaction(accountId, amount), 400);
+      const refused = assertJsonError(await postTransaction(accountId, amount), 400);
+      assert.match(refused, /amount must be an integer from -9007199254740991 to 9007199254740991/);
       await assertAccountNotCreated(accountId);
     });
   }

@@ -47,8 +47,9 @@ RUNS="${BENCH_RUNS:-1}"
 REFUSED_PERCENT="${BENCH_REFUSED_PERCENT:-2}"
 [[ "$REFUSED_PERCENT" =~ ^[0-9]+$ ]] && [ "$REFUSED_PERCENT" -le 100 ] || { echo "BENCH_REFUSED_PERCENT must be a whole number 0-100" >&2; exit 2; }
 REFUSED_PERCENT_SHARE="$(awk -v p="$REFUSED_PERCENT" 'BEGIN { print p / 100 }')"
-# The largest amount the API accepts: one deposit of it pins an account at the top of the range.
-PINNED_AMOUNT=9223372036854775807
+# The largest amount the API accepts (2^53 - 1): one deposit of it pins an account at the top
+# of the balance range.
+PINNED_AMOUNT=9007199254740991
 [[ "$RUNS" =~ ^[0-9]+$ ]] && [ "$RUNS" -gt 0 ] || { echo "BENCH_RUNS must be a whole number >= 1" >&2; exit 2; }
 ACCOUNTS_N=10000
 # The stack npm start runs (its ports: PROXY_PORT, ..., else scripts/lib/defaults.sh's).

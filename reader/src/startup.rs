@@ -49,8 +49,12 @@ impl Application {
         // error.
         let pool = db::connect(&settings.pool_config(true))?;
         let cache = Cache::connect(&settings.cache_config())?;
+        let http = settings.http_config()?;
+        if let Some(keys) = &http.api_keys {
+            keys.reload_on_change();
+        }
         let config = ReaderConfig {
-            http: settings.http_config(),
+            http,
             listings: ListLimits::new(settings.list_max_streams, settings.list_deadline),
         };
         Ok(Self::build_on(pool, cache, config))

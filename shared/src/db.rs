@@ -30,7 +30,8 @@ pub use reads::{
     find_by_idempotency_key, list_batch, list_page, load_account, load_transaction, ListFilter,
 };
 pub use record::{
-    record_transactions, NewRecord, OutboxBatch, RecordError, Recording, RECORD_TRANSACTIONS_SQL,
+    clear_expired_idempotency_keys, record_transactions, NewRecord, OutboxBatch, RecordError,
+    Recording, RECORD_TRANSACTIONS_SQL,
 };
 
 use crate::domain::{Account, AccountState, Recorded, Transaction};

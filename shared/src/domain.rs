@@ -25,7 +25,7 @@ pub enum ValidationError {
     NotAUuid(&'static str),
     #[error("amount must be an integer")]
     AmountNotAnInteger,
-    #[error("amount must fit in a signed 64-bit integer")]
+    #[error("amount must be an integer from -9007199254740991 to 9007199254740991 (2^53 - 1, the largest every JSON client holds exactly)")]
     AmountOutOfRange,
     #[error("Idempotency-Key must be 1 to 255 printable ASCII characters")]
     InvalidIdempotencyKey,

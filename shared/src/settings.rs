@@ -18,7 +18,7 @@ use axum::http::HeaderValue;
 
 use crate::cache::{CacheConfig, Retention};
 use crate::db::PoolConfig;
-use crate::http::{HttpConfig, ServeConfig};
+use crate::http::{ApiKeys, HttpConfig, ServeConfig};
 pub use crate::telemetry::LogFormat;
 use variables::Env;
 pub use variables::{Variable, VARIABLES};
@@ -86,6 +86,10 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// `CORS_ALLOWED_ORIGINS`; empty means any origin (`*`).
     pub cors_allowed_origins: Vec<HeaderValue>,
+    /// `API_KEYS_FILE`; unset: no API keys.
+    pub api_keys_file: Option<std::path::PathBuf>,
+    /// `IDEMPOTENCY_KEY_RETENTION_SECONDS` (writer): how long an `Idempotency-Key` is honoured.
+    pub idempotency_key_retention: Duration,
 }
 
 impl Settings {
@@ -127,6 +131,10 @@ impl Settings {
             list_deadline: env.millis("LIST_DEADLINE_MS")?,
             log_format: env.parse("LOG_FORMAT")?,
             cors_allowed_origins: parse_origins(&env.get("CORS_ALLOWED_ORIGINS")?)?,
+            api_keys_file: env.optional("API_KEYS_FILE")?.map(Into::into),
+            idempotency_key_retention: Duration::from_secs(
+                env.positive("IDEMPOTENCY_KEY_RETENTION_SECONDS")?,
+            ),
         })
     }
 }
@@ -159,13 +167,19 @@ impl Settings {
         }
     }
 
-    /// The limits of the shared HTTP middleware.
-    pub fn http_config(&self) -> HttpConfig {
-        HttpConfig {
+    /// The limits of the shared HTTP middleware, and the API keys (read from `API_KEYS_FILE`
+    /// now: a file that does not parse stops the service at start-up).
+    pub fn http_config(&self) -> anyhow::Result<HttpConfig> {
+        Ok(HttpConfig {
             body_limit_bytes: self.body_limit_bytes,
             request_timeout: self.request_timeout,
             cors_allowed_origins: self.cors_allowed_origins.clone(),
-        }
+            api_keys: self
+                .api_keys_file
+                .as_deref()
+                .map(ApiKeys::load)
+                .transpose()?,
+        })
     }
 
     /// Where the service listens, and how long it drains on shutdown.

@@ -21,6 +21,7 @@ pub fn http_config() -> HttpConfig {
         body_limit_bytes: 16 * 1024,
         request_timeout: Duration::from_secs(10),
         cors_allowed_origins: Vec::new(),
+        api_keys: None,
     }
 }
 

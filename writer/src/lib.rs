@@ -6,6 +6,7 @@
 //! test: [`transactions`] is the handler, [`recorder`] the group commit, [`publisher`] getting
 //! changes into Redis (and what happens when Redis is not there).
 
+mod idempotency;
 pub mod publisher;
 pub mod recorder;
 mod startup;

@@ -257,7 +257,7 @@ pub async fn record_batch(pool: &PgPool, records: &[NewRecord]) -> BatchOutcome 
             pending
                 .into_iter()
                 .partition(|&i| match &records[i].idempotency_key {
-                    Some(key) => seen.insert(key.as_str()),
+                    Some(key) => seen.insert(key),
                     None => true,
                 });
         let batch: Vec<NewRecord> = now.iter().map(|&i| records[i].clone()).collect();
@@ -283,7 +283,7 @@ fn repeats_a_key(records: &[NewRecord]) -> bool {
     records
         .iter()
         .filter_map(|record| record.idempotency_key.as_ref())
-        .any(|key| !seen.insert(key.as_str()))
+        .any(|key| !seen.insert(key))
 }
 
 /// [`record_batch`] for records whose idempotency keys are all different.

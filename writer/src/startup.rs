@@ -17,7 +17,7 @@ use tracing::Instrument;
 
 use crate::publisher::{self, Publisher};
 use crate::recorder::Recorder;
-use crate::{routes, AppState};
+use crate::{idempotency, routes, AppState};
 
 /// What the writer needs besides its stores.
 #[derive(Debug, Clone)]
@@ -32,6 +32,8 @@ pub struct WriterConfig {
     /// with nothing written; one taken is always answered with its outcome, within the request
     /// timeout (see `startup::start_deadline`).
     pub start_deadline: Duration,
+    /// `IDEMPOTENCY_KEY_RETENTION_SECONDS`: how long an idempotency key is honoured.
+    pub idempotency_key_retention: Duration,
 }
 
 impl WriterConfig {
@@ -43,6 +45,7 @@ impl WriterConfig {
             http,
             batch_workers,
             repair_interval: publisher::REPAIR_INTERVAL,
+            idempotency_key_retention: Duration::from_secs(24 * 60 * 60),
         }
     }
 }
@@ -64,7 +67,7 @@ pub fn start_deadline(settings: &Settings) -> Duration {
 }
 
 /// The writer, wired and running its background tasks: the recorder's workers, the outbox
-/// cleaner and the repair loop. Serve its [`router`](Self::router), then [`stop`](Self::stop).
+/// cleaner, the repair loop and the idempotency key expiry. Serve its [`router`](Self::router), then [`stop`](Self::stop).
 pub struct Application {
     router: Router,
     state: AppState,
@@ -72,6 +75,7 @@ pub struct Application {
     recorder_workers: JoinSet<()>,
     repair: JoinHandle<()>,
     outbox_cleaner: JoinHandle<()>,
+    key_expiry: JoinHandle<()>,
 }
 
 impl Application {
@@ -85,9 +89,14 @@ impl Application {
         let pool = db::connect(&settings.pool_config(false))?;
         db::migrate_when_available(&pool, Duration::from_secs(60)).await?;
         let cache = Cache::connect(&settings.cache_config())?;
+        let http = settings.http_config()?;
+        if let Some(keys) = &http.api_keys {
+            keys.reload_on_change();
+        }
         let config = WriterConfig {
             start_deadline: start_deadline(settings),
-            ..WriterConfig::new(settings.http_config(), settings.write_batch_workers)
+            idempotency_key_retention: settings.idempotency_key_retention,
+            ..WriterConfig::new(http, settings.write_batch_workers)
         };
         Ok(Self::build_on(pool, cache, config))
     }
@@ -105,6 +114,14 @@ impl Application {
                 stopped,
             )
             .instrument(tracing::info_span!("outbox_repair")),
+        );
+        let key_expiry = tokio::spawn(
+            idempotency::expire_keys(
+                pool.clone(),
+                config.idempotency_key_retention,
+                stop.subscribe(),
+            )
+            .instrument(tracing::info_span!("idempotency_key_expiry")),
         );
         let (recorder, recorder_workers) = Recorder::start(
             pool.clone(),
@@ -128,6 +145,7 @@ impl Application {
             recorder_workers,
             repair,
             outbox_cleaner,
+            key_expiry,
         }
     }
 
@@ -172,15 +190,18 @@ impl Application {
             mut recorder_workers,
             repair,
             outbox_cleaner,
+            key_expiry,
         } = self;
         drop((router, state));
         let _ = stop.send(true);
         while recorder_workers.join_next().await.is_some() {}
         let repair_ended = repair.await;
         let cleaner_ended = outbox_cleaner.await;
+        let expiry_ended = key_expiry.await;
         tracing::info!(
             repair_ok = repair_ended.is_ok(),
             outbox_cleaner_ok = cleaner_ended.is_ok(),
+            key_expiry_ok = expiry_ended.is_ok(),
             "writer's background tasks stopped"
         );
     }

@@ -5,10 +5,11 @@ use axum::extract::State;
 use axum::http::header::LOCATION;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use shared::db::{self, NewRecord, RecordError};
 use shared::domain::{IdempotencyKey, NewTransaction, Recorded, Transaction, TransactionId};
-use shared::http::{ApiError, JsonObject, X_REQUEST_ID};
+use shared::http::{ApiError, ApiKeyId, JsonObject, X_REQUEST_ID};
 
 use crate::recorder::RecordFailure;
 use crate::AppState;
@@ -20,14 +21,20 @@ pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-
 
 pub(crate) async fn create_transaction(
     State(state): State<AppState>,
+    api_key: Option<Extension<ApiKeyId>>,
     headers: HeaderMap,
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
     let new = NewTransaction::try_from(&body)?;
+    // With API keys on, each API key has its own namespace of idempotency keys.
     let key = headers
         .get(IDEMPOTENCY_KEY)
         .map(|value| IdempotencyKey::parse(value.as_bytes()))
-        .transpose()?;
+        .transpose()?
+        .map(|key| match &api_key {
+            Some(Extension(ApiKeyId(id))) => key.scoped_to(id),
+            None => key,
+        });
     if let Some(replayed) = replay_if_known(&state, key.as_ref(), new).await? {
         return Ok(replayed);
     }

@@ -12,6 +12,9 @@ use uuid::Uuid;
 use writer::recorder;
 use writer::{Application, WriterConfig};
 
+/// The ends of the balance range (±(2^53 - 1), what JSON clients hold exactly).
+const MAX: i64 = shared::domain::Amount::MAX_SAFE;
+
 fn record(account_id: Uuid, amount: i64, key: Option<&str>) -> NewRecord {
     NewRecord {
         transaction_id: TransactionId::new_random(),
@@ -110,8 +113,8 @@ async fn refused_transactions_are_refused_alone_and_the_rest_of_the_batch_is_rec
     db::record_transactions(
         &pool,
         &[
-            record(account, i64::MAX - 5, Some("taken")),
-            record(low, i64::MIN + 5, None),
+            record(account, MAX - 5, Some("taken")),
+            record(low, -MAX + 5, None),
         ],
     )
     .await
@@ -137,12 +140,12 @@ async fn refused_transactions_are_refused_alone_and_the_rest_of_the_batch_is_rec
         summary(&recording.outcomes),
         [
             "1",
-            "BalanceOverflow",
+            "BalanceOutOfRange",
             "IdempotencyKeyTaken",
-            &(i64::MAX - 10).to_string(),
+            &(MAX - 10).to_string(),
             "IdempotencyKeyTaken",
-            "BalanceOverflow",
-            &(i64::MIN + 10).to_string(),
+            "BalanceOutOfRange",
+            &(-MAX + 10).to_string(),
             "5",
         ]
     );
@@ -154,11 +157,7 @@ async fn refused_transactions_are_refused_alone_and_the_rest_of_the_batch_is_rec
             .expect("accounts");
     assert_eq!(
         stored,
-        [
-            (low, i64::MIN + 10, 2),
-            (other, 5, 2),
-            (account, i64::MAX - 10, 2)
-        ]
+        [(low, -MAX + 10, 2), (other, 5, 2), (account, MAX - 10, 2)]
     );
     assert_eq!(stored_count(&pool, "transactions").await, 6);
     // One outbox row for the commit, listing only what it recorded.
@@ -195,7 +194,7 @@ async fn a_key_twice_in_one_batch_is_recorded_once_and_the_repeat_finds_it_taken
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn a_batch_whose_every_transaction_is_refused_writes_nothing(pool: PgPool) {
     let account = Uuid::new_v4();
-    db::record_transactions(&pool, &[record(account, i64::MAX, Some("taken"))])
+    db::record_transactions(&pool, &[record(account, MAX, Some("taken"))])
         .await
         .expect("first");
     let recording = db::record_transactions(
@@ -209,7 +208,7 @@ async fn a_batch_whose_every_transaction_is_refused_writes_nothing(pool: PgPool)
     .expect("one statement");
     assert_eq!(
         summary(&recording.outcomes),
-        ["BalanceOverflow", "IdempotencyKeyTaken"]
+        ["BalanceOutOfRange", "IdempotencyKeyTaken"]
     );
     assert_eq!(recording.outbox, None);
     assert_eq!(stored_count(&pool, "transactions").await, 1);
@@ -220,7 +219,7 @@ async fn a_batch_whose_every_transaction_is_refused_writes_nothing(pool: PgPool)
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
 async fn a_batch_the_statement_cannot_decide_is_recorded_one_by_one(pool: PgPool) {
     let account = Uuid::new_v4();
-    db::record_transactions(&pool, &[record(account, i64::MAX - 5, None)])
+    db::record_transactions(&pool, &[record(account, MAX - 5, None)])
         .await
         .expect("first");
     // One by one: +10 overflows; +3 then fits. Adding every earlier row, as the statement does,
@@ -228,7 +227,7 @@ async fn a_batch_the_statement_cannot_decide_is_recorded_one_by_one(pool: PgPool
     let batch = [record(account, 10, None), record(account, 3, None)];
     let refused = db::record_transactions(&pool, &batch).await;
     assert!(
-        matches!(refused, Err(RecordError::BalanceOverflow)),
+        matches!(refused, Err(RecordError::BalanceOutOfRange)),
         "{refused:?}"
     );
     assert_eq!(stored_count(&pool, "transactions").await, 1);
@@ -237,7 +236,7 @@ async fn a_batch_the_statement_cannot_decide_is_recorded_one_by_one(pool: PgPool
 
     assert_eq!(
         summary(&outcomes),
-        ["Statement(BalanceOverflow)", &(i64::MAX - 2).to_string()]
+        ["Statement(BalanceOutOfRange)", &(MAX - 2).to_string()]
     );
     assert_eq!(outbox.len(), 1);
     assert_eq!(stored_count(&pool, "transactions").await, 2);

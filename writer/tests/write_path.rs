@@ -50,7 +50,15 @@ async fn bad_bodies_are_refused_with_400_and_a_message_naming_the_problem() {
         ),
         (
             r#"{"account_id": "0afd02d3-6c59-46e7-b7bc-893c5e0b7ac2", "amount": 9223372036854775808}"#,
-            "64-bit",
+            "from -9007199254740991 to 9007199254740991",
+        ),
+        (
+            r#"{"account_id": "0afd02d3-6c59-46e7-b7bc-893c5e0b7ac2", "amount": 9007199254740992}"#,
+            "from -9007199254740991 to 9007199254740991",
+        ),
+        (
+            r#"{"account_id": "0afd02d3-6c59-46e7-b7bc-893c5e0b7ac2", "amount": 1, "amount": 2}"#,
+            r#"the key "amount" more than once"#,
         ),
     ];
     for (body, expected) in cases {
@@ -195,12 +203,15 @@ async fn a_transaction_is_committed_with_its_balance_and_answered_with_201(pool:
 }
 
 #[sqlx::test(migrator = "shared::db::MIGRATOR")]
-async fn a_deposit_that_would_overflow_the_balance_is_refused_and_changes_nothing(pool: PgPool) {
+async fn a_deposit_that_would_take_the_balance_out_of_range_is_refused_and_changes_nothing(
+    pool: PgPool,
+) {
+    let max = shared::domain::Amount::MAX_SAFE;
     let app = writer_app(pool.clone(), testing::isolated_cache());
     let account_id = Uuid::new_v4();
     let (status, _) = send(
         &app,
-        post_json("/transactions", transaction_body(account_id, i64::MAX)),
+        post_json("/transactions", transaction_body(account_id, max)),
     )
     .await;
     assert_eq!(status, StatusCode::CREATED);
@@ -211,13 +222,10 @@ async fn a_deposit_that_would_overflow_the_balance_is_refused_and_changes_nothin
     )
     .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(error_message(&json).contains("overflow"));
+    assert!(error_message(&json).contains("9007199254740991"));
 
     // Neither the balance nor the transactions nor the outbox moved.
-    assert_eq!(
-        balance_and_sum(&pool, account_id).await,
-        (i64::MAX, i64::MAX, 1)
-    );
+    assert_eq!(balance_and_sum(&pool, account_id).await, (max, max, 1));
     let outbox: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM publish_outbox o JOIN transactions t USING (transaction_id)
          WHERE t.account_id = $1 AND t.amount = 1",

@@ -26,16 +26,17 @@ pub async fn load_account(
     }))
 }
 
-/// The transaction an idempotency key created, if any.
+/// The transaction an idempotency key created (in its scope), if any.
 pub async fn find_by_idempotency_key(
     pool: &PgPool,
     key: &IdempotencyKey,
 ) -> Result<Option<Transaction>, sqlx::Error> {
     let query = sqlx::query_as(
         "SELECT transaction_id, account_id, amount, created_at FROM transactions
-         WHERE idempotency_key = $1",
+         WHERE idempotency_key = $1 AND idempotency_scope = $2",
     )
-    .bind(key.as_str());
+    .bind(key.as_str())
+    .bind(key.scope());
     let row: Option<TransactionRow> =
         time_query("find_by_idempotency_key", query.fetch_optional(pool)).await?;
     Ok(row.map(transaction_from_row))

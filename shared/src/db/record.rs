@@ -13,9 +13,10 @@ pub const RECORD_TRANSACTIONS_SQL: &str = include_str!("record_transactions.sql"
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
-    /// A new balance would not fit in a signed 64-bit integer; this transaction was not written.
-    #[error("balance would overflow")]
-    BalanceOverflow,
+    /// A new balance would leave ±(2^53 - 1) (`Amount::MAX_SAFE`, what JSON clients hold
+    /// exactly); this transaction was not written.
+    #[error("balance would leave the JSON-safe range")]
+    BalanceOutOfRange,
     /// Another transaction already has this idempotency key (a retry, or a concurrent retry
     /// that won the race); this transaction was not written. Look it up with [`super::find_by_idempotency_key`].
     #[error("idempotency key already used")]
@@ -38,7 +39,7 @@ impl RecordError {
     /// unknown, so it is not.
     pub fn was_refused(&self) -> bool {
         match self {
-            Self::IdempotencyKeyTaken | Self::BalanceOverflow => true,
+            Self::IdempotencyKeyTaken | Self::BalanceOutOfRange => true,
             Self::Database(error @ sqlx::Error::Database(_)) => !is_unavailable(error),
             Self::Database(_) | Self::UnexpectedRows { .. } | Self::UnexpectedOutcome { .. } => {
                 false
@@ -73,10 +74,11 @@ impl RecordError {
     }
 }
 
-/// SQLSTATE 22003 numeric_value_out_of_range: `bigint + bigint` overflowed.
+/// SQLSTATE 22003 numeric_value_out_of_range: `bigint + bigint` overflowed (the statement's
+/// exactness guard).
 const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
-/// The unique index on `transactions.idempotency_key` (see the migrations).
-const IDEMPOTENCY_KEY_INDEX: &str = "transactions_idempotency_key_key";
+/// The unique index on `transactions (idempotency_scope, idempotency_key)` (see the migrations).
+const IDEMPOTENCY_KEY_INDEX: &str = "transactions_idempotency_scope_key";
 
 /// One `POST /transactions` to record: the id it gets, what it asks for, its idempotency key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,11 +129,16 @@ pub async fn record_transactions(
         .iter()
         .map(|r| r.idempotency_key.as_ref().map(IdempotencyKey::as_str))
         .collect();
+    let scopes: Vec<&str> = batch
+        .iter()
+        .map(|r| r.idempotency_key.as_ref().map_or("", IdempotencyKey::scope))
+        .collect();
     let query = sqlx::query_as(RECORD_TRANSACTIONS_SQL)
         .bind(ids)
         .bind(accounts)
         .bind(amounts)
-        .bind(keys);
+        .bind(keys)
+        .bind(scopes);
     let rows: Vec<RecordedRow> = time_query("record_transactions", query.fetch_all(pool))
         .await
         .map_err(record_error)?;
@@ -159,7 +166,7 @@ pub async fn record_transactions(
                     Ok(with_account_state(transaction, balance, version))
                 }
                 ("key_taken", ..) => Err(RecordError::IdempotencyKeyTaken),
-                ("balance_overflow", ..) => Err(RecordError::BalanceOverflow),
+                ("balance_overflow", ..) => Err(RecordError::BalanceOutOfRange),
                 // What was committed is then unknown: the whole batch fails, not this row.
                 _ => return Err(RecordError::UnexpectedOutcome { row, outcome }),
             },
@@ -171,11 +178,48 @@ pub async fn record_transactions(
 fn record_error(error: sqlx::Error) -> RecordError {
     match &error {
         sqlx::Error::Database(db) if db.code().as_deref() == Some(NUMERIC_VALUE_OUT_OF_RANGE) => {
-            RecordError::BalanceOverflow
+            RecordError::BalanceOutOfRange
         }
         sqlx::Error::Database(db) if db.constraint() == Some(IDEMPOTENCY_KEY_INDEX) => {
             RecordError::IdempotencyKeyTaken
         }
         _ => RecordError::Database(error),
+    }
+}
+
+/// Clears the idempotency keys of up to `limit` transactions recorded more than `retention`
+/// ago (their keys may be used again); returns how many. Rows another writer is clearing at the
+/// same time are skipped.
+pub async fn clear_expired_idempotency_keys(
+    pool: &PgPool,
+    retention: std::time::Duration,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    let query = sqlx::query(
+        "UPDATE transactions SET idempotency_key = NULL
+         WHERE transaction_id IN (
+             SELECT transaction_id FROM transactions
+             WHERE idempotency_key IS NOT NULL
+               AND created_at < now() - make_interval(secs => $1)
+             ORDER BY created_at
+             LIMIT $2
+             FOR UPDATE SKIP LOCKED)",
+    )
+    .bind(retention.as_secs_f64())
+    .bind(limit);
+    let done = time_query("clear_expired_idempotency_keys", query.execute(pool)).await?;
+    Ok(done.rows_affected())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Amount;
+
+    #[test]
+    fn the_statement_keeps_balances_in_the_range_of_amounts() {
+        let bounds = format!("BETWEEN -{0} AND {0}", Amount::MAX_SAFE);
+        assert_eq!(RECORD_TRANSACTIONS_SQL.matches(&bounds).count(), 3);
+        assert!(!RECORD_TRANSACTIONS_SQL.contains("9223372036854775808"));
     }
 }

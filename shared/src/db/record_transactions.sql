@@ -1,21 +1,23 @@
 -- Records a batch of transactions (one row per POST /transactions) in one statement, so in one
--- atomic commit and one round trip: $1..$4 are parallel arrays (transaction ids, account ids,
--- amounts, idempotency keys), in the order the requests arrived. A lone request is a batch of
+-- atomic commit and one round trip: $1..$5 are parallel arrays (transaction ids, account ids,
+-- amounts, idempotency keys, the keys' scopes: the API key id, '' without API keys), in the
+-- order the requests arrived. A lone request is a batch of
 -- one. shared/src/db/record.rs runs this text; the benchmark's limit phase (bench/lib/bench.py)
 -- runs the same file through pgbench.
 --
 -- A row that cannot be recorded is refused on its own, and the rest of the batch is recorded:
 -- `key_taken` (its idempotency key is already recorded; the writer sends a key at most once per
 -- batch) or `balance_overflow` (applied in input order after the rows recorded before it, its
--- account's balance would leave the bigint range). So one bad request costs its batch nothing
--- but its own row. The overflow check is set-based: each row's balance counts every earlier row
+-- account's balance would leave the range ±(2^53 - 1), which JSON clients hold exactly; see
+-- Amount::MAX_SAFE). So one bad request costs its batch nothing but its own row. The range
+-- check is set-based: each row's balance counts every earlier row
 -- of its account, from the balance in the statement's snapshot. Where that could differ from
 -- the one-by-one outcome (a row was refused, so later rows counted it; or a balance is near the
 -- range's ends, from the balance the account had when it was updated, which a concurrent batch
 -- may have changed since the snapshot), the statement verifies it (`exactness`); when it
 -- differs, the statement fails with numeric_value_out_of_range and writes nothing, and the
--- writer records the batch one request at a time. (So does a batch whose recorded amounts for
--- one account add up beyond the bigint range: the account's row is updated with that sum.)
+-- writer records the batch one request at a time. (Amounts are within ±(2^53 - 1), so a
+-- batch's sum for one account, at most 256 of them, stays far inside bigint.)
 --
 -- Each account's row is updated once, with the sum of its recorded amounts; accounts are locked
 -- in account_id order, so concurrent batches cannot deadlock. Every CTE sees the same snapshot;
@@ -24,12 +26,14 @@
 -- created_at, its account's balance and version right after that transaction (as if the batch
 -- were applied one by one in input order), and the commit's outbox row.
 WITH input AS (
-    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[]) WITH ORDINALITY
-        AS i (transaction_id, account_id, amount, idempotency_key, n)
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[])
+        WITH ORDINALITY AS i (transaction_id, account_id, amount, idempotency_key,
+                              idempotency_scope, n)
 ), decided AS MATERIALIZED (
-    SELECT transaction_id, account_id, amount, idempotency_key, n, start, running,
+    SELECT transaction_id, account_id, amount, idempotency_key, idempotency_scope, n, start,
+           running,
            CASE WHEN key_taken THEN 'key_taken'
-                WHEN start + running NOT BETWEEN -9223372036854775808 AND 9223372036854775807
+                WHEN start + running NOT BETWEEN -9007199254740991 AND 9007199254740991
                     THEN 'balance_overflow'
                 ELSE 'recorded' END AS outcome
     FROM (
@@ -40,6 +44,7 @@ WITH input AS (
         SELECT input.*, coalesce(accounts.balance, 0)::numeric AS start,
                idempotency_key IS NOT NULL AND EXISTS (
                    SELECT 1 FROM transactions t WHERE t.idempotency_key = input.idempotency_key
+                   AND t.idempotency_scope = input.idempotency_scope
                ) AS key_taken
         FROM input LEFT JOIN accounts USING (account_id)
       ) checked
@@ -57,8 +62,9 @@ WITH input AS (
             updated_at = now()
     RETURNING account_id, balance, version
 ), transaction AS (
-    INSERT INTO transactions (transaction_id, account_id, amount, idempotency_key)
-    SELECT transaction_id, account_id, amount, idempotency_key FROM decided
+    INSERT INTO transactions (transaction_id, account_id, amount, idempotency_key,
+                              idempotency_scope)
+    SELECT transaction_id, account_id, amount, idempotency_key, idempotency_scope FROM decided
     WHERE outcome = 'recorded' ORDER BY n
     RETURNING transaction_id, created_at
 ), outbox AS (
@@ -79,7 +85,7 @@ WITH input AS (
     -- when the final SELECT asks (a row refused, or near the range's ends).
     SELECT bool_and(outcome = 'key_taken'
                     OR (outcome = 'recorded') = (balance_before + amount
-                        BETWEEN -9223372036854775808 AND 9223372036854775807)) AS exact
+                        BETWEEN -9007199254740991 AND 9007199254740991)) AS exact
     FROM (
         SELECT d.outcome, d.amount,
                coalesce(a.balance - t.amount, d.start)
@@ -99,7 +105,7 @@ SELECT decided.outcome,
            CASE WHEN decided.outcome = 'balance_overflow'
                     OR (decided.outcome = 'recorded'
                         AND account.balance - totals.amount + decided.running
-                            NOT BETWEEN -9223372036854775808 AND 9223372036854775807)
+                            NOT BETWEEN -9007199254740991 AND 9007199254740991)
                     THEN (NOT (SELECT exact FROM exactness))::int
                 ELSE 0 END
        )::bigint AS exact_guard,

@@ -77,28 +77,41 @@ impl TransactionId {
     }
 }
 
-/// Money in whole units: positive is a deposit, negative a withdrawal.
+/// Money in whole units: positive is a deposit, negative a withdrawal, zero is recorded (a
+/// transaction that moves nothing; see docs/api-contract.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct Amount(i64);
 
 impl Amount {
-    /// Accepts only JSON integers that fit in an `i64`. `7.0` and `7.5` are refused: the
-    /// contract says whole units, and a float would silently lose precision above 2^53.
+    /// The largest magnitude of an amount, and of a balance: 2^53 - 1, the largest integer that
+    /// every JSON client holds exactly (JavaScript's `Number`, any IEEE double). Beyond it a
+    /// client would silently read a different number than the ledger holds.
+    pub const MAX_SAFE: i64 = (1 << 53) - 1;
+
+    /// Accepts only JSON integers from -[`Self::MAX_SAFE`] to [`Self::MAX_SAFE`]. `7.0` and
+    /// `7.5` are refused: the contract says whole units.
     pub fn parse(value: &Value) -> Result<Self, ValidationError> {
         let Value::Number(number) = value else {
             return Err(ValidationError::AmountNotAnInteger);
         };
         if let Some(amount) = number.as_i64() {
-            return Ok(Self(amount));
+            return match amount.checked_abs() {
+                Some(magnitude) if magnitude <= Self::MAX_SAFE => Ok(Self(amount)),
+                _ => Err(ValidationError::AmountOutOfRange),
+            };
         }
         if number.is_u64() {
             return Err(ValidationError::AmountOutOfRange);
         }
-        // serde_json reads integer literals beyond u64 as floats: tell "too big" apart from
-        // "has a fraction".
+        // serde_json reads integer literals beyond u64, and exponents, as floats: tell "too big"
+        // apart from "has a fraction".
         match number.as_f64() {
-            Some(float) if float.is_finite() && float.fract() == 0.0 && float.abs() >= 9.2e18 => {
+            Some(float)
+                if float.is_finite()
+                    && float.fract() == 0.0
+                    && float.abs() > Self::MAX_SAFE as f64 =>
+            {
                 Err(ValidationError::AmountOutOfRange)
             }
             _ => Err(ValidationError::AmountNotAnInteger),
@@ -117,25 +130,46 @@ impl From<i64> for Amount {
 }
 
 /// A client-chosen key that makes a `POST /transactions` safe to retry: the same key with the
-/// same request applies it once.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdempotencyKey(String);
+/// same request applies it once. Keys are scoped: with API keys on, to the API key that sent it
+/// (two clients never share a key, nor learn of each other's); without, to everyone.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey {
+    key: String,
+    scope: String,
+}
 
 impl IdempotencyKey {
     pub const MAX_LEN: usize = 255;
 
+    /// A key in the unscoped namespace (no API keys); see [`Self::scoped_to`].
     pub fn parse(raw: &[u8]) -> Result<Self, ValidationError> {
         let printable = raw.iter().all(|byte| (0x20..=0x7e).contains(byte));
         match std::str::from_utf8(raw) {
             Ok(key) if printable && !key.trim().is_empty() && key.len() <= Self::MAX_LEN => {
-                Ok(Self(key.to_owned()))
+                Ok(Self {
+                    key: key.to_owned(),
+                    scope: String::new(),
+                })
             }
             _ => Err(ValidationError::InvalidIdempotencyKey),
         }
     }
 
+    /// The same key in the namespace of one API key (its id).
+    pub fn scoped_to(self, scope: &str) -> Self {
+        Self {
+            scope: scope.to_owned(),
+            ..self
+        }
+    }
+
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.key
+    }
+
+    /// The id of the API key whose namespace this key is in; empty without API keys.
+    pub fn scope(&self) -> &str {
+        &self.scope
     }
 }
 
@@ -251,26 +285,44 @@ mod tests {
     }
 
     #[test]
-    fn amounts_must_fit_in_64_bits() {
-        assert_eq!(Amount::parse(&json!(i64::MAX)), Ok(Amount(i64::MAX)));
-        assert_eq!(Amount::parse(&json!(i64::MIN)), Ok(Amount(i64::MIN)));
-        assert_eq!(
-            Amount::parse(&json!(i64::MAX as u64 + 1)),
-            Err(ValidationError::AmountOutOfRange)
-        );
-        let huge: Value = serde_json::from_str("123456789012345678901234567890").expect("json");
-        assert_eq!(Amount::parse(&huge), Err(ValidationError::AmountOutOfRange));
-        let very_negative: Value = serde_json::from_str("-9223372036854775809").expect("json");
-        assert_eq!(
-            Amount::parse(&very_negative),
-            Err(ValidationError::AmountOutOfRange)
-        );
+    fn amounts_must_be_integers_json_clients_hold_exactly() {
+        let max = Amount::MAX_SAFE;
+        assert_eq!(max, 9_007_199_254_740_991);
+        assert_eq!(Amount::parse(&json!(max)), Ok(Amount(max)));
+        assert_eq!(Amount::parse(&json!(-max)), Ok(Amount(-max)));
+        assert_eq!(Amount::parse(&json!(0)), Ok(Amount(0)));
+        for beyond in [
+            json!(max + 1),
+            json!(-max - 1),
+            json!(i64::MAX),
+            json!(i64::MIN),
+            json!(i64::MAX as u64 + 1),
+        ] {
+            assert_eq!(
+                Amount::parse(&beyond),
+                Err(ValidationError::AmountOutOfRange),
+                "{beyond}"
+            );
+        }
+        for literal in [
+            "123456789012345678901234567890",
+            "-9223372036854775809",
+            "9007199254740993e0",
+            "1e300",
+        ] {
+            let huge: Value = serde_json::from_str(literal).expect("json");
+            assert_eq!(
+                Amount::parse(&huge),
+                Err(ValidationError::AmountOutOfRange),
+                "{literal}"
+            );
+        }
     }
 
     #[test]
     fn idempotency_keys_are_bounded_printable_ascii() {
         assert_eq!(
-            IdempotencyKey::parse(b"order-42/retry ok").map(|key| key.0),
+            IdempotencyKey::parse(b"order-42/retry ok").map(|key| key.key),
             Ok("order-42/retry ok".to_owned())
         );
         assert!(IdempotencyKey::parse(&[b'k'; 255]).is_ok());

@@ -30,7 +30,7 @@ pub enum ApiError {
     /// 415: the body is not declared as JSON.
     #[error("Content-Type must be application/json")]
     UnsupportedMediaType,
-    /// 422: well-formed, but it cannot be applied (e.g. the balance would overflow).
+    /// 422: well-formed, but it cannot be applied (e.g. the balance would leave its range).
     #[error("{0}")]
     Unprocessable(String),
     /// 503 with `Retry-After`: a dependency is unreachable or too slow; safe to retry.
@@ -89,8 +89,9 @@ impl From<sqlx::Error> for ApiError {
 impl From<RecordError> for ApiError {
     fn from(error: RecordError) -> Self {
         match error {
-            RecordError::BalanceOverflow => Self::Unprocessable(
-                "the account's balance would overflow a signed 64-bit integer; nothing was recorded"
+            RecordError::BalanceOutOfRange => Self::Unprocessable(
+                "the account's balance would leave -9007199254740991 to 9007199254740991 (2^53 - 1, \
+                 the largest integer every JSON client holds exactly); nothing was recorded"
                     .into(),
             ),
             RecordError::Database(ref cause) if RecordError::outcome_unknown_of(cause) => {

@@ -7,6 +7,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::{Map, Value};
 
+use super::unique_keys::UniqueKeys;
 use super::ApiError;
 use crate::domain::{Identifier, ValidationError};
 
@@ -14,7 +15,8 @@ use crate::domain::{Identifier, ValidationError};
 ///
 /// Refuses, each with its own message: a content type other than `application/json` (or
 /// `application/<something>+json`; parameters such as `charset` are fine) with 415, a body over
-/// the limit with 413, an empty body, malformed JSON, and JSON that is not an object with 400.
+/// the limit with 413, an empty body, malformed JSON, an object that repeats a key (at any depth;
+/// see `unique_keys`), and JSON that is not an object with 400.
 pub struct JsonObject(pub Map<String, Value>);
 
 impl<S: Send + Sync> FromRequest<S> for JsonObject {
@@ -36,9 +38,12 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
                 "request body is empty; expected a JSON object".into(),
             ));
         }
-        match serde_json::from_slice::<Value>(&body) {
-            Ok(Value::Object(fields)) => Ok(Self(fields)),
+        match serde_json::from_slice::<UniqueKeys>(&body) {
+            Ok(UniqueKeys(Value::Object(fields))) => Ok(Self(fields)),
             Ok(_) => Err(ValidationError::NotAnObject.into()),
+            Err(error) if error.is_data() => {
+                Err(ApiError::BadRequest(format!("request body {error}")))
+            }
             // serde_json's message says where the syntax broke; it describes the client's own
             // input, so it is safe to pass on.
             Err(error) => Err(ApiError::BadRequest(format!(

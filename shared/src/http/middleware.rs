@@ -4,7 +4,9 @@
 use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::header::{CONTENT_TYPE, ETAG, IF_NONE_MATCH, LINK, LOCATION, RETRY_AFTER};
+use axum::http::header::{
+    AUTHORIZATION, CONTENT_TYPE, ETAG, IF_NONE_MATCH, LINK, LOCATION, RETRY_AFTER,
+};
 use axum::http::{HeaderName, HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -14,7 +16,8 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use super::{unrouted, ApiError, X_REQUEST_ID};
+use super::api_keys::require_api_key;
+use super::{unrouted, ApiError, ApiKeys, X_REQUEST_ID};
 use crate::telemetry::metrics::{self as m, HTTP_REQUESTS_IN_FLIGHT};
 
 /// What the shared middleware needs; settings fill it.
@@ -24,6 +27,8 @@ pub struct HttpConfig {
     pub request_timeout: Duration,
     /// Origins browsers may call from; empty means any (`*`).
     pub cors_allowed_origins: Vec<HeaderValue>,
+    /// `API_KEYS_FILE`'s keys; `None`: no API keys (the contract's behaviour).
+    pub api_keys: Option<ApiKeys>,
 }
 
 /// `CorsLayer` answers every `OPTIONS` as a preflight; only real preflights (with `Origin` and
@@ -48,6 +53,7 @@ fn cors(origins: &[HeaderValue]) -> CorsLayer {
     let layer = CorsLayer::new()
         .allow_methods([Method::GET, Method::HEAD, Method::POST])
         .allow_headers([
+            AUTHORIZATION,
             CONTENT_TYPE,
             IF_NONE_MATCH,
             X_REQUEST_ID,
@@ -70,12 +76,19 @@ fn cors(origins: &[HeaderValue]) -> CorsLayer {
 }
 
 /// Wraps a service's routes in the shared middleware: metrics per matched route, JSON 404/405, CORS,
-/// request ids (kept from nginx, or made here), a span per request, a request timeout, a body
-/// limit, and a panic guard that still answers with a JSON 500.
+/// request ids (kept from nginx, or made here), a span per request, API keys when they are on,
+/// a request timeout, a body limit, and a panic guard that still answers with a JSON 500.
 pub fn with_middleware(routes: Router, config: HttpConfig) -> Router {
-    routes
+    let routes = routes
         .route_layer(middleware::from_fn(track_http))
-        .fallback(unrouted)
+        .fallback(unrouted);
+    // Inside CORS (a preflight carries no credentials) and the span (which records the key id);
+    // absent, not skipped, without API keys: no cost per request.
+    let routes = match config.api_keys {
+        Some(keys) => routes.layer(middleware::from_fn_with_state(keys, require_api_key)),
+        None => routes,
+    };
+    routes
         .layer(middleware::from_fn_with_state(
             config.request_timeout,
             request_timeout,
@@ -99,6 +112,7 @@ pub fn with_middleware(routes: Router, config: HttpConfig) -> Router {
                     method = %request.method(),
                     path = %request.uri().path(),
                     request_id = %request_id,
+                    api_key = tracing::field::Empty,
                 )
             }),
         )

@@ -83,6 +83,8 @@ pub const VARIABLES: &[Variable] = &[
     read_by_library("RUST_LOG", Some(DEFAULT_LOG_FILTER)),
     both("LOG_FORMAT", "json"),
     both("CORS_ALLOWED_ORIGINS", "*"),
+    optional("API_KEYS_FILE"),
+    both("IDEMPOTENCY_KEY_RETENTION_SECONDS", "86400"),
 ];
 
 /// A source of variables, where an unset and an empty variable both mean "use the default"

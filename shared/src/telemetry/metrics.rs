@@ -37,6 +37,7 @@ pub const PUBLISH_FAILURES_TOTAL: &str = "publish_failures_total";
 pub const PUBLISH_REPAIRS_TOTAL: &str = "publish_repairs_total";
 pub const PUBLISH_BACKLOG_OLDEST_AGE_SECONDS: &str = "publish_backlog_oldest_age_seconds";
 pub const BUILD_INFO: &str = "build_info";
+pub const AUTH_REFUSALS_TOTAL: &str = "http_auth_refusals_total";
 pub const WRITE_BATCH_SIZE: &str = "write_batch_size";
 
 /// Histogram buckets, in seconds: resolve 0.5 ms to 5 s. Set explicitly so the exporter
@@ -118,6 +119,10 @@ fn describe_all() {
     describe_histogram!(
         WRITE_BATCH_SIZE,
         "Transactions the writer committed together in one statement (group commit)."
+    );
+    describe_counter!(
+        AUTH_REFUSALS_TOTAL,
+        "Requests refused for their API key, by reason (missing, invalid, scope); never by key."
     );
     describe_gauge!(
         BUILD_INFO,
