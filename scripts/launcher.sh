@@ -385,11 +385,22 @@ status() {
   return "$rc"
 }
 
+# reload: every writer and reader reads API_KEYS_FILE again (SIGHUP); nothing restarts and no
+# request is dropped. Without API keys a service logs the signal and carries on.
+reload() {
+  local name pid n=0
+  for name in $(known_instances | grep -E '^(writer|reader)'); do
+    if pid="$(instance_of "$name")"; then kill -HUP "$pid" && n=$((n + 1)); fi
+  done
+  say "sent SIGHUP to $n service instance(s): each reads API_KEYS_FILE again"
+}
+
 case "$command" in
   up) up ;;
+  reload) reload ;;
   down) down ;;
   status) status ;;
   check-ports) check_ports; refuse_foreign_ports ;;
   nginx-env) [ -n "$nginx_env_dir" ] || die "usage: $0 nginx-env DIR"; check_ports; choose_upstream; nginx_env "$nginx_env_dir" ;;
-  *) echo "usage: $0 up|down|status|check-ports|nginx-env DIR [--state DIR] [--writers N] [--readers M] [--proxy-port P] ..." >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|reload|check-ports|nginx-env DIR [--state DIR] [--writers N] [--readers M] [--proxy-port P] ..." >&2; exit 2 ;;
 esac

@@ -126,5 +126,6 @@ case "${1:-}" in
   stop) stop ;;
   status) http_ok "$PROXY_URL/ping" ;;
   deps) deps ;;
-  *) echo "usage: $0 start|stop|status|deps" >&2; exit 2 ;;
+  reload) bash "$ROOT/scripts/launcher.sh" reload ;;
+  *) echo "usage: $0 start|stop|status|deps|reload" >&2; exit 2 ;;
 esac

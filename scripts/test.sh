@@ -74,6 +74,9 @@ bash scripts/test-faults.sh
 step "resource soak, CI size: 200,000 writes through nginx with Redis capped at 16 MB, every read exact; fails on memory, series or p99 growth (tests/soak/)"
 SOAK_WRITES=200000 SOAK_REDIS_MAXMEMORY=16mb SOAK_STREAM_MAX_LEN=5000 SOAK_CHART=0 bash scripts/soak.sh
 
+step "security controls through nginx: API keys (401/403, scopes, per-key idempotency, reload, no secret in logs) on the same stack restarted with API_KEYS_FILE (tests/security/)"
+bash scripts/test-security.sh
+
 # The native stack is done with: stop it before the replicated topology and compose, which
 # need the CPU.
 cleanup

@@ -115,6 +115,9 @@ pub async fn serve_until_signal(
         },
         Duration::from_secs(1),
     ));
+    // SIGHUP asks a service to read its API keys again (http/api_keys.rs listens too); whether
+    // or not API keys are on, it must never end the process, as its default action would.
+    let hangups = tokio::spawn(log_hangups(name));
     let signalled = {
         let stop = stop.clone();
         async move {
@@ -136,6 +139,7 @@ pub async fn serve_until_signal(
     });
     let served = serve(api_listener, app, signalled, config.shutdown_timeout).await;
     let _ = stop.send(true);
+    hangups.abort();
     if let Some(socket_server) = socket_server {
         match socket_server.await {
             Ok(Err(error)) => {
@@ -158,6 +162,22 @@ pub async fn serve_until_signal(
         );
     }
     served
+}
+
+/// Logs each SIGHUP (and by listening, keeps it from ending the process).
+async fn log_hangups(name: &'static str) {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hangups) => {
+            while hangups.recv().await.is_some() {
+                tracing::info!("{name}: SIGHUP received");
+            }
+        }
+        Err(error) => tracing::warn!(
+            error = crate::telemetry::error_chain(&error),
+            "cannot listen for SIGHUP"
+        ),
+    }
 }
 
 /// Binds `LISTEN_SOCKET`. A socket file left by an earlier run (a crash leaves it) is replaced;
