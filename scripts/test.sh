@@ -33,6 +33,9 @@ step "cargo fmt --check and clippy"
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 
+step "advisory scan of the Rust dependencies (cargo audit; where GitHub is unreachable it says so and the GitHub workflow runs it)"
+bash scripts/audit.sh
+
 step "cargo test (a fresh database per test)"
 cargo test --locked --workspace
 
