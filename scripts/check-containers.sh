@@ -5,7 +5,8 @@
 #   dclint             docker-compose.yml (npm devDependency), plus the Compose JSON schema
 #   hadolint           every Dockerfile
 #   yamllint           every YAML file (.yamllint), plus the GitHub workflow schemas
-#   nginx -t           nginx/nginx.conf in the native layout and in the compose layout
+#   nginx -t           nginx/nginx.conf in the native layout and in the compose layout, each
+#                      with its edge/ off (no setting) and with every edge setting on
 #   node --test        tests/ops/: the compose layout (networks, mounts, ports, images, health
 #                      checks, Prometheus targets, Grafana provisioning)
 #
@@ -30,15 +31,16 @@ TAG=check-containers
 
 NGINX=""
 ensure_nginx() {
-  ensure_commands nginx=nginx
+  ensure_commands nginx=nginx openssl=openssl
   NGINX="$(exe_path nginx)"
 }
 
 # --- nginx -t -------------------------------------------------------------------------------
 
-# nginx_test LABEL ENV_DIR: tests nginx/nginx.conf with ENV_DIR as its env/, exactly as the
-# native stack (scripts/launcher.sh generates it into its state folder) or compose (mounts
-# nginx/compose at /etc/nginx/env) lays them out.
+# nginx_test LABEL ENV_DIR [EDGE_DIR]: tests nginx/nginx.conf with ENV_DIR as its env/ and
+# EDGE_DIR as its edge/ (default: the generator's output with no setting), exactly as the native
+# stack (scripts/launcher.sh generates both into its state folder) or compose (mounts
+# nginx/compose at /etc/nginx/env; nginx/edge/entrypoint.sh writes edge/) lays them out.
 #
 # `nginx -t` resolves upstream server names, and the compose names (writer, reader) exist only
 # on the compose network. So for the compose layout the names found in env/upstreams.conf are
@@ -47,10 +49,13 @@ ensure_nginx() {
 # throw-away copy, where only those host names are replaced by 127.0.0.1. Either way it is
 # this machine's nginx (Debian's), not the image's version.
 nginx_test() {
-  local label="$1" env_dir="$2" prefix names
+  local label="$1" env_dir="$2" edge_dir="${3:-}" prefix names
   prefix="$(mktemp -d)"
   cp nginx/nginx.conf "$prefix/nginx.conf"
   cp -R "$env_dir" "$prefix/env"
+  if [ -n "$edge_dir" ]; then cp -R "$edge_dir" "$prefix/edge"
+  else env -u RATE_LIMIT_RPS -u TRUSTED_PROXIES -u ALLOWED_HOSTS -u TLS_CERT -u TLS_KEY sh nginx/edge/generate.sh "$prefix/edge"
+  fi
   names="$(sed -nE 's/^[[:space:]]*server[[:space:]]+([A-Za-z][A-Za-z0-9.-]*)(:[0-9]+)?.*/\1/p' "$prefix/env/upstreams.conf" |
     grep -vxE 'localhost|[0-9.]+' | sort -u | tr '\n' ' ')"
   local args=(-t -e stderr -p "$prefix" -c "$prefix/nginx.conf" -g "pid $prefix/nginx.pid;")
@@ -93,6 +98,37 @@ native_nginx_test() {
   return "$status"
 }
 
+# Every edge setting on, with a throw-away certificate: what nginx -t must accept as well.
+# edge_on DIR: exports them, the certificate in DIR.
+edge_on() {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=localhost \
+    -keyout "$1/key.pem" -out "$1/cert.pem" 2>/dev/null || return 1
+  export RATE_LIMIT_RPS=10 RATE_LIMIT_BURST=20 API_KEYS_FILE=/run/keys TRUSTED_PROXIES=10.0.0.0/8,::1 \
+    ALLOWED_HOSTS=api.example.com,.example.org TLS_CERT="$1/cert.pem" TLS_KEY="$1/key.pem"
+}
+
+# The native layout with every edge setting on (the launcher's nginx-edge, as `up` runs it).
+native_edge_on_test() {
+  local env_dir status=0
+  env_dir="$(mktemp -d)"
+  (edge_on "$env_dir" && bash scripts/launcher.sh nginx-env "$env_dir/env" && bash scripts/launcher.sh nginx-edge "$env_dir/edge" &&
+    nginx_test "native, every edge setting on" "$env_dir/env" "$env_dir/edge") || status=$?
+  rm -rf "$env_dir"
+  return "$status"
+}
+
+# The compose layout: edge/ as the container's entrypoint script writes it, off (the empty
+# certificate compose mounts by default) and with every setting on.
+compose_edge_test() {
+  local mode="$1" edge status=0
+  edge="$(mktemp -d)"
+  (if [ "$mode" = on ]; then edge_on "$edge"; else unset RATE_LIMIT_RPS TRUSTED_PROXIES ALLOWED_HOSTS; export TLS_CERT=nginx/edge/no-tls.pem TLS_KEY=nginx/edge/no-tls.pem; fi &&
+    EDGE_DIR="$edge/edge" EDGE_GENERATOR=nginx/edge/generate.sh sh nginx/edge/entrypoint.sh &&
+    nginx_test "compose, edge $mode" nginx/compose "$edge/edge") || status=$?
+  rm -rf "$edge"
+  return "$status"
+}
+
 # --- the checks -----------------------------------------------------------------------------
 
 dockerfiles() {
@@ -132,7 +168,9 @@ check "hadolint" hadolint_all
 check "yamllint" "$VENV/bin/yamllint" --strict .
 check "GitHub workflow and dependabot schemas" workflow_schemas
 check "nginx -t (native layout)" native_nginx_test
-check "nginx -t (compose layout)" nginx_test compose nginx/compose
+check "nginx -t (native layout, every edge setting on)" native_edge_on_test
+check "nginx -t (compose layout, as its entrypoint writes edge/)" compose_edge_test off
+check "nginx -t (compose layout, every edge setting on)" compose_edge_test on
 check "compose layout test (tests/ops/)" node --test --test-reporter=spec tests/ops/
 
 echo

@@ -10,6 +10,7 @@
 #   scripts/launcher.sh down     end supervision, then stop every instance of the state folder
 #   scripts/launcher.sh status   one line per instance; exit 0 if all run and nginx answers
 #   scripts/launcher.sh nginx-env DIR   write the generated nginx env/ (upstreams, listen) to DIR
+#   scripts/launcher.sh nginx-edge DIR  write the generated nginx edge/ (nginx/edge/generate.sh) to DIR
 #   scripts/launcher.sh check-ports [--hint TEXT]   fail, naming the owner, if another process
 #                                holds one of the ports (`up` checks this first as well)
 #
@@ -25,6 +26,10 @@
 #                       ($CARGO_TARGET_DIR/release); the launcher runs copies in STATE/bin
 #   READER_WORKER_THREADS, WRITER_WORKER_THREADS   the readers' and the writers'
 #                       TOKIO_WORKER_THREADS, if set
+#   TLS_PORT            nginx's HTTPS port on 127.0.0.1, when TLS_CERT and TLS_KEY are set
+#   RATE_LIMIT_*, API_KEYS_FILE, TRUSTED_PROXIES, ALLOWED_HOSTS, TLS_CERT, TLS_KEY
+#                       nginx's edge controls (nginx/edge/generate.sh; README, "Rate limits and
+#                       HTTPS"); nginx's configuration is regenerated on every `up`
 #   PROXY_UPSTREAM      unix (default): nginx reaches each instance on a Unix socket in
 #                       STATE/sockets (its LISTEN_SOCKET); tcp: on its API port. Unix falls back
 #                       to tcp when a socket path would be too long or nginx's workers could not
@@ -56,7 +61,7 @@ while [ $# -gt 0 ]; do
     --reader-metrics-port) READER_METRICS_PORT="$2" ;;
     --binaries) SERVICE_BINARIES="$2" ;;
     --hint) hint="$2" ;;
-    *) [ "$command" = nginx-env ] && [ -z "$nginx_env_dir" ] && { nginx_env_dir="$1"; shift; continue; }
+    *) case "$command" in nginx-env | nginx-edge) [ -z "$nginx_env_dir" ] && { nginx_env_dir="$1"; shift; continue; } ;; esac
        die "unknown argument: $1" ;;
   esac
   shift 2
@@ -73,6 +78,11 @@ WRITER_PORT="${WRITER_PORT:-$DEFAULT_WRITER_PORT}"
 READER_PORT="${READER_PORT:-$DEFAULT_READER_PORT}"
 WRITER_METRICS_PORT="${WRITER_METRICS_PORT:-$DEFAULT_WRITER_METRICS_PORT}"
 READER_METRICS_PORT="${READER_METRICS_PORT:-$DEFAULT_READER_METRICS_PORT}"
+TLS_PORT="${TLS_PORT:-$DEFAULT_TLS_PORT}"
+# nginx reads the certificate relative to its prefix: make the paths absolute here.
+for _tls in TLS_CERT TLS_KEY; do
+  if [ -n "${!_tls:-}" ] && [ "${!_tls#/}" = "${!_tls}" ]; then export "$_tls=$PWD/${!_tls}"; fi
+done
 SERVICE_BINARIES="${SERVICE_BINARIES:-$(release_dir)}"
 SUPERVISE="$ROOT/scripts/lib/supervise.sh"
 BASH_EXE="$(readlink -f "$BASH")"
@@ -122,6 +132,7 @@ known_instances() {
 instance_ports() {
   local k
   echo "nginx $PROXY_PORT"
+  [ -z "${TLS_CERT:-}" ] || echo "nginx $TLS_PORT"
   for ((k = 1; k <= WRITERS; k++)); do
     printf '%s %s\n' "$(name writer "$k")" $((WRITER_PORT + k - 1)) "$(name writer "$k")" $((WRITER_METRICS_PORT + k - 1))
   done
@@ -316,12 +327,20 @@ nginx_env() {
     "$PROXY_PORT" >"$dir/listen.conf"
 }
 
+# nginx_edge dir: the edge controls (rate limits, trusted proxies, Host names, HTTPS) from the
+# settings in the environment, by the generator the containers run too.
+nginx_edge() {
+  EDGE_TLS_LISTEN="127.0.0.1:$TLS_PORT" sh "$ROOT/nginx/edge/generate.sh" "$1" ||
+    die "nginx's edge settings are invalid (see above)"
+}
+
 # nginx's stdout and stderr are always the log files, so that nginx.conf's /dev/stdout and
 # /dev/stderr (what compose's log collection reads) name files here too, whatever this script's
 # own stdio is: a socket (a Node child process), which nginx cannot open(), or a closed terminal.
 start_nginx() {
   mkdir -p "$NGINX_PREFIX"
   nginx_env "$NGINX_PREFIX/env"
+  nginx_edge "$NGINX_PREFIX/edge"
   ln -sfn "$ROOT/nginx/nginx.conf" "$NGINX_PREFIX/nginx.conf"
   local out="$LOGS/nginx.access.log" err="$LOGS/nginx.error.log" pid
   local args=(-p "$NGINX_PREFIX/" -c "$NGINX_PREFIX/nginx.conf" -e "$err")
@@ -402,5 +421,6 @@ case "$command" in
   status) status ;;
   check-ports) check_ports; refuse_foreign_ports ;;
   nginx-env) [ -n "$nginx_env_dir" ] || die "usage: $0 nginx-env DIR"; check_ports; choose_upstream; nginx_env "$nginx_env_dir" ;;
-  *) echo "usage: $0 up|down|status|reload|check-ports|nginx-env DIR [--state DIR] [--writers N] [--readers M] [--proxy-port P] ..." >&2; exit 2 ;;
+  nginx-edge) [ -n "$nginx_env_dir" ] || die "usage: $0 nginx-edge DIR"; nginx_edge "$nginx_env_dir" ;;
+  *) echo "usage: $0 up|down|status|reload|check-ports|nginx-env DIR|nginx-edge DIR [--state DIR] [--writers N] [--readers M] [--proxy-port P] ..." >&2; exit 2 ;;
 esac

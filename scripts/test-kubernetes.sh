@@ -28,7 +28,7 @@ KUBERNETES_VERSIONS=(1.33.0 1.37.0)
 # Kinds without a bundled schema: tests/kubernetes/custom-resources.mjs checks their fields.
 CUSTOM_KINDS="Cluster ServiceMonitor"
 OVERLAYS=(dev production)
-COMPONENTS=(service-monitor)
+COMPONENTS=(service-monitor ingress-tls)
 OUT="$ROOT/.stack/kubernetes"
 export KUBECONFIG=/dev/null
 
@@ -79,13 +79,15 @@ validate() {
 }
 
 # nginx_test FILE: nginx -t on the nginx.conf and env/ ConfigMaps rendered in FILE, with the
-# upstream host names (cluster Services) replaced by 127.0.0.1 in the throw-away copy.
+# upstream host names (cluster Services) replaced by 127.0.0.1 in the throw-away copy, and the
+# edge/ that the rendered entrypoint script writes from the rendered ledger-edge settings.
 nginx_test() {
   local file="$1" prefix status=0
   has_command nginx || { say "nginx is missing (apt-get install nginx)"; return 1; }
   prefix="$(mktemp -d)"
   node --input-type=module - "$file" "$prefix" <<'JS' || { rm -rf "$prefix"; return 1; }
 import { readFileSync, writeFileSync, mkdirSync } from "node:fs";
+import { execFileSync } from "node:child_process";
 import { parseAllDocuments } from "yaml";
 const [file, prefix] = process.argv.slice(2);
 const objs = parseAllDocuments(readFileSync(file, "utf8")).map((d) => d.toJS());
@@ -95,6 +97,12 @@ writeFileSync(`${prefix}/nginx.conf`, cm("nginx-conf").data["nginx.conf"]);
 for (const [name, text] of Object.entries(cm("nginx-env").data)) {
   writeFileSync(`${prefix}/env/${name}`, text.replace(/^(\s*server\s+)[a-z][a-z0-9.-]*(:[0-9]+)/gm, "$1127.0.0.1$2"));
 }
+mkdirSync(`${prefix}/ledger-edge`);
+for (const [name, text] of Object.entries(cm("nginx-edge-scripts").data)) writeFileSync(`${prefix}/ledger-edge/${name}`, text);
+execFileSync("sh", [`${prefix}/ledger-edge/entrypoint.sh`], {
+  stdio: "inherit",
+  env: { PATH: process.env.PATH, ...cm("ledger-edge").data, EDGE_DIR: `${prefix}/edge`, EDGE_GENERATOR: `${prefix}/ledger-edge/generate.sh` },
+});
 JS
   "$(exe_path nginx)" -t -q -e stderr -p "$prefix" -c "$prefix/nginx.conf" \
     -g "pid $prefix/nginx.pid;" || status=$?

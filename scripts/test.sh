@@ -71,6 +71,9 @@ bash scripts/test-schemathesis.sh
 step "monitoring: promtool checks, alert rule tests, every dashboard query against Prometheus"
 bash scripts/test-monitoring.sh
 
+step "edge controls through nginx: rate and connection limits (429 with RateLimit fields), trusted proxies, Host names, HTTPS (own stack on 23xxx, scripts/test-edge.sh)"
+bash scripts/test-edge.sh
+
 step "fault tests: Redis and PostgreSQL outages, SIGKILL and SIGTERM under load, hostile input, the launcher's supervision (own servers on other ports)"
 bash scripts/test-faults.sh
 

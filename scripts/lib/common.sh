@@ -48,7 +48,7 @@ exe_path() {
 use_port_set() {
   local name value
   for name in PROXY_PORT WRITER_PORT READER_PORT WRITER_METRICS_PORT READER_METRICS_PORT \
-    PROMETHEUS_PORT NODE_EXPORTER_PORT GRAFANA_PORT; do
+    PROMETHEUS_PORT NODE_EXPORTER_PORT GRAFANA_PORT TLS_PORT; do
     value="DEFAULT_$1$name"
     [ -n "${!value:-}" ] && export "$name=${!value}"
   done

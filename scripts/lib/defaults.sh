@@ -15,6 +15,14 @@ DEFAULT_WRITERS=1
 DEFAULT_READERS=1
 DEFAULT_PROMETHEUS_PORT=9090
 DEFAULT_NODE_EXPORTER_PORT=9100
+# nginx's edge controls (nginx/edge/generate.sh, which restates these for the containers):
+# rate limits off (RATE_LIMIT_RPS=0; RATE_LIMIT_BURST defaults to RATE_LIMIT_RPS), and when on,
+# unpaged listings per client per minute and requests in progress per address. nginx's HTTPS
+# port, when TLS_CERT and TLS_KEY are set (compose publishes it on the host's 127.0.0.1).
+DEFAULT_RATE_LIMIT_RPS=0
+DEFAULT_RATE_LIMIT_LIST_PER_MINUTE=12
+DEFAULT_RATE_LIMIT_CONN=32
+DEFAULT_TLS_PORT=8443
 # docker compose publishes nginx, Prometheus and Grafana on 127.0.0.1 (PROXY_PORT,
 # PROMETHEUS_PORT, GRAFANA_PORT in .env); inside the containers the ports are the ones above.
 DEFAULT_GRAFANA_PORT=3000
@@ -45,6 +53,16 @@ DEFAULT_TEST_REDIS_KEY_PREFIX=tm-test:
 DEFAULT_COMPOSE_TEST_PROXY_PORT=22080
 DEFAULT_COMPOSE_TEST_PROMETHEUS_PORT=22090
 DEFAULT_COMPOSE_TEST_GRAFANA_PORT=22300
+DEFAULT_COMPOSE_TEST_TLS_PORT=22443
+# The edge controls' test (scripts/test-edge.sh): its native stack, HTTPS on the last port.
+DEFAULT_EDGE_TEST_PROXY_PORT=23080
+DEFAULT_EDGE_TEST_WRITER_PORT=23081
+DEFAULT_EDGE_TEST_READER_PORT=23082
+DEFAULT_EDGE_TEST_WRITER_METRICS_PORT=23181
+DEFAULT_EDGE_TEST_READER_METRICS_PORT=23182
+DEFAULT_EDGE_TEST_TLS_PORT=23443
+DEFAULT_EDGE_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/transactions_edge
+DEFAULT_EDGE_TEST_REDIS_KEY_PREFIX=edge:test:
 
 # The fault-test stack (tests/faults/): its own PostgreSQL and Redis, and the same launcher on
 # other ports; FAULTS_PORT_OFFSET moves them all.

@@ -10,7 +10,7 @@ import { environment, generated, named, ofKind, render, selects, VARIANTS } from
 const BUILT_IN = new Set([
   "v1 Namespace", "v1 ConfigMap", "v1 Secret", "v1 Service",
   "apps/v1 Deployment", "apps/v1 StatefulSet",
-  "networking.k8s.io/v1 NetworkPolicy",
+  "networking.k8s.io/v1 NetworkPolicy", "networking.k8s.io/v1 Ingress",
   "autoscaling/v2 HorizontalPodAutoscaler", "policy/v1 PodDisruptionBudget",
 ]);
 

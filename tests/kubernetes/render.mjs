@@ -15,7 +15,7 @@ const KUBECTL =
 
 /** Every overlay, alone and with every optional component: what a user can apply. */
 export const OVERLAYS = ["dev", "production"];
-export const COMPONENTS = ["service-monitor"];
+export const COMPONENTS = ["service-monitor", "ingress-tls"];
 export const VARIANTS = OVERLAYS.flatMap((o) => [
   { name: o, overlay: o, components: [] },
   ...COMPONENTS.map((c) => ({ name: `${o}+${c}`, overlay: o, components: [c] })),

@@ -37,7 +37,7 @@ import { DEFAULTS } from "../lib/defaults.mjs";
 const EXPECTED_SERVICES = ["grafana", "nginx", "node-exporter", "postgres", "prometheus", "reader", "redis", "writer"];
 const APP = ["nginx", "writer", "reader", "postgres", "redis"];
 const MONITORING = ["prometheus", "grafana", "node-exporter", "writer", "reader"];
-const PUBLISHED = { nginx: ["8080"], grafana: ["3000"], prometheus: ["9090"] };
+const PUBLISHED = { nginx: ["8080", "8443"], grafana: ["3000"], prometheus: ["9090"] };
 const API_PORT = { writer: "8081", reader: "8082" };
 const METRICS_PORT = { writer: "9181", reader: "9182" };
 
@@ -84,7 +84,7 @@ describe("services and networks", () => {
 });
 
 describe("ports", () => {
-  test("only nginx 8080, grafana 3000 and prometheus 9090 are published", () => {
+  test("only nginx 8080 (and 8443, HTTPS when given a certificate), grafana 3000 and prometheus 9090 are published", () => {
     const published = Object.fromEntries(
       EXPECTED_SERVICES.map((name) => [name, portsOf(name).map((p) => p.target)]).filter(([, p]) => p.length > 0),
     );

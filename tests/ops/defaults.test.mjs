@@ -42,7 +42,9 @@ describe("scripts/lib/defaults.sh", () => {
 describe("docker compose restates them", () => {
   test("every compose variable that has a default in defaults.sh has the same default there", () => {
     const restated = variables(readYaml("docker-compose.yml")).filter(([name, fallback]) => fallback !== undefined && name in DEFAULTS);
-    assert.deepEqual(restated.map(([name]) => name).sort(), ["GRAFANA_PORT", "PROMETHEUS_PORT", "PROXY_PORT", "REDIS_MAXMEMORY"]);
+    assert.deepEqual(restated.map(([name]) => name).sort(), [
+      "GRAFANA_PORT", "PROMETHEUS_PORT", "PROXY_PORT", "RATE_LIMIT_CONN", "RATE_LIMIT_LIST_PER_MINUTE", "RATE_LIMIT_RPS", "REDIS_MAXMEMORY", "TLS_PORT",
+    ]);
     for (const [name, fallback] of restated) assert.equal(fallback, DEFAULTS[name], `\${${name}:-${fallback}}`);
   });
 
@@ -50,11 +52,14 @@ describe("docker compose restates them", () => {
     const shown = Object.fromEntries(
       read(".env.example").split("\n").map((line) => /^([A-Z0-9_]+)=(.*)$/.exec(line)).filter(Boolean).map((m) => [m[1], m[2]]),
     );
-    for (const name of ["PROXY_PORT", "PROMETHEUS_PORT", "GRAFANA_PORT", "REDIS_MAXMEMORY"]) assert.equal(shown[name], DEFAULTS[name], name);
+    for (const name of ["PROXY_PORT", "PROMETHEUS_PORT", "GRAFANA_PORT", "REDIS_MAXMEMORY", "TLS_PORT", "RATE_LIMIT_RPS", "RATE_LIMIT_LIST_PER_MINUTE", "RATE_LIMIT_CONN"]) {
+      assert.equal(shown[name], DEFAULTS[name], name);
+    }
   });
 
   test("inside the containers: nginx, Prometheus and Grafana listen on the default ports", () => {
-    assert.deepEqual(portsOf("nginx").map((p) => p.target), [DEFAULTS.PROXY_PORT]);
+    assert.deepEqual(portsOf("nginx").map((p) => p.target), [DEFAULTS.PROXY_PORT, DEFAULTS.TLS_PORT]);
+    assert.match(read("nginx/edge/entrypoint.sh"), new RegExp(`EDGE_TLS_LISTEN=${DEFAULTS.TLS_PORT} `), "nginx's HTTPS listener in the container");
     assert.deepEqual(portsOf("prometheus").map((p) => p.target), [DEFAULTS.PROMETHEUS_PORT]);
     assert.deepEqual(portsOf("grafana").map((p) => p.target), [DEFAULTS.GRAFANA_PORT]);
   });
@@ -108,6 +113,15 @@ describe("the images, the manifests and Prometheus restate them", () => {
 });
 
 describe("the scripts and tests read them", () => {
+  test("nginx/edge/generate.sh falls back on the defaults of the edge settings (the containers cannot read defaults.sh)", () => {
+    const text = read("nginx/edge/generate.sh");
+    for (const name of ["RATE_LIMIT_RPS", "RATE_LIMIT_LIST_PER_MINUTE", "RATE_LIMIT_CONN"]) {
+      const fallback = new RegExp(`\\$\\{${name}:-([^}]*)\\}`).exec(text)?.[1];
+      assert.equal(fallback, DEFAULTS[name], `\${${name}:-...} in nginx/edge/generate.sh`);
+    }
+    assert.match(text, /burst="\$\{RATE_LIMIT_BURST:-\}"[\s\S]*\[ -n "\$burst" \] \|\| burst="\$rps"/, "RATE_LIMIT_BURST defaults to RATE_LIMIT_RPS");
+  });
+
   test("the replicated topology's settings resolve to the defaults (scripts/ha/stores.sh env)", () => {
     const out = execFileSync("bash", ["scripts/ha/stores.sh", "env"], { cwd: ROOT, env: { PATH: process.env.PATH }, encoding: "utf8" });
     const env = Object.fromEntries(out.trim().split("\n").map((line) => [line.slice(0, line.indexOf("=")), line.slice(line.indexOf("=") + 1)]));
