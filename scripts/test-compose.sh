@@ -24,7 +24,7 @@
 # cannot be had (Grafana, offline) is left out, and the output says so.
 #
 # Ports: the stack publishes nginx, Prometheus and Grafana on 127.0.0.1 on ports of its own
-# (PROXY_PORT, PROMETHEUS_PORT, GRAFANA_PORT = scripts/lib/defaults.sh's DEFAULT_COMPOSE_TEST_*;
+# (PROXY_PORT, PROMETHEUS_PORT, GRAFANA_PORT, TLS_PORT = scripts/lib/defaults.sh's DEFAULT_COMPOSE_TEST_*;
 # docker-compose.yml's defaults are 8080, 9090 and 3000), so a stack of yours (npm start, or
 # compose as `ledger`) keeps running meanwhile. Two runs of this script from two checkouts
 # would collide on them: everything from `up` to the teardown holds /tmp/tm-ports.lock
