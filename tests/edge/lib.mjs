@@ -3,12 +3,15 @@
 // proxy's 127.0.0.1, so each case's clients are addresses of their own).
 
 import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import http from "node:http";
 import https from "node:https";
+import path from "node:path";
 import { DEFAULTS, ROOT } from "../lib/defaults.mjs";
 
 export const PROXY_PORT = Number(process.env.PROXY_PORT || DEFAULTS.EDGE_TEST_PROXY_PORT);
 export const TLS_PORT = Number(process.env.TLS_PORT || DEFAULTS.EDGE_TEST_TLS_PORT);
+const STATE = process.env.STACK_STATE_DIR || path.join(ROOT, ".stack/edge-test");
 
 /** Every edge setting, unset: the baseline each case adds its own settings to. */
 const EDGE_SETTINGS = [
@@ -16,20 +19,29 @@ const EDGE_SETTINGS = [
   "API_KEYS_FILE", "TRUSTED_PROXIES", "ALLOWED_HOSTS", "TLS_CERT", "TLS_KEY",
 ];
 
+/** Workers of the stack's nginx that still run an earlier configuration (after a reload). */
+function oldWorkers() {
+  const master = readFileSync(path.join(STATE, "nginx/nginx.pid"), "utf8").trim();
+  const out = execFileSync("ps", ["--ppid", master, "-o", "args="], { encoding: "utf8" });
+  return out.split("\n").filter((line) => line.includes("shutting down")).length;
+}
+
 /**
  * Runs `scripts/launcher.sh up` with these edge settings (nginx's edge/ is regenerated and nginx
- * reloaded; the services keep running as they are), then waits until `ready` holds: a reload
- * lets old workers finish, so the new configuration is in force a moment after `up` returns.
+ * reloaded; the services keep running as they are), then waits until the workers of the old
+ * configuration have exited (with reuseport each had a listening socket of its own, which could
+ * still take a new connection) and `ready` holds five times in a row.
  */
 export async function reconfigure(settings, ready) {
   const env = { ...process.env };
   for (const name of EDGE_SETTINGS) delete env[name];
   Object.assign(env, settings);
   execFileSync("bash", ["scripts/launcher.sh", "up"], { cwd: ROOT, env, stdio: ["ignore", "ignore", "inherit"] });
-  const deadline = Date.now() + 15_000;
-  while (!(await ready())) {
-    if (Date.now() > deadline) throw new Error(`nginx did not take ${JSON.stringify(settings)} within 15 s`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
+  const deadline = Date.now() + 20_000;
+  for (let inARow = 0; inARow < 5; ) {
+    inARow = oldWorkers() === 0 && (await ready()) ? inARow + 1 : 0;
+    if (Date.now() > deadline) throw new Error(`nginx did not take ${JSON.stringify(settings)} within 20 s`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
   }
 }
 
