@@ -7,7 +7,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -17,6 +17,8 @@ import { ROOT } from "../lib/defaults.mjs";
 import { PROXY_PORT, TLS_PORT, burst, reconfigure, request, statuses } from "./lib.mjs";
 
 const scratch = mkdtempSync(path.join(os.tmpdir(), "edge-test-"));
+// Started as root, the services run as nobody (scripts/launcher.sh) and read the keys file here.
+chmodSync(scratch, 0o755);
 process.on("exit", () => rmSync(scratch, { recursive: true, force: true }));
 
 const count = (answers, status) => answers.filter((a) => a.status === status).length;
@@ -122,42 +124,6 @@ test("a connection limit per address: one request more than RATE_LIMIT_CONN in p
   assert.equal(again.status, 200, "the connections ended, the address is served again");
 });
 
-/** An API keys file in the services' format: `<key-id> <scopes> <sha256-hex of the secret>`. */
-function keysFile(secrets) {
-  const file = path.join(scratch, "api-keys");
-  const lines = Object.entries(secrets).map(([id, secret]) => `${id} read,write ${createHash("sha256").update(secret).digest("hex")}`);
-  writeFileSync(file, lines.join("\n") + "\n");
-  return file;
-}
-
-test("with API keys on, the client is its key: another key from the same address is not limited, and new keys per request do not escape the per-address limit", async () => {
-  const alice = `alice-${randomUUID()}`;
-  const bob = `bob-${randomUUID()}`;
-  await reconfigure({ RATE_LIMIT_RPS: "5", RATE_LIMIT_BURST: "5", API_KEYS_FILE: keysFile({ alice, bob }) },
-    policyOn("127.0.0.30", '"per-address";q=20;w=1;ledger-burst=20'));
-  // Whether the services check the keys (401/403) or not, nginx's answer is 429 or theirs.
-  const as = (secret) => ({ authorization: `Bearer ${secret}` });
-
-  const aliceReads = await burst(12, () => request("GET", `/accounts/${randomUUID()}`, { from: "127.0.0.31", headers: as(alice) }));
-  assert.ok(count(aliceReads, 429) >= 3, `alice: ${statuses(aliceReads)}`);
-  for (const a of aliceReads.filter((x) => x.status === 429)) {
-    assertLimited(a, "reads", 1);
-    assert.match(a.json.error, /API key/);
-  }
-  const bobRead = await request("GET", `/accounts/${randomUUID()}`, { from: "127.0.0.31", headers: as(bob) });
-  assert.notEqual(bobRead.status, 429, "bob, from alice's address, is limited by alice's requests");
-  assert.ok(bobRead.status > 0, String(bobRead.error));
-
-  // A new made-up key with every request: each key's zone is fresh, the address's (4 x the
-  // rate, 4 x the burst) is not.
-  const sprayed = await burst(60, () =>
-    request("GET", `/accounts/${randomUUID()}`, { from: "127.0.0.32", headers: as(randomUUID()) }));
-  assert.ok(count(sprayed, 429) >= 30, `60 requests with 60 keys at once: ${count(sprayed, 429)} got 429`);
-  for (const a of sprayed.filter((x) => x.status === 429)) assert.equal(a.headers["retry-after"], "1");
-  const bystander = await request("GET", `/accounts/${randomUUID()}`, { from: "127.0.0.33", headers: as(bob) });
-  assert.notEqual(bystander.status, 429, "another address with bob's key is limited by the spraying");
-});
-
 test("behind a trusted proxy the client is the address it forwards; from anywhere else X-Forwarded-For is ignored", async () => {
   await reconfigure({ RATE_LIMIT_RPS: "5", RATE_LIMIT_BURST: "5", TRUSTED_PROXIES: "127.0.0.40/32" },
     policyOn("127.0.0.41", '"reads";q=5;'));
@@ -252,8 +218,49 @@ test("TLS_CERT and TLS_KEY: HTTPS with the operator's certificate, TLS 1.2+ only
   assert.equal(modern, "TLSv1.2");
 });
 
+/** An API keys file in the services' format: `<key-id> <scopes> <sha256-hex of the secret>`. */
+function keysFile(secrets) {
+  const file = path.join(scratch, "api-keys");
+  const lines = Object.entries(secrets).map(([id, secret]) => `${id} read,write ${createHash("sha256").update(secret).digest("hex")}`);
+  writeFileSync(file, lines.join("\n") + "\n", { mode: 0o644 });
+  return file;
+}
+
+// Last but one: the services start again with the keys (they check them: 401 without a valid
+// one), and the last test starts them again without.
+test("with API keys on, the client is its key: another key from the same address is not limited, and new keys per request do not escape the per-address limit", async () => {
+  const alice = `alice-${randomUUID()}`;
+  const bob = `bob-${randomUUID()}`;
+  await reconfigure({ RATE_LIMIT_RPS: "5", RATE_LIMIT_BURST: "5", API_KEYS_FILE: keysFile({ alice, bob }) },
+    policyOn("127.0.0.30", '"per-address";q=20;w=1;ledger-burst=20'), { restart: true });
+  const as = (secret) => ({ authorization: `Bearer ${secret}` });
+  // The services check the keys behind nginx's limits.
+  const anonymous = await request("GET", `/accounts/${randomUUID()}`, { from: "127.0.0.34" });
+  assert.equal(anonymous.status, 401, anonymous.text);
+
+  const aliceReads = await burst(12, () => request("GET", `/accounts/${randomUUID()}`, { from: "127.0.0.31", headers: as(alice) }));
+  assert.ok(count(aliceReads, 429) >= 3, `alice: ${statuses(aliceReads)}`);
+  for (const a of aliceReads.filter((x) => x.status === 429)) {
+    assertLimited(a, "reads", 1);
+    assert.match(a.json.error, /API key/);
+  }
+  assert.ok(count(aliceReads, 404) >= 1, `alice's key was not accepted: ${statuses(aliceReads)}`);
+  const bobRead = await request("GET", `/accounts/${randomUUID()}`, { from: "127.0.0.31", headers: as(bob) });
+  assert.equal(bobRead.status, 404, `bob, from alice's address: ${bobRead.status} ${bobRead.text}`);
+
+  // A new made-up key with every request: each key's zone is fresh, the address's (4 x the
+  // rate, 4 x the burst) is not.
+  const sprayed = await burst(60, () =>
+    request("GET", `/accounts/${randomUUID()}`, { from: "127.0.0.32", headers: as(randomUUID()) }));
+  assert.ok(count(sprayed, 429) >= 30, `60 requests with 60 keys at once: ${count(sprayed, 429)} got 429`);
+  assert.equal(count(sprayed, 401) + count(sprayed, 429), 60, `made-up keys: ${statuses(sprayed)}`);
+  for (const a of sprayed.filter((x) => x.status === 429)) assert.equal(a.headers["retry-after"], "1");
+  const bystander = await request("GET", `/accounts/${randomUUID()}`, { from: "127.0.0.33", headers: as(bob) });
+  assert.equal(bystander.status, 404, `another address with bob's key: ${bystander.status} ${bystander.text}`);
+});
+
 test("back to no settings: the HTTPS port closes and every Host is served again", async () => {
-  await reconfigure({}, async () => (await request("GET", "/ping", { tls: { rejectUnauthorized: false } })).status === 0);
+  await reconfigure({}, async () => (await request("GET", "/ping", { tls: { rejectUnauthorized: false } })).status === 0, { restart: true });
   const answer = await request("POST", "/transactions", { headers: { host: "evil.invalid" }, body: deposit() });
   assert.equal(answer.status, 201, answer.text);
 });

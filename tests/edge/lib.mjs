@@ -28,14 +28,16 @@ function oldWorkers() {
 
 /**
  * Runs `scripts/launcher.sh up` with these edge settings (nginx's edge/ is regenerated and nginx
- * reloaded; the services keep running as they are), then waits until the workers of the old
+ * reloaded; the services keep running as they are, unless `restart`), then waits until the workers of the old
  * configuration have exited (with reuseport each had a listening socket of its own, which could
  * still take a new connection) and `ready` holds five times in a row.
  */
-export async function reconfigure(settings, ready) {
+export async function reconfigure(settings, ready, { restart = false } = {}) {
   const env = { ...process.env };
   for (const name of EDGE_SETTINGS) delete env[name];
   Object.assign(env, settings);
+  // With restart, the services start again too, with these settings (API_KEYS_FILE is theirs).
+  if (restart) execFileSync("bash", ["scripts/launcher.sh", "down"], { cwd: ROOT, env, stdio: ["ignore", "ignore", "inherit"] });
   execFileSync("bash", ["scripts/launcher.sh", "up"], { cwd: ROOT, env, stdio: ["ignore", "ignore", "inherit"] });
   const deadline = Date.now() + 20_000;
   for (let inARow = 0; inARow < 5; ) {
