@@ -19,6 +19,13 @@ elif ! timeout 10 git ls-remote https://github.com/rustsec/advisory-db HEAD >/de
   say "the GitHub workflow's audit job scans on every push (or set ADVISORY_DB to a local copy)"
   exit 0
 fi
+# .cargo/audit.toml ignores one advisory of a crate that is only in Cargo.lock, never built:
+# make sure it still is not.
+for ignored_crate in rsa; do
+  if [ -n "$(cargo tree --locked -i "$ignored_crate" --target all 2>/dev/null)" ]; then
+    die "$ignored_crate is now compiled in: its advisory may no longer be ignored (.cargo/audit.toml)"
+  fi
+done
 if ! [ -x "$AUDIT_ROOT/bin/cargo-audit" ]; then
   say "installing cargo-audit into $AUDIT_ROOT"
   cargo install cargo-audit --locked --root "$AUDIT_ROOT" >/dev/null
