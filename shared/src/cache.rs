@@ -41,6 +41,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use bytes::Bytes;
 use redis::Script;
 use tokio::sync::mpsc;
@@ -99,6 +100,8 @@ impl Default for Retention {
 pub struct CacheConfig {
     /// The Redis, or (with `sentinels`) the database number and credentials of the master.
     pub redis_url: String,
+    /// With a `rediss://` URL: the CA (PEM file) to trust instead of the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
     /// `host:port` of each Sentinel; empty: the one Redis at `redis_url`.
     pub sentinels: Vec<String>,
     /// The master's name at the Sentinels.
@@ -157,10 +160,12 @@ impl Cache {
     /// A cache on a service's Redis: the master the Sentinels name, if there are any, else the
     /// one at the URL.
     pub fn connect(config: &CacheConfig) -> anyhow::Result<Self> {
-        let target = Target::new(
+        let ca = config.ca_file.as_deref().map(read_ca).transpose()?;
+        let target = Target::trusting(
             &config.redis_url,
             &config.sentinels,
             &config.sentinel_master,
+            ca,
         )?;
         Ok(Self::on(
             target,
@@ -183,6 +188,27 @@ impl Cache {
             epoch: Instant::now(),
             view_reads: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// With `rediss://`, opens the link once, at start: a handshake that fails (a certificate
+    /// the CA does not vouch for, a host name it does not carry, a server that does not speak
+    /// TLS) is a configuration error and stops the service. A Redis that does not answer is not:
+    /// the service starts and connects when it can, as without TLS.
+    pub async fn check_tls(&self) -> anyhow::Result<()> {
+        if !self.links.use_tls() {
+            return Ok(());
+        }
+        match tokio::time::timeout(self.timeout, self.links.get()).await {
+            Ok(Err(error)) if CacheError::is_tls_failure(&error) => Err(error).context(
+                "Redis link: TLS handshake failed; check REDIS_URL and REDIS_CA_FILE against the server's certificate",
+            ),
+            Ok(Err(error)) => {
+                let error = crate::telemetry::error_chain(&error);
+                tracing::warn!(error, "Redis not reachable at start; its certificate is checked when it is");
+                Ok(())
+            }
+            Err(_) | Ok(Ok(_)) => Ok(()),
+        }
     }
 
     fn marked_unavailable(&self) -> bool {
@@ -361,6 +387,20 @@ impl Cache {
         })
         .await
     }
+}
+
+/// The CA file of `REDIS_CA_FILE`, which must hold at least one PEM certificate (a file without
+/// one would trust nothing, and every connection would fail later, less clearly).
+fn read_ca(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    let pem = std::fs::read(path)
+        .with_context(|| format!("REDIS_CA_FILE: cannot read {}", path.display()))?;
+    let marker: &[u8] = b"-----BEGIN CERTIFICATE-----";
+    anyhow::ensure!(
+        pem.windows(marker.len()).any(|window| window == marker),
+        "REDIS_CA_FILE: {} holds no PEM certificate",
+        path.display()
+    );
+    Ok(pem)
 }
 
 /// A script's answer, with -1 (the link's generation is no longer the server's) as an error

@@ -85,6 +85,10 @@ pub async fn migrate_when_available(pool: &PgPool, patience: Duration) -> anyhow
     loop {
         match MIGRATOR.run(pool).await {
             Ok(()) => return Ok(()),
+            // Waiting would not help: the handshake fails the same way every time.
+            Err(sqlx::migrate::MigrateError::Execute(error)) if is_tls_failure(pool, &error) => {
+                return Err(error).context(TLS_FAILED);
+            }
             Err(sqlx::migrate::MigrateError::Execute(error)) if is_unavailable(&error) => {
                 if tokio::time::Instant::now() >= deadline {
                     return Err(error).context("PostgreSQL did not become reachable; is it running and is DATABASE_URL right?");
@@ -98,6 +102,56 @@ pub async fn migrate_when_available(pool: &PgPool, patience: Duration) -> anyhow
             Err(error) => return Err(error).context("failed to run database migrations"),
         }
     }
+}
+
+const TLS_FAILED: &str = "PostgreSQL link: TLS handshake failed; check DATABASE_URL's sslmode \
+     and sslrootcert against the server's certificate";
+
+/// When `DATABASE_URL` requires TLS (`sslmode` `require`, `verify-ca` or `verify-full`), opens
+/// one connection at start: a handshake that fails is a configuration error and stops the
+/// service. A PostgreSQL that does not answer is not: the service starts and connects when it
+/// can, as without TLS. (The writer's migrations check the same on their first connection.)
+pub async fn check_tls(pool: &PgPool) -> anyhow::Result<()> {
+    if !requires_tls(pool) {
+        return Ok(());
+    }
+    match pool.acquire().await {
+        Err(error) if is_tls_failure(pool, &error) => Err(error).context(TLS_FAILED),
+        Err(error) => {
+            let error = crate::telemetry::error_chain(&error);
+            tracing::warn!(
+                error,
+                "PostgreSQL not reachable at start; its certificate is checked when it is"
+            );
+            Ok(())
+        }
+        Ok(_) => Ok(()),
+    }
+}
+
+/// `require`, `verify-ca` or `verify-full`: sqlx then never falls back to plaintext.
+fn requires_tls(pool: &PgPool) -> bool {
+    use sqlx::postgres::PgSslMode;
+    matches!(
+        pool.connect_options().get_ssl_mode(),
+        PgSslMode::Require | PgSslMode::VerifyCa | PgSslMode::VerifyFull
+    )
+}
+
+/// A failed TLS set-up on a pool that requires TLS: the server declined it (`Tls`), rustls
+/// refused its certificate (an I/O error of kind `InvalidData`), or `sslrootcert` cannot be
+/// read (sqlx reads it as it connects).
+fn is_tls_failure(pool: &PgPool, error: &sqlx::Error) -> bool {
+    use std::io::ErrorKind;
+    requires_tls(pool)
+        && match error {
+            sqlx::Error::Tls(_) => true,
+            sqlx::Error::Io(io) => matches!(
+                io.kind(),
+                ErrorKind::InvalidData | ErrorKind::NotFound | ErrorKind::PermissionDenied
+            ),
+            _ => false,
+        }
 }
 
 /// A transaction as the queries select it.
