@@ -167,6 +167,9 @@ impl Cache {
             &config.sentinel_master,
             ca,
         )?;
+        if !target.uses_tls() && (!config.sentinels.is_empty() || !local(&config.redis_url)) {
+            tracing::warn!("the Redis link is not encrypted; use a rediss:// REDIS_URL");
+        }
         Ok(Self::on(
             target,
             &config.key_prefix,
@@ -386,6 +389,20 @@ impl Cache {
                 .await
         })
         .await
+    }
+}
+
+/// Whether the Redis at `url` is on this machine, where TLS protects nothing.
+fn local(url: &str) -> bool {
+    use redis::{ConnectionAddr, IntoConnectionInfo};
+    match url.into_connection_info().map(|info| info.addr) {
+        Ok(ConnectionAddr::Tcp(host, _)) => {
+            host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        _ => true,
     }
 }
 
