@@ -4,10 +4,11 @@
 //! `sslmode=verify-full` and `rediss://` + `REDIS_CA_FILE` both services connect, verified,
 //! and serve a write and its read; given a CA that did not sign the servers' certificate, each
 //! refuses to start and names the link. The host name is checked too: the certificate names
-//! 127.0.0.1 only, so `localhost` is refused under `verify-full` (and `rediss://`).
+//! 127.0.0.1 only, so `localhost` is refused under `verify-full` (and `rediss://`). A Sentinel
+//! on a TLS port names the master, and the reader reaches both over TLS, verified.
 //!
-//! Ports: `TLS_TEST_POSTGRES_PORT` and `TLS_TEST_REDIS_PORT`, by default the
-//! `DEFAULT_TLS_TEST_*` of `scripts/lib/defaults.sh` (below the ephemeral range). Everything
+//! Ports: `TLS_TEST_POSTGRES_PORT`, `TLS_TEST_REDIS_PORT` and `TLS_TEST_SENTINEL_PORT`, by
+//! default the `DEFAULT_TLS_TEST_*` of `scripts/lib/defaults.sh` (below the ephemeral range). Everything
 //! lives in one folder under the temporary directory, named by the PostgreSQL port, so a run
 //! killed before its clean-up is cleaned up by the next one.
 
@@ -88,6 +89,26 @@ async fn run() {
     let error = build(&redis_by_name).await;
     assert_refused(&error, "Redis link", "not valid for name", Service::Reader);
 
+    // Through a Sentinel over TLS: the Sentinel and the master it names, both verified.
+    let sentinel = Settings {
+        redis_url: "rediss://unused:1/0".into(),
+        redis_sentinels: vec![format!("127.0.0.1:{}", servers.sentinel_port)],
+        ..right(Service::Reader)
+    };
+    let reader = reader::Application::build(&sentinel)
+        .await
+        .expect("the reader starts through the Sentinel")
+        .into_router();
+    let (status, account) = send(&reader, get(&format!("/accounts/{account_id}"))).await;
+    assert_eq!((status.as_u16(), &account["balance"]), (200, &json!(42)));
+    drop(reader);
+    let error = build(&Settings {
+        redis_ca_file: Some(servers.wrong_ca.clone()),
+        ..sentinel
+    })
+    .await;
+    assert_refused(&error, "Redis link", "UnknownIssuer", Service::Reader);
+
     // A CA for a link that is not TLS is refused rather than ignored.
     let plain = CacheConfig {
         redis_url: "redis://127.0.0.1:6379/0".into(),
@@ -105,7 +126,7 @@ async fn build(settings: &Settings) -> String {
         Service::Writer => writer::Application::build(settings).await.map(drop),
         Service::Reader => reader::Application::build(settings).await.map(drop),
     };
-    let error = outcome.err().expect("the service refuses to start");
+    let error = outcome.expect_err("the service refuses to start");
     // At once: a certificate that does not verify is not waited out like an outage.
     assert!(started.elapsed() < Duration::from_secs(10), "{error:#}");
     format!("{error:#}")
@@ -126,9 +147,11 @@ struct Servers {
     dir: PathBuf,
     postgres_port: u16,
     redis_port: u16,
+    sentinel_port: u16,
     ca: PathBuf,
     wrong_ca: PathBuf,
     redis: Child,
+    sentinel: Child,
     pg_bin: PathBuf,
 }
 
@@ -136,13 +159,14 @@ impl Servers {
     async fn start() -> Self {
         let postgres_port = port("TLS_TEST_POSTGRES_PORT");
         let redis_port = port("TLS_TEST_REDIS_PORT");
+        let sentinel_port = port("TLS_TEST_SENTINEL_PORT");
         let dir = std::env::temp_dir().join(format!("ledger-tls-test-{postgres_port}"));
         let pg_bin = pg_bin_dir();
         stop_leftovers(&dir, &pg_bin);
-        for port in [postgres_port, redis_port] {
+        for port in [postgres_port, redis_port, sentinel_port] {
             assert!(
                 std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
-                "port {port} is taken; set TLS_TEST_POSTGRES_PORT / TLS_TEST_REDIS_PORT"
+                "port {port} is taken; set TLS_TEST_POSTGRES_PORT, _REDIS_PORT, _SENTINEL_PORT"
             );
         }
         std::fs::create_dir_all(&dir).expect("test folder");
@@ -153,29 +177,21 @@ impl Servers {
             .args(["-D", path(&data), "-l", path(&dir.join("postgres.log"))])
             .args(["-w", "-t", "60", "start"])
             .must();
-        let redis = Command::new("redis-server")
-            .args(["--port", "0", "--tls-port", &redis_port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args([
-                "--dir",
-                path(&dir),
-                "--pidfile",
-                path(&dir.join("redis.pid")),
-            ])
-            .args(["--tls-cert-file", path(&dir.join("server.pem"))])
-            .args(["--tls-key-file", path(&dir.join("server.key"))])
-            .args(["--tls-ca-cert-file", path(&dir.join("ca.pem"))])
-            .args(["--tls-auth-clients", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server runs (with TLS support)");
+        let redis = redis_server(&dir, redis_port, "redis", &[]);
+        // A Sentinel's configuration must be a file it can rewrite.
+        let monitor = format!("sentinel monitor ledger 127.0.0.1 {redis_port} 1\n");
+        std::fs::write(dir.join("sentinel.conf"), monitor).expect("sentinel.conf");
+        let conf = path(&dir.join("sentinel.conf")).to_owned();
+        let sentinel = redis_server(&dir, sentinel_port, "sentinel", &[&conf, "--sentinel"]);
         let servers = Self {
             ca: dir.join("ca.pem"),
             wrong_ca: dir.join("wrong-ca.pem"),
             dir,
             postgres_port,
             redis_port,
+            sentinel_port,
             redis,
+            sentinel,
             pg_bin,
         };
         servers.wait_for_redis().await;
@@ -259,10 +275,31 @@ impl Servers {
 
 impl Drop for Servers {
     fn drop(&mut self) {
-        let _ = self.redis.kill();
-        let _ = self.redis.wait();
+        for child in [&mut self.redis, &mut self.sentinel] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         stop_leftovers(&self.dir, &self.pg_bin);
     }
+}
+
+/// redis-server on a TLS port only (`args` first: a Sentinel's configuration file); it speaks
+/// TLS to the master too (`tls-replication`), as a Sentinel must when the master has no
+/// plaintext port.
+fn redis_server(dir: &Path, port: u16, name: &str, args: &[&str]) -> Child {
+    Command::new("redis-server")
+        .args(args)
+        .args(["--port", "0", "--tls-port", &port.to_string()])
+        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(["--dir", path(dir)])
+        .args(["--pidfile", path(&dir.join(format!("{name}.pid")))])
+        .args(["--tls-cert-file", path(&dir.join("server.pem"))])
+        .args(["--tls-key-file", path(&dir.join("server.key"))])
+        .args(["--tls-ca-cert-file", path(&dir.join("ca.pem"))])
+        .args(["--tls-auth-clients", "no", "--tls-replication", "yes"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server runs (with TLS support)")
 }
 
 /// Stops what a run left in `dir` (PostgreSQL, Redis) and removes it.
@@ -274,11 +311,13 @@ fn stop_leftovers(dir: &Path, pg_bin: &Path) {
             .stdout(Stdio::null())
             .status();
     }
-    if let Ok(pid) = std::fs::read_to_string(dir.join("redis.pid")) {
-        let _ = Command::new("kill")
-            .arg(pid.trim())
-            .stderr(Stdio::null())
-            .status();
+    for name in ["redis.pid", "sentinel.pid"] {
+        if let Ok(pid) = std::fs::read_to_string(dir.join(name)) {
+            let _ = Command::new("kill")
+                .arg(pid.trim())
+                .stderr(Stdio::null())
+                .status();
+        }
     }
     let _ = std::fs::remove_dir_all(dir);
 }
