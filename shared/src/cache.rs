@@ -35,13 +35,13 @@
 //! This is the storage layer: it knows neither settings nor HTTP nor which service runs it. Here:
 //! [`Cache`] and its calls; `cache/views.rs` the views' format and keys; `cache/pipeline.rs` the
 //! batched view reads; `cache/link.rs` the connection to the master and the views' generation;
-//! `cache/lua.rs` the scripts; `cache/error.rs` the errors. Every call runs in a `redis` span
+//! `cache/lua.rs` the scripts; `cache/tls.rs` the CA and the start-up check of a `rediss://`
+//! link; `cache/error.rs` the errors. Every call runs in a `redis` span
 //! (debug level) and is timed as `redis_operation_duration_seconds{operation=…}`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use bytes::Bytes;
 use redis::Script;
 use tokio::sync::mpsc;
@@ -51,6 +51,7 @@ mod error;
 mod link;
 mod lua;
 mod pipeline;
+mod tls;
 mod views;
 use link::{Link, Links};
 pub use link::{Target, Ticket};
@@ -160,16 +161,14 @@ impl Cache {
     /// A cache on a service's Redis: the master the Sentinels name, if there are any, else the
     /// one at the URL.
     pub fn connect(config: &CacheConfig) -> anyhow::Result<Self> {
-        let ca = config.ca_file.as_deref().map(read_ca).transpose()?;
+        let ca = config.ca_file.as_deref().map(tls::read_ca).transpose()?;
         let target = Target::trusting(
             &config.redis_url,
             &config.sentinels,
             &config.sentinel_master,
             ca,
         )?;
-        if !target.uses_tls() && (!config.sentinels.is_empty() || !local(&config.redis_url)) {
-            tracing::warn!("the Redis link is not encrypted; use a rediss:// REDIS_URL");
-        }
+        tls::warn_if_plaintext(config, &target);
         Ok(Self::on(
             target,
             &config.key_prefix,
@@ -191,27 +190,6 @@ impl Cache {
             epoch: Instant::now(),
             view_reads: std::sync::OnceLock::new(),
         }))
-    }
-
-    /// With `rediss://`, opens the link once, at start: a handshake that fails (a certificate
-    /// the CA does not vouch for, a host name it does not carry, a server that does not speak
-    /// TLS) is a configuration error and stops the service. A Redis that does not answer is not:
-    /// the service starts and connects when it can, as without TLS.
-    pub async fn check_tls(&self) -> anyhow::Result<()> {
-        if !self.links.use_tls() {
-            return Ok(());
-        }
-        match tokio::time::timeout(self.timeout, self.links.get()).await {
-            Ok(Err(error)) if CacheError::is_tls_failure(&error) => Err(error).context(
-                "Redis link: TLS handshake failed; check REDIS_URL and REDIS_CA_FILE against the server's certificate",
-            ),
-            Ok(Err(error)) => {
-                let error = crate::telemetry::error_chain(&error);
-                tracing::warn!(error, "Redis not reachable at start; its certificate is checked when it is");
-                Ok(())
-            }
-            Err(_) | Ok(Ok(_)) => Ok(()),
-        }
     }
 
     fn marked_unavailable(&self) -> bool {
@@ -390,34 +368,6 @@ impl Cache {
         })
         .await
     }
-}
-
-/// Whether the Redis at `url` is on this machine, where TLS protects nothing.
-fn local(url: &str) -> bool {
-    use redis::{ConnectionAddr, IntoConnectionInfo};
-    match url.into_connection_info().map(|info| info.addr) {
-        Ok(ConnectionAddr::Tcp(host, _)) => {
-            host == "localhost"
-                || host
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback())
-        }
-        _ => true,
-    }
-}
-
-/// The CA file of `REDIS_CA_FILE`, which must hold at least one PEM certificate (a file without
-/// one would trust nothing, and every connection would fail later, less clearly).
-fn read_ca(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
-    let pem = std::fs::read(path)
-        .with_context(|| format!("REDIS_CA_FILE: cannot read {}", path.display()))?;
-    let marker: &[u8] = b"-----BEGIN CERTIFICATE-----";
-    anyhow::ensure!(
-        pem.windows(marker.len()).any(|window| window == marker),
-        "REDIS_CA_FILE: {} holds no PEM certificate",
-        path.display()
-    );
-    Ok(pem)
 }
 
 /// A script's answer, with -1 (the link's generation is no longer the server's) as an error
