@@ -37,6 +37,10 @@ step "advisory scan of the Rust dependencies (cargo audit; where GitHub is unrea
 bash scripts/audit.sh
 
 step "cargo test (a fresh database per test)"
+# tests/cqrs/tests/encrypted_links.rs starts a PostgreSQL and a Redis of its own with TLS, on
+# certificates it makes: PostgreSQL's server binaries, openssl, runuser (when run as root).
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || [ -n "${PG_BIN_DIR:-}" ] || apt_install postgresql
+ensure_commands openssl=openssl runuser=util-linux
 cargo test --locked --workspace
 
 # npm test's own native stack: its ports (use_port_set TEST_), state folder, database and key

@@ -42,13 +42,16 @@ pub struct Application {
 }
 
 impl Application {
-    /// Connects (lazily) to the stores the settings name and builds the reader on them.
-    pub fn build(settings: &Settings) -> anyhow::Result<Self> {
+    /// Connects (lazily) to the stores the settings name and builds the reader on them. Fails
+    /// when a link that asks for TLS fails its handshake (`db::check_tls`, `Cache::check_tls`).
+    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
         // The reader queries only on cache misses and listings, so it keeps the ping of a
         // pooled connection before each use and recovers from a PostgreSQL restart without any
         // error.
         let pool = db::connect(&settings.pool_config(true))?;
+        db::check_tls(&pool).await?;
         let cache = Cache::connect(&settings.cache_config())?;
+        cache.check_tls().await?;
         let http = settings.http_config()?;
         if let Some(keys) = &http.api_keys {
             keys.reload_on_change();
@@ -129,7 +132,7 @@ impl Application {
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let metrics = m::install(settings.service.name())?;
     m::register_hot_series(cache::READ_OPERATIONS, views::NAMES);
-    let app = Application::build(&settings)?;
+    let app = Application::build(&settings).await?;
     let pool = app.state().pool.clone();
     app.serve(&settings.serve_config(), metrics).await?;
     pool.close().await;

@@ -74,6 +74,13 @@ DEFAULT_FAULTS_READER_PORT=18082
 DEFAULT_FAULTS_WRITER_METRICS_PORT=19181
 DEFAULT_FAULTS_READER_METRICS_PORT=19182
 
+# The encrypted-links test (tests/cqrs/tests/encrypted_links.rs): its own PostgreSQL (ssl=on)
+# and Redis and Sentinel (TLS ports only), on a CA the test generates; TLS_TEST_POSTGRES_PORT,
+# TLS_TEST_REDIS_PORT and TLS_TEST_SENTINEL_PORT override.
+DEFAULT_TLS_TEST_POSTGRES_PORT=25432
+DEFAULT_TLS_TEST_REDIS_PORT=25379
+DEFAULT_TLS_TEST_SENTINEL_PORT=25380
+
 # The benchmark's scratch reader over a million rows (bench/lib/big_list.sh).
 DEFAULT_BENCH_BIG_READER_PORT=18182
 DEFAULT_BENCH_BIG_READER_METRICS_PORT=19282

@@ -35,7 +35,8 @@
 //! This is the storage layer: it knows neither settings nor HTTP nor which service runs it. Here:
 //! [`Cache`] and its calls; `cache/views.rs` the views' format and keys; `cache/pipeline.rs` the
 //! batched view reads; `cache/link.rs` the connection to the master and the views' generation;
-//! `cache/lua.rs` the scripts; `cache/error.rs` the errors. Every call runs in a `redis` span
+//! `cache/lua.rs` the scripts; `cache/tls.rs` the CA and the start-up check of a `rediss://`
+//! link; `cache/error.rs` the errors. Every call runs in a `redis` span
 //! (debug level) and is timed as `redis_operation_duration_seconds{operation=…}`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,6 +51,7 @@ mod error;
 mod link;
 mod lua;
 mod pipeline;
+mod tls;
 mod views;
 use link::{Link, Links};
 pub use link::{Target, Ticket};
@@ -99,6 +101,8 @@ impl Default for Retention {
 pub struct CacheConfig {
     /// The Redis, or (with `sentinels`) the database number and credentials of the master.
     pub redis_url: String,
+    /// With a `rediss://` URL: the CA (PEM file) to trust instead of the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
     /// `host:port` of each Sentinel; empty: the one Redis at `redis_url`.
     pub sentinels: Vec<String>,
     /// The master's name at the Sentinels.
@@ -157,11 +161,14 @@ impl Cache {
     /// A cache on a service's Redis: the master the Sentinels name, if there are any, else the
     /// one at the URL.
     pub fn connect(config: &CacheConfig) -> anyhow::Result<Self> {
-        let target = Target::new(
+        let ca = config.ca_file.as_deref().map(tls::read_ca).transpose()?;
+        let target = Target::trusting(
             &config.redis_url,
             &config.sentinels,
             &config.sentinel_master,
+            ca,
         )?;
+        tls::warn_if_plaintext(config, &target);
         Ok(Self::on(
             target,
             &config.key_prefix,

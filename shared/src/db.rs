@@ -19,7 +19,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -61,10 +61,28 @@ pub struct PoolConfig {
 /// A pool that connects lazily, so a service starts (and serves what it can from Redis) even
 /// while PostgreSQL is down, and reconnects by itself when it returns.
 pub fn connect(config: &PoolConfig) -> anyhow::Result<PgPool> {
-    let options: PgConnectOptions = config
+    let mut options: PgConnectOptions = config
         .database_url
         .parse()
         .context("DATABASE_URL is not a valid PostgreSQL URL")?;
+    // TLS only when asked for. sqlx's default, `prefer`, would encrypt unverified whenever the
+    // server offers TLS: a cost on every query (Debian's cluster offers it on loopback) and no
+    // defence against whoever answers in the server's place.
+    let prefer = matches!(options.get_ssl_mode(), PgSslMode::Prefer);
+    if prefer && !names_ssl_mode(&config.database_url) {
+        options = options.ssl_mode(PgSslMode::Disable);
+    }
+    let verified = matches!(
+        options.get_ssl_mode(),
+        PgSslMode::VerifyCa | PgSslMode::VerifyFull
+    );
+    let host = options.get_host();
+    if !verified && options.get_socket().is_none() && !is_loopback(host) {
+        tracing::warn!(
+            host,
+            "the PostgreSQL link is not verified; add sslmode=verify-full to DATABASE_URL"
+        );
+    }
     let statement_timeout = config.statement_timeout.as_millis().to_string();
     let lock_timeout = config.lock_timeout.as_millis().to_string();
     let options = options.application_name(config.application_name).options([
@@ -85,6 +103,10 @@ pub async fn migrate_when_available(pool: &PgPool, patience: Duration) -> anyhow
     loop {
         match MIGRATOR.run(pool).await {
             Ok(()) => return Ok(()),
+            // Waiting would not help: the handshake fails the same way every time.
+            Err(sqlx::migrate::MigrateError::Execute(error)) if is_tls_failure(pool, &error) => {
+                return Err(error).context(TLS_FAILED);
+            }
             Err(sqlx::migrate::MigrateError::Execute(error)) if is_unavailable(&error) => {
                 if tokio::time::Instant::now() >= deadline {
                     return Err(error).context("PostgreSQL did not become reachable; is it running and is DATABASE_URL right?");
@@ -98,6 +120,73 @@ pub async fn migrate_when_available(pool: &PgPool, patience: Duration) -> anyhow
             Err(error) => return Err(error).context("failed to run database migrations"),
         }
     }
+}
+
+/// Whether the URL's query sets `sslmode` (sqlx also reads `ssl-mode`).
+fn names_ssl_mode(url: &str) -> bool {
+    url.split_once('?').is_some_and(|(_, query)| {
+        query
+            .split('&')
+            .any(|pair| pair.starts_with("sslmode=") || pair.starts_with("ssl-mode="))
+    })
+}
+
+/// A host on this machine, where TLS protects nothing.
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+const TLS_FAILED: &str = "PostgreSQL link: TLS handshake failed; check DATABASE_URL's sslmode \
+     and sslrootcert against the server's certificate";
+
+/// When `DATABASE_URL` requires TLS (`sslmode` `require`, `verify-ca` or `verify-full`), opens
+/// one connection at start: a handshake that fails is a configuration error and stops the
+/// service. A PostgreSQL that does not answer is not: the service starts and connects when it
+/// can, as without TLS. (The writer's migrations check the same on their first connection.)
+pub async fn check_tls(pool: &PgPool) -> anyhow::Result<()> {
+    if !requires_tls(pool) {
+        return Ok(());
+    }
+    match pool.acquire().await {
+        Err(error) if is_tls_failure(pool, &error) => Err(error).context(TLS_FAILED),
+        Err(error) => {
+            let error = crate::telemetry::error_chain(&error);
+            tracing::warn!(
+                error,
+                "PostgreSQL not reachable at start; its certificate is checked when it is"
+            );
+            Ok(())
+        }
+        Ok(_) => Ok(()),
+    }
+}
+
+/// `require`, `verify-ca` or `verify-full`: sqlx then never falls back to plaintext.
+fn requires_tls(pool: &PgPool) -> bool {
+    matches!(
+        pool.connect_options().get_ssl_mode(),
+        PgSslMode::Require | PgSslMode::VerifyCa | PgSslMode::VerifyFull
+    )
+}
+
+/// A failed TLS set-up on a pool that requires TLS: the server declined it (`Tls`), rustls
+/// refused its certificate (an I/O error of kind `InvalidData`), or `sslrootcert` cannot be
+/// read (sqlx reads it as it connects).
+fn is_tls_failure(pool: &PgPool, error: &sqlx::Error) -> bool {
+    use std::io::ErrorKind;
+    requires_tls(pool)
+        && match error {
+            sqlx::Error::Tls(_) => true,
+            sqlx::Error::Io(io) => matches!(
+                io.kind(),
+                ErrorKind::InvalidData | ErrorKind::NotFound | ErrorKind::PermissionDenied
+            ),
+            _ => false,
+        }
 }
 
 /// A transaction as the queries select it.
@@ -147,5 +236,36 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
                 || code == "55P03"
         }),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ssl_mode(url: &str) -> PgSslMode {
+        let config = PoolConfig {
+            database_url: url.into(),
+            application_name: "test",
+            max_connections: 1,
+            acquire_timeout: Duration::from_secs(1),
+            statement_timeout: Duration::from_secs(1),
+            lock_timeout: Duration::from_secs(1),
+            test_before_acquire: false,
+        };
+        connect(&config)
+            .expect("a valid URL")
+            .connect_options()
+            .get_ssl_mode()
+    }
+
+    #[tokio::test]
+    async fn tls_only_when_the_url_asks_for_it() {
+        let url = "postgres://postgres@db.example:5432/ledger";
+        assert!(matches!(ssl_mode(url), PgSslMode::Disable));
+        let prefer = ssl_mode(&format!("{url}?sslmode=prefer"));
+        assert!(matches!(prefer, PgSslMode::Prefer));
+        let verified = ssl_mode(&format!("{url}?application_name=x&sslmode=verify-full"));
+        assert!(matches!(verified, PgSslMode::VerifyFull));
     }
 }

@@ -49,6 +49,9 @@ pub struct Settings {
     pub redis_url: String,
     /// `REDIS_KEY_PREFIX`
     pub redis_key_prefix: String,
+    /// `REDIS_CA_FILE`: the CA (PEM) a `rediss://` Redis's certificate must chain to; unset:
+    /// the system's roots.
+    pub redis_ca_file: Option<std::path::PathBuf>,
     /// `REDIS_SENTINELS` (`host:port` each); empty: the one Redis at `REDIS_URL`.
     pub redis_sentinels: Vec<String>,
     /// `REDIS_SENTINEL_MASTER`
@@ -109,6 +112,7 @@ impl Settings {
             database_url: env.get("DATABASE_URL")?,
             redis_url: env.get("REDIS_URL")?,
             redis_key_prefix: env.get("REDIS_KEY_PREFIX")?,
+            redis_ca_file: env.optional("REDIS_CA_FILE")?.map(Into::into),
             redis_sentinels: parse_sentinels(env.optional("REDIS_SENTINELS")?.as_deref())?,
             redis_sentinel_master: env.get("REDIS_SENTINEL_MASTER")?,
             listen_addr: env.parse("LISTEN_ADDR")?,
@@ -159,6 +163,7 @@ impl Settings {
     pub fn cache_config(&self) -> CacheConfig {
         CacheConfig {
             redis_url: self.redis_url.clone(),
+            ca_file: self.redis_ca_file.clone(),
             sentinels: self.redis_sentinels.clone(),
             sentinel_master: self.redis_sentinel_master.clone(),
             key_prefix: self.redis_key_prefix.clone(),

@@ -80,7 +80,8 @@ pub struct Application {
 
 impl Application {
     /// Connects to the stores the settings name, runs the migrations (waiting up to a minute
-    /// for PostgreSQL), and builds the writer on them.
+    /// for PostgreSQL), and builds the writer on them. Fails at once when a link that asks for
+    /// TLS fails its handshake (`db::check_tls`, `Cache::check_tls`).
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
         // No ping of a pooled connection before each use: it costs a round trip per query (a
         // fifth of the writer's CPU in the benchmark), and every request of the writer queries.
@@ -89,6 +90,7 @@ impl Application {
         let pool = db::connect(&settings.pool_config(false))?;
         db::migrate_when_available(&pool, Duration::from_secs(60)).await?;
         let cache = Cache::connect(&settings.cache_config())?;
+        cache.check_tls().await?;
         let http = settings.http_config()?;
         if let Some(keys) = &http.api_keys {
             keys.reload_on_change();

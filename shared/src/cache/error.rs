@@ -38,6 +38,16 @@ impl CacheError {
         }
     }
 
+    /// A TLS handshake failed: rustls refuses a certificate (or a server that does not speak
+    /// TLS) with an I/O error of kind `InvalidData`, which plain TCP never reports.
+    pub(super) fn is_tls_failure(error: &redis::RedisError) -> bool {
+        use std::error::Error;
+        error
+            .source()
+            .and_then(|source| source.downcast_ref::<std::io::Error>())
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::InvalidData)
+    }
+
     /// The connection in use leads nowhere useful: Redis is unreachable through it, or the
     /// process behind it is no longer the master. The master is resolved again.
     pub(super) fn means_new_link(&self) -> bool {

@@ -23,7 +23,7 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use redis::{
     AsyncConnectionConfig, Client, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo,
-    RedisConnectionInfo, RedisResult,
+    RedisConnectionInfo, RedisResult, TlsCertificates,
 };
 use tokio::sync::Mutex;
 
@@ -37,23 +37,47 @@ pub enum Target {
         master: String,
         /// The database number and credentials for the master (from `REDIS_URL`).
         node: RedisConnectionInfo,
+        /// `rediss://`: the Sentinels and the master are reached over TLS, trusting this.
+        tls: Option<Trust>,
     },
 }
+
+/// The roots a `rediss://` link trusts: the CA given (PEM), or the system's.
+#[derive(Clone)]
+pub struct Trust(Option<Vec<u8>>);
 
 impl Target {
     /// `sentinels` empty: `redis_url` is the Redis. Otherwise the Sentinels (`host:port`) are
     /// asked for `master`, and only the database number and credentials of `redis_url` apply.
     pub fn new(redis_url: &str, sentinels: &[String], master: &str) -> anyhow::Result<Self> {
+        Self::trusting(redis_url, sentinels, master, None)
+    }
+
+    /// [`Target::new`] whose `rediss://` links trust `ca` (PEM) instead of the system's roots.
+    /// A CA with a `redis://` URL is refused: the operator asked for TLS and would not get it.
+    pub fn trusting(
+        redis_url: &str,
+        sentinels: &[String],
+        master: &str,
+        ca: Option<Vec<u8>>,
+    ) -> anyhow::Result<Self> {
         let info = redis_url
             .into_connection_info()
             .map_err(|error| anyhow::anyhow!("REDIS_URL is not a valid Redis URL: {error}"))?;
+        let tls = matches!(info.addr, ConnectionAddr::TcpTls { .. }).then(|| Trust(ca.clone()));
+        anyhow::ensure!(
+            ca.is_none() || tls.is_some(),
+            "REDIS_CA_FILE is set but REDIS_URL is not a rediss:// (TLS) URL"
+        );
         if sentinels.is_empty() {
-            return Ok(Self::Url(Client::open(info)?));
+            return Ok(Self::Url(client(info, tls.as_ref())?));
         }
+        let scheme = if tls.is_some() { "rediss" } else { "redis" };
         let sentinels = sentinels
             .iter()
             .map(|address| {
-                Client::open(format!("redis://{address}"))
+                let info = format!("{scheme}://{address}").into_connection_info()?;
+                client(info, tls.as_ref())
                     .map_err(|error| anyhow::anyhow!("REDIS_SENTINELS: `{address}`: {error}"))
             })
             .collect::<anyhow::Result<_>>()?;
@@ -61,7 +85,19 @@ impl Target {
             sentinels,
             master: master.to_owned(),
             node: info.redis,
+            tls,
         })
+    }
+
+    /// Whether the links are TLS (`rediss://`).
+    pub fn uses_tls(&self) -> bool {
+        match self {
+            Self::Url(client) => matches!(
+                client.get_connection_info().addr,
+                ConnectionAddr::TcpTls { .. }
+            ),
+            Self::Sentinels { tls, .. } => tls.is_some(),
+        }
     }
 
     /// A connection to the master, and whether it must be checked to be one (the Sentinels
@@ -81,7 +117,8 @@ impl Target {
                 sentinels,
                 master,
                 node,
-            } => master_from_sentinels(sentinels, master, node, config).await?,
+                tls,
+            } => master_from_sentinels(sentinels, master, node, tls.as_ref(), config).await?,
         };
         let connection = client
             .get_multiplexed_async_connection_with_config(config)
@@ -96,6 +133,7 @@ async fn master_from_sentinels(
     sentinels: &[Client],
     master: &str,
     node: &RedisConnectionInfo,
+    tls: Option<&Trust>,
     config: &AsyncConnectionConfig,
 ) -> RedisResult<Client> {
     let mut last_error = None;
@@ -112,10 +150,17 @@ async fn master_from_sentinels(
         };
         match asked.await {
             Ok(Some((host, port))) => {
-                return Client::open(ConnectionInfo {
-                    addr: ConnectionAddr::Tcp(host, port),
-                    redis: node.clone(),
-                })
+                let addr = match tls {
+                    Some(_) => ConnectionAddr::TcpTls {
+                        host,
+                        port,
+                        insecure: false,
+                        tls_params: None,
+                    },
+                    None => ConnectionAddr::Tcp(host, port),
+                };
+                let redis = node.clone();
+                return client(ConnectionInfo { addr, redis }, tls);
             }
             Ok(None) => {
                 last_error = Some(
@@ -130,6 +175,22 @@ async fn master_from_sentinels(
         }
     }
     Err(last_error.unwrap_or_else(|| (ErrorKind::InvalidClientConfig, "no Sentinel").into()))
+}
+
+/// A client for `info`; over TLS (a `rediss://` address), trusting the CA of `tls` if it has one,
+/// else the system's roots. The certificate and the host name are always verified (the
+/// `#insecure` URL fragment is refused: redis is built without `tls-rustls-insecure`).
+fn client(info: ConnectionInfo, tls: Option<&Trust>) -> RedisResult<Client> {
+    match tls {
+        Some(Trust(Some(ca))) => Client::build_with_tls(
+            info,
+            TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca.clone()),
+            },
+        ),
+        _ => Client::open(info),
+    }
 }
 
 /// The views' generation as a caller saw it before reading PostgreSQL (or committing): the
@@ -211,6 +272,11 @@ impl Links {
             opening: Mutex::new(()),
             claim: redis::Script::new(CLAIM_GENERATION_LUA),
         }
+    }
+
+    /// Whether the links are TLS (`rediss://`).
+    pub fn use_tls(&self) -> bool {
+        self.target.uses_tls()
     }
 
     /// The link in use, if one is open (no waiting).

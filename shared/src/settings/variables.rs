@@ -58,6 +58,7 @@ pub const VARIABLES: &[Variable] = &[
         "postgres://postgres@127.0.0.1:5432/transactions",
     ),
     both("REDIS_URL", "redis://127.0.0.1:6379/0"),
+    optional("REDIS_CA_FILE"),
     both("REDIS_KEY_PREFIX", "tm:"),
     optional("REDIS_SENTINELS"),
     both("REDIS_SENTINEL_MASTER", "ledger"),
