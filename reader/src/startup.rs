@@ -1,6 +1,7 @@
 //! The one place the reader is wired: [`Application::build`] connects its stores, starts the
 //! outbox watcher and builds its router; `main` (through [`run`]) and every test use it.
 
+use anyhow::Context;
 use axum::Router;
 use shared::cache::{self, Cache};
 use shared::db;
@@ -48,7 +49,8 @@ impl Application {
         // The reader queries only on cache misses and listings, so it keeps the ping of a
         // pooled connection before each use and recovers from a PostgreSQL restart without any
         // error.
-        let pool = db::connect(&settings.pool_config(true))?;
+        let pool =
+            db::connect(&settings.pool_config(true)).context("DATABASE_URL is not usable")?;
         db::check_tls(&pool).await?;
         let cache = Cache::connect(&settings.cache_config())?;
         cache.check_tls().await?;

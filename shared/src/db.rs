@@ -64,7 +64,7 @@ pub fn connect(config: &PoolConfig) -> anyhow::Result<PgPool> {
     let mut options: PgConnectOptions = config
         .database_url
         .parse()
-        .context("DATABASE_URL is not a valid PostgreSQL URL")?;
+        .context("not a valid PostgreSQL URL")?;
     // TLS only when asked for. sqlx's default, `prefer`, would encrypt unverified whenever the
     // server offers TLS: a cost on every query (Debian's cluster offers it on loopback) and no
     // defence against whoever answers in the server's place.
@@ -109,7 +109,7 @@ pub async fn migrate_when_available(pool: &PgPool, patience: Duration) -> anyhow
             }
             Err(sqlx::migrate::MigrateError::Execute(error)) if is_unavailable(&error) => {
                 if tokio::time::Instant::now() >= deadline {
-                    return Err(error).context("PostgreSQL did not become reachable; is it running and is DATABASE_URL right?");
+                    return Err(error).context("PostgreSQL did not become reachable; is it running and is its URL (MIGRATION_DATABASE_URL, else DATABASE_URL) right?");
                 }
                 tracing::warn!(
                     error = crate::telemetry::error_chain(&error),

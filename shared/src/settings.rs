@@ -45,6 +45,9 @@ pub struct Settings {
     pub service: Service,
     /// `DATABASE_URL`
     pub database_url: String,
+    /// `MIGRATION_DATABASE_URL` (writer): the schema owner's URL, used only to migrate; unset,
+    /// the writer migrates over `DATABASE_URL`.
+    pub migration_database_url: Option<String>,
     /// `REDIS_URL`
     pub redis_url: String,
     /// `REDIS_KEY_PREFIX`
@@ -110,6 +113,7 @@ impl Settings {
         Ok(Self {
             service,
             database_url: env.get("DATABASE_URL")?,
+            migration_database_url: env.optional("MIGRATION_DATABASE_URL")?,
             redis_url: env.get("REDIS_URL")?,
             redis_key_prefix: env.get("REDIS_KEY_PREFIX")?,
             redis_ca_file: env.optional("REDIS_CA_FILE")?.map(Into::into),
@@ -156,6 +160,18 @@ impl Settings {
             lock_timeout: self.db_lock_timeout,
             test_before_acquire,
         }
+    }
+
+    /// The pool to run the migrations over, when the schema's owner is not the role the
+    /// service serves as (`MIGRATION_DATABASE_URL`): one connection, closed once migrated.
+    pub fn migration_pool_config(&self) -> Option<PoolConfig> {
+        let database_url = self.migration_database_url.clone()?;
+        Some(PoolConfig {
+            database_url,
+            application_name: "writer-migrations",
+            max_connections: 1,
+            ..self.pool_config(false)
+        })
     }
 
     /// This service's Redis: the master the Sentinels name, if `REDIS_SENTINELS` is set, else

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
 use axum::Router;
 use shared::cache::Cache;
 use shared::db;
@@ -80,15 +81,17 @@ pub struct Application {
 
 impl Application {
     /// Connects to the stores the settings name, runs the migrations (waiting up to a minute
-    /// for PostgreSQL), and builds the writer on them. Fails at once when a link that asks for
-    /// TLS fails its handshake (`db::check_tls`, `Cache::check_tls`).
+    /// for PostgreSQL; as the schema's owner when `MIGRATION_DATABASE_URL` is set), and builds
+    /// the writer on them. Fails at once when a link that asks for TLS fails its handshake
+    /// (`db::check_tls`, `Cache::check_tls`).
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
         // No ping of a pooled connection before each use: it costs a round trip per query (a
         // fifth of the writer's CPU in the benchmark), and every request of the writer queries.
         // After a PostgreSQL restart each pooled connection then fails one request with a 503
         // (clients retry, with their Idempotency-Key) and is replaced.
-        let pool = db::connect(&settings.pool_config(false))?;
-        db::migrate_when_available(&pool, Duration::from_secs(60)).await?;
+        let pool =
+            db::connect(&settings.pool_config(false)).context("DATABASE_URL is not usable")?;
+        migrate(settings, &pool).await?;
         let cache = Cache::connect(&settings.cache_config())?;
         cache.check_tls().await?;
         let http = settings.http_config()?;
@@ -207,6 +210,22 @@ impl Application {
             "writer's background tasks stopped"
         );
     }
+}
+
+/// Runs the migrations: as the schema's owner over a pool of its own when
+/// `MIGRATION_DATABASE_URL` is set (the role the writer serves as may then change rows, not the
+/// schema; scripts/sql/roles.sql), else over the serving pool.
+async fn migrate(settings: &Settings, pool: &PgPool) -> anyhow::Result<()> {
+    let patience = Duration::from_secs(60);
+    let Some(config) = settings.migration_pool_config() else {
+        return db::migrate_when_available(pool, patience).await;
+    };
+    let owner = db::connect(&config).context("MIGRATION_DATABASE_URL is not usable")?;
+    let migrated = db::migrate_when_available(&owner, patience)
+        .await
+        .context("migrating as MIGRATION_DATABASE_URL's role");
+    owner.close().await;
+    migrated
 }
 
 /// Everything `main` does: install the metrics, build the writer, serve until SIGTERM, then

@@ -57,6 +57,8 @@ pub const VARIABLES: &[Variable] = &[
         "DATABASE_URL",
         "postgres://postgres@127.0.0.1:5432/transactions",
     ),
+    // Writer only (the reader never migrates); unset: migrations run over DATABASE_URL.
+    optional("MIGRATION_DATABASE_URL"),
     both("REDIS_URL", "redis://127.0.0.1:6379/0"),
     optional("REDIS_CA_FILE"),
     both("REDIS_KEY_PREFIX", "tm:"),
