@@ -34,6 +34,9 @@
 #                       STATE/sockets (its LISTEN_SOCKET); tcp: on its API port. Unix falls back
 #                       to tcp when a socket path would be too long or nginx's workers could not
 #                       reach the folder. Either way every instance also listens on its port.
+#   WRITER_DATABASE_URL, READER_DATABASE_URL, WRITER_REDIS_URL, READER_REDIS_URL   each
+#                       service's own DATABASE_URL and REDIS_URL, if set (scripts/lib/roles.sh);
+#                       MIGRATION_DATABASE_URL reaches the writers only
 # Every other variable (DATABASE_URL, REDIS_URL, RUST_LOG, ...) reaches the services as it is.
 #
 # Instance names: `writer`, `writer-2`, ... and `reader`, `reader-2`, ...; logs in
@@ -245,7 +248,17 @@ start_service() {
   [ "$kind" = writer ] && [ -n "${WRITER_WORKER_THREADS:-}" ] && env+=(TOKIO_WORKER_THREADS="$WRITER_WORKER_THREADS")
   local drop
   mapfile -t drop < <(as_nobody)
-  start_supervised "$name" "$LOGS/$name.log" "$LOGS/$name.log" env "${env[@]}" "${drop[@]}" "$STATE/bin/$kind"
+  # Each service as its own role and Redis user where the caller provisioned them
+  # (scripts/lib/roles.sh); passed in the environment, never on a command line (`ps`).
+  local database_url="${DATABASE_URL:-}" redis_url="${REDIS_URL:-}" migration_url=""
+  if [ "$kind" = writer ]; then
+    database_url="${WRITER_DATABASE_URL:-$database_url}" redis_url="${WRITER_REDIS_URL:-$redis_url}"
+    migration_url="${MIGRATION_DATABASE_URL:-}"
+  else
+    database_url="${READER_DATABASE_URL:-$database_url}" redis_url="${READER_REDIS_URL:-$redis_url}"
+  fi
+  DATABASE_URL="$database_url" REDIS_URL="$redis_url" MIGRATION_DATABASE_URL="$migration_url" \
+    start_supervised "$name" "$LOGS/$name.log" "$LOGS/$name.log" env "${env[@]}" "${drop[@]}" "$STATE/bin/$kind"
   if ! wait_http "http://127.0.0.1:$port/ping" 90; then
     tail -n 20 "$LOGS/$name.log" >&2 || true
     die "$name did not become healthy on 127.0.0.1:$port; see $LOGS/$name.log and $LOGS/supervisor.log"

@@ -22,6 +22,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TAG=stack
 # shellcheck source=scripts/lib/common.sh
 . "$ROOT/scripts/lib/common.sh"
+# shellcheck source=scripts/lib/roles.sh
+. "$ROOT/scripts/lib/roles.sh"
 
 export STACK_STATE_DIR="${STACK_STATE_DIR:-$ROOT/.stack}"
 STATE="$STACK_STATE_DIR"
@@ -100,6 +102,10 @@ refuse_taken_ports() {
 start() {
   refuse_taken_ports
   deps
+  # Least privilege: the writer migrates as ledger_owner and serves as ledger_writer, the reader
+  # serves as ledger_reader, each with a Redis user of its own (scripts/lib/roles.sh).
+  provision_pg_roles
+  provision_redis_users "$STATE/secrets"
   [ "${STACK_BUILD:-yes}" = no ] || build_services
   # The services' tokio worker threads (default_worker_threads): measured on 2 cores, an
   # account read cost the reader 25 us of CPU with one worker against 29-34 us with two, and a

@@ -68,6 +68,11 @@ TAG=test-compose
 . "$ROOT/scripts/lib/common.sh"
 # docker-compose.yml publishes on ${PROXY_PORT:-8080} and the like: the test's own ports.
 use_port_set COMPOSE_TEST_
+# docker-compose.yml has no default passwords: fresh ones for this run, exported, so they win
+# over a .env of yours (scripts/lib/roles.sh lists them).
+# shellcheck source=scripts/lib/roles.sh
+. "$ROOT/scripts/lib/roles.sh"
+for name in $COMPOSE_PASSWORDS; do export "$name=$(new_password)"; done
 export API_URL="http://127.0.0.1:$PROXY_PORT" PROMETHEUS_URL="http://127.0.0.1:$PROMETHEUS_PORT"
 elapsed() { echo "$(($(date +%s) - STARTED)) s"; }
 
