@@ -29,6 +29,8 @@ ROOT="$(cd "$BENCH_DIR/.." && pwd)"
 TAG=bench
 # shellcheck source=scripts/lib/common.sh
 . "$ROOT/scripts/lib/common.sh"
+# shellcheck source=scripts/lib/roles.sh
+. "$ROOT/scripts/lib/roles.sh"
 STATE="${STACK_STATE_DIR:-$ROOT/.stack}"
 RESULTS="$BENCH_DIR/results"
 TMP="$RESULTS/tmp" # git-ignored: raw outputs of this run
@@ -151,7 +153,8 @@ stack_pids() {
   pid="$(service_pid writer || true)"; [ -n "$pid" ] && pids+=("$pid:writer")
   pid="$(service_pid reader || true)"; [ -n "$pid" ] && pids+=("$pid:reader")
   pid="$(service_pid nginx || true)"; [ -n "$pid" ] && pids+=("$pid:nginx")
-  pid="$(redis-cli -u "${REDIS_URL:-$DEFAULT_REDIS_URL}" info server 2>/dev/null | tr -d '\r' | sed -n 's/^process_id://p')"
+  # (A Redis the stack started has its default user closed: scripts/lib/roles.sh.)
+  pid="$(redis-cli -u "$(stack_redis_url "$STATE" "${REDIS_URL:-$DEFAULT_REDIS_URL}")" --no-auth-warning info server 2>/dev/null | tr -d '\r' | sed -n 's/^process_id://p')"
   [ -n "$pid" ] && pids+=("$pid:redis")
   datadir="$(psql_admin -c "SHOW data_directory" 2>/dev/null || true)"
   pid="$(head -n 1 "$datadir/postmaster.pid" 2>/dev/null || true)"

@@ -7,9 +7,9 @@ set -eu
 export PGPASSWORD="$POSTGRES_PASSWORD" PGHOST=postgres PGUSER=postgres PGDATABASE=transactions
 until pg_isready -q; do sleep 1; done
 {
-  printf "\\set owner_password '%s'\n" "$LEDGER_OWNER_PASSWORD"
-  printf "\\set writer_password '%s'\n" "$LEDGER_WRITER_PASSWORD"
-  printf "\\set reader_password '%s'\n" "$LEDGER_READER_PASSWORD"
+  printf '%s\n' "\\set owner_password '$LEDGER_OWNER_PASSWORD'"
+  printf '%s\n' "\\set writer_password '$LEDGER_WRITER_PASSWORD'"
+  printf '%s\n' "\\set reader_password '$LEDGER_READER_PASSWORD'"
   cat /ledger/roles.sql
 } | psql -X -q -v ON_ERROR_STOP=1
 echo "db-roles: ledger_owner, ledger_writer and ledger_reader provisioned"

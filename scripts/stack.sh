@@ -71,16 +71,23 @@ ensure_postgres() {
 
 # Only a Redis this script started has a pid file in the state folder; stop leaves others alone.
 REDIS_EXE="$(exe_path redis-server)"
+# One it starts has its default user closed by a password (scripts/lib/roles.sh,
+# stack_redis_url): REDIS_URL then carries it, for this script and what it starts.
 ensure_redis() {
-  if redis-cli -u "$REDIS_URL" ping >/dev/null 2>&1; then return 0; fi
+  REDIS_URL="$(stack_redis_url "$STATE" "$REDIS_URL")"
+  if redis-cli -u "$REDIS_URL" --no-auth-warning ping >/dev/null 2>&1; then return 0; fi
   local rest="${REDIS_URL#*://}"; rest="${rest#*@}"; rest="${rest%%/*}"
-  local port="${rest##*:}"
-  say "starting Redis on port $port"
+  local port="${rest##*:}" password
+  say "starting Redis on port $port (default user closed: password in $STATE/secrets/redis-admin.password)"
   mkdir -p "$STATE/redis"
-  start_daemon "$STATE/redis.pid" "$LOGS/redis.log" redis-server --bind 127.0.0.1 --port "$port" \
+  password="$(secret_file "$STATE/secrets/redis-admin.password")"
+  # In a file of mode 0600, not on the command line (`ps`).
+  (umask 077; printf 'requirepass %s\n' "$password" >"$STATE/redis.conf")
+  start_daemon "$STATE/redis.pid" "$LOGS/redis.log" redis-server "$STATE/redis.conf" --bind 127.0.0.1 --port "$port" \
     --save "" --appendonly no --dir "$STATE/redis" \
     --maxmemory "$REDIS_MAXMEMORY" --maxmemory-policy "$REDIS_MAXMEMORY_POLICY"
-  wait_until 10 redis-cli -u "$REDIS_URL" ping || die "Redis did not start; see $LOGS/redis.log"
+  REDIS_URL="$(with_user "$REDIS_URL" default "$password")"
+  wait_until 10 redis-cli -u "$REDIS_URL" --no-auth-warning ping || die "Redis did not start; see $LOGS/redis.log"
 }
 
 deps() {

@@ -47,6 +47,9 @@ export KUBECTL
 
 # --- checks ---------------------------------------------------------------------------------
 
+# The dev overlay's Secrets are generated, never in git (git-ignored; kept when they exist).
+bash deploy/kubernetes/overlays/dev/make-secrets.sh >/dev/null
+
 # render NAME OVERLAY [COMPONENT...]: writes $OUT/NAME.yaml. Components go through a
 # throw-away kustomization beside it (kustomize refuses absolute paths).
 render() {

@@ -22,6 +22,11 @@ step() { printf '\n=== %s ===\n' "$*"; }
 
 step "dependencies (PostgreSQL, Redis, nginx)"
 bash scripts/stack.sh deps
+# A Redis that deps started has its default user closed: every step below reaches it with the
+# password it keeps (scripts/lib/roles.sh).
+# shellcheck source=scripts/lib/roles.sh
+. scripts/lib/roles.sh
+REDIS_URL="$(stack_redis_url "$ROOT/.stack" "$REDIS_URL")"
 
 step "container and CI files (dclint, hadolint, yamllint, nginx -t, compose layout)"
 bash scripts/check-containers.sh

@@ -8,6 +8,8 @@
 #   provision_pg_roles              scripts/sql/roles.sql over DATABASE_URL (the admin), then
 #                                   exports MIGRATION_/WRITER_/READER_DATABASE_URL (each only
 #                                   where unset) as the three roles
+#   stack_redis_url STATE URL       URL, with the administrator's password if the stack of
+#                                   STATE started that Redis (its default user is closed)
 #   redis_acl_rules KIND PREFIX     the ACL rules of the writer's or the reader's Redis user
 #   provision_redis_users DIR       ACL users for the writer and the reader on the Redis at
 #                                   REDIS_URL (passwords in DIR, mode 0600), then exports
@@ -58,6 +60,19 @@ provision_pg_roles() {
   export READER_DATABASE_URL="${READER_DATABASE_URL:-$(with_user "$DATABASE_URL" ledger_reader)}"
 }
 
+# A Redis the stack starts itself (none answered at REDIS_URL) has its default user closed by
+# a password (requirepass in STATE/redis.conf), kept in STATE/secrets/redis-admin.password
+# (mode 0600); the stack and npm test's scripts reach it through this URL.
+stack_redis_url() {
+  local state="$1" url="$2" password
+  if [ -s "$state/secrets/redis-admin.password" ] && pid_alive "$state/redis.pid"; then
+    password="$(cat "$state/secrets/redis-admin.password")"
+    with_user "$url" default "$password"
+  else
+    printf '%s' "$url"
+  fi
+}
+
 # redis_acl_rules writer|reader PREFIX: the commands each service sends (shared/src/cache/*.rs,
 # the Lua scripts in cache/lua.rs and cache/link.rs, and the client's connection set-up), on
 # its own keys only. The reader fills views (a cache miss) and claims the views' generation, so
@@ -82,17 +97,20 @@ redis_user() { printf 'ledger-%s-%s' "$1" "$(printf '%s' "$2" | tr -c 'A-Za-z0-9
 # Its default user is left as it is: on a Redis the stack did not start (shared with others)
 # closing it is the operator's job (docs/security.md).
 provision_redis_users() {
-  local dir="$1" prefix="${REDIS_KEY_PREFIX:-tm:}" kind user password
-  if ! redis-cli -u "$REDIS_URL" ACL WHOAMI 2>/dev/null | grep -qv '^ERR\|NOPERM'; then
-    say "Redis at REDIS_URL has no ACLs (or REDIS_URL may not manage them): the services use REDIS_URL as is"
-    return 0
-  fi
+  local dir="$1" prefix="${REDIS_KEY_PREFIX:-tm:}" kind user password whoami
+  # A user name answers; an error (no ACLs before Redis 6, NOAUTH, NOPERM) has spaces.
+  whoami="$(redis-cli -u "$REDIS_URL" --no-auth-warning ACL WHOAMI 2>/dev/null || true)"
+  case "$whoami" in
+    "" | *" "*)
+      say "Redis at REDIS_URL has no ACLs (or REDIS_URL may not manage them): the services use REDIS_URL as is"
+      return 0 ;;
+  esac
   for kind in writer reader; do
     user="$(redis_user "$kind" "$prefix")"
     password="$(secret_file "$dir/redis-$kind.password")"
     # On redis-cli's input, not its command line: the password never shows in `ps`.
     printf 'ACL SETUSER %s reset on >%s %s\n' "$user" "$password" "$(redis_acl_rules "$kind" "$prefix")" |
-      redis-cli -u "$REDIS_URL" | grep -qx OK || die "could not create the Redis ACL user $user"
+      redis-cli -u "$REDIS_URL" --no-auth-warning | grep -qx OK || die "could not create the Redis ACL user $user"
     case "$kind" in
       writer) export WRITER_REDIS_URL="${WRITER_REDIS_URL:-$(with_user "$REDIS_URL" "$user" "$password")}" ;;
       reader) export READER_REDIS_URL="${READER_REDIS_URL:-$(with_user "$REDIS_URL" "$user" "$password")}" ;;

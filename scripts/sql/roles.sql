@@ -9,7 +9,7 @@
 -- PostgreSQL trusts local connections, as natively). Set them on psql's input rather than its
 -- command line, so they never show in `ps`:
 --
---   { printf "\\set writer_password '%s'\n" "$pw"; cat scripts/sql/roles.sql; } | psql …
+--   { printf '%s\n' "\\set writer_password '$pw'"; cat scripts/sql/roles.sql; } | psql …
 --
 -- The roles (names fixed: the migrations grant to them):
 --   ledger_owner   owns the schema; the writer runs migrations as it (MIGRATION_DATABASE_URL)

@@ -44,6 +44,28 @@ const cluster = obj(
         primaryUpdateMethod: oneOf("switchover", "restart"),
         enableSuperuserAccess: bool,
         enablePDB: bool,
+        managed: obj({
+          roles: arrayOf(
+            obj(
+              {
+                name: str,
+                ensure: oneOf("present", "absent"),
+                login: bool,
+                superuser: bool,
+                createdb: bool,
+                createrole: bool,
+                inherit: bool,
+                replication: bool,
+                bypassrls: bool,
+                connectionLimit: int,
+                comment: str,
+                inRoles: arrayOf(str),
+                passwordSecret: obj({ name: str }, ["name"]),
+              },
+              ["name"],
+            ),
+          ),
+        }),
         bootstrap: obj({
           initdb: obj({ database: str, owner: str, secret: obj({ name: str }, ["name"]) }),
         }),

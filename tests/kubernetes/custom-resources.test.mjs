@@ -9,7 +9,7 @@ import { environment, generated, named, ofKind, render, selects, VARIANTS } from
 // The built-in kinds kubernetes-validate checks; anything else must be listed in KNOWN.
 const BUILT_IN = new Set([
   "v1 Namespace", "v1 ConfigMap", "v1 Secret", "v1 Service",
-  "apps/v1 Deployment", "apps/v1 StatefulSet",
+  "apps/v1 Deployment", "apps/v1 StatefulSet", "batch/v1 Job",
   "networking.k8s.io/v1 NetworkPolicy", "networking.k8s.io/v1 Ingress",
   "autoscaling/v2 HorizontalPodAutoscaler", "policy/v1 PodDisruptionBudget",
 ]);
@@ -65,16 +65,25 @@ for (const variant of VARIANTS) {
         assert.equal(cluster.spec.bootstrap.initdb.database, settings.data.DB_NAME);
       });
 
-      for (const service of ["writer", "reader"]) {
-        test(`${service} connects to Cluster/${name} through ${name}-rw (never a replica) with ${name}-app's credentials`, () => {
+      // Each service serves as its own role (a Secret per role, which the Cluster's managed
+      // roles take their passwords from); the writer migrates as the owner (-app).
+      const urls = [
+        ["writer", "DATABASE_URL", "ledger-db-writer"],
+        ["writer", "MIGRATION_DATABASE_URL", `${name}-app`],
+        ["reader", "DATABASE_URL", "ledger-db-reader"],
+      ];
+      for (const [service, variable, secret] of urls) {
+        test(`${service}'s ${variable}: Cluster/${name} through ${name}-rw (never a replica) with ${secret}'s credentials`, () => {
           const c = named(objs, "Deployment", service).spec.template.spec.containers[0];
-          const url = new URL(environment(objs, c).DATABASE_URL);
+          const url = new URL(environment(objs, c)[variable]);
           // -rw is the primary: a replica (-ro, -r) may not have replayed a write yet, and the
           // reader falls back to PostgreSQL exactly when it must be right.
           assert.equal(url.hostname, `${name}-rw`);
-          assert.equal(decodeURIComponent(url.username), `<${name}-app.username>`);
-          assert.equal(decodeURIComponent(url.password), `<${name}-app.password>`);
+          assert.equal(decodeURIComponent(url.username), `<${secret}.username>`);
+          assert.equal(decodeURIComponent(url.password), `<${secret}.password>`);
           assert.equal(url.pathname, `/${cluster.spec.bootstrap.initdb.database}`);
+          const managed = (cluster.spec.managed?.roles ?? []).map((role) => role.passwordSecret?.name);
+          if (secret !== `${name}-app`) assert.ok(managed.includes(secret), `no managed role takes ${secret}`);
         });
       }
     }

@@ -214,16 +214,21 @@ impl Application {
 
 /// Runs the migrations: as the schema's owner over a pool of its own when
 /// `MIGRATION_DATABASE_URL` is set (the role the writer serves as may then change rows, not the
-/// schema; scripts/sql/roles.sql), else over the serving pool.
+/// schema; scripts/sql/roles.sql), and then grants the roles their privileges again (roles
+/// made since the last migration get them at this start); else over the serving pool.
 async fn migrate(settings: &Settings, pool: &PgPool) -> anyhow::Result<()> {
     let patience = Duration::from_secs(60);
     let Some(config) = settings.migration_pool_config() else {
         return db::migrate_when_available(pool, patience).await;
     };
     let owner = db::connect(&config).context("MIGRATION_DATABASE_URL is not usable")?;
-    let migrated = db::migrate_when_available(&owner, patience)
-        .await
-        .context("migrating as MIGRATION_DATABASE_URL's role");
+    let migrated = match db::migrate_when_available(&owner, patience).await {
+        Ok(()) => db::grant_role_privileges(&owner)
+            .await
+            .context("granting the services' roles their privileges"),
+        Err(error) => Err(error),
+    }
+    .context("migrating as MIGRATION_DATABASE_URL's role");
     owner.close().await;
     migrated
 }

@@ -1,7 +1,8 @@
 //! Least privilege (issue 21): with the roles of `scripts/sql/roles.sql`, the writer migrates
 //! as the schema's owner (`MIGRATION_DATABASE_URL`) and serves as `ledger_writer`, which can
 //! record and publish and nothing more; `ledger_reader` can only read. A privilege the writer
-//! lacks fails its requests with a 500 whose cause is logged, and the writer goes on serving.
+//! lacks fails its requests with a 500 whose cause is logged, and the writer goes on serving;
+//! its next start grants the roles their privileges again.
 
 use std::io::Write;
 use std::process::Command;
@@ -237,7 +238,7 @@ impl Write for Captured {
 }
 
 #[sqlx::test(migrations = false)]
-async fn a_privilege_the_writer_lacks_is_a_500_with_its_cause_logged(
+async fn a_privilege_the_writer_lacks_is_a_500_with_its_cause_logged_until_a_start_grants_it(
     _pool: PgPoolOptions,
     options: PgConnectOptions,
 ) {
@@ -286,4 +287,14 @@ async fn a_privilege_the_writer_lacks_is_a_500_with_its_cause_logged(
             .is_some_and(|error| error.contains("permission denied for table transactions"))),
         "the cause is logged: {causes:#?}"
     );
+
+    // The next start grants the roles what the migrations say, again (as for roles created
+    // after the first migration): the writer records.
+    let restarted = database
+        .writer(&testing::fresh_prefix())
+        .await
+        .into_router();
+    let body = json!({"account_id": Uuid::new_v4(), "amount": 3}).to_string();
+    let (status, created) = send(&restarted, post_json("/transactions", body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
 }
