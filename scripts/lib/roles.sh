@@ -95,7 +95,7 @@ redis_user() { printf 'ledger-%s-%s' "$1" "$(printf '%s' "$2" | tr -c 'A-Za-z0-9
 
 # provision_redis_users DIR: on a Redis with ACLs (6 or later) where REDIS_URL may manage them.
 # Its default user is left as it is: on a Redis the stack did not start (shared with others)
-# closing it is the operator's job (docs/security.md).
+# closing it is the operator's job (docs/deploy.md, "Credentials").
 provision_redis_users() {
   local dir="$1" prefix="${REDIS_KEY_PREFIX:-tm:}" kind user password whoami
   # A user name answers; an error (no ACLs before Redis 6, NOAUTH, NOPERM) has spaces.
