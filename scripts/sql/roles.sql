@@ -17,7 +17,7 @@
 --                  rows, updates balances, deletes published outbox rows; nothing else
 --   ledger_reader  the reader serves as it: SELECT only
 -- What each may do on each table is granted by the migrations (function
--- ledger_grant_privileges, shared/migrations/20261207000001_role_privileges.sql), beside the
+-- ledger_grant_privileges, shared/migrations/20261207000002_role_privileges.sql), beside the
 -- schema; this file creates the roles, gives the owner the schema and calls that function.
 \set ON_ERROR_STOP on
 \set QUIET on

@@ -189,7 +189,7 @@ fn is_tls_failure(pool: &PgPool, error: &sqlx::Error) -> bool {
         }
 
 /// Grants the services' roles what the migrations say they may do
-/// (`ledger_grant_privileges`, shared/migrations/20261207000001_role_privileges.sql), again:
+/// (`ledger_grant_privileges`, shared/migrations/20261207000002_role_privileges.sql), again:
 /// for roles created after the migration that granted ran (an operator that creates them
 /// later, CloudNativePG reconciling its managed roles after the writer first migrated). Run
 /// as the schema's owner; grants nothing to a role that does not exist.

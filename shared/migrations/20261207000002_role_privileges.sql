@@ -20,16 +20,12 @@ BEGIN
         GRANT INSERT (account_id, balance, version), UPDATE (balance, version, updated_at)
             ON accounts TO ledger_writer;
         -- Transactions are immutable: insert only, never update or delete, except that an
-        -- idempotency key may be forgotten after its retention. seq (an identity: no sequence
+        -- idempotency key is forgotten after its retention (writer/src/idempotency.rs; its
+        -- SELECT … FOR UPDATE needs this UPDATE too). seq (an identity: no sequence
         -- privilege needed) and created_at are the database's.
-        GRANT INSERT (transaction_id, account_id, amount, idempotency_key),
+        GRANT INSERT (transaction_id, account_id, amount, idempotency_key, idempotency_scope),
               UPDATE (idempotency_key)
             ON transactions TO ledger_writer;
-        IF EXISTS (SELECT FROM information_schema.columns
-                   WHERE table_schema = current_schema() AND table_name = 'transactions'
-                     AND column_name = 'idempotency_scope') THEN
-            GRANT INSERT (idempotency_scope) ON transactions TO ledger_writer;
-        END IF;
         -- The outbox: a row per commit, deleted once the commit is in Redis.
         GRANT INSERT (transaction_ids), DELETE ON publish_batches TO ledger_writer;
     END IF;
