@@ -43,7 +43,7 @@ const PUBLISHED = { nginx: ["8080", "8443"], grafana: ["3000"], prometheus: ["90
 const API_PORT = { writer: "8081", reader: "8082" };
 const METRICS_PORT = { writer: "9181", reader: "9182" };
 // What compose says when .env lacks a password.
-const REQUIRED = "run scripts/compose-env.sh to make .env";
+const REQUIRED = "run scripts/compose-env.sh";
 
 describe("services and networks", () => {
   test("no top-level name: (Compose 1.29 refuses it); .env.example sets COMPOSE_PROJECT_NAME instead", () => {
