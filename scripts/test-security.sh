@@ -15,6 +15,10 @@ export STACK_STATE_DIR="${STACK_STATE_DIR:-$ROOT/.stack/test}"
 export DATABASE_URL="${DATABASE_URL:-${TEST_DATABASE_URL:-$DEFAULT_TEST_DATABASE_URL}}"
 export REDIS_KEY_PREFIX="${REDIS_KEY_PREFIX:-${TEST_REDIS_KEY_PREFIX:-$DEFAULT_TEST_REDIS_KEY_PREFIX}}"
 export API_URL="http://127.0.0.1:$PROXY_PORT"
+# A Redis the stack started has its default user closed (scripts/lib/roles.sh).
+# shellcheck source=scripts/lib/roles.sh
+. scripts/lib/roles.sh
+export REDIS_URL="$(stack_redis_url "$ROOT/.stack" "${REDIS_URL:-$DEFAULT_REDIS_URL}")"
 
 export API_KEYS_FILE="$STACK_STATE_DIR/api-keys"
 mkdir -p "$STACK_STATE_DIR"

@@ -74,9 +74,6 @@ bash scripts/stack.sh start
 step "API tests through nginx ($API_URL)"
 npm run --silent test:api
 
-step "least privilege: the stack's PostgreSQL roles and Redis users (tests/security/)"
-node --test --test-concurrency=1 tests/security/
-
 step "schemathesis: the live stack against its OpenAPI document (reader/openapi.json)"
 bash scripts/test-schemathesis.sh
 

@@ -1,7 +1,8 @@
 // Least privilege on a running native stack (issue 21): the services hold the roles
 // scripts/lib/roles.sh gave them, the stack works through nginx under them, and each role's
-// credentials cannot do more than its service needs. Runs against the stack npm test starts
-// (scripts/test.sh exports API_URL, DATABASE_URL, REDIS_URL, REDIS_KEY_PREFIX, STACK_STATE_DIR).
+// credentials cannot do more than its service needs. Runs against npm test's native stack,
+// with API keys on (scripts/test-security.sh: API_URL, DATABASE_URL, REDIS_URL,
+// REDIS_KEY_PREFIX, STACK_STATE_DIR, and READ_WRITE_SECRET, sent when set).
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -47,15 +48,17 @@ async function redis(url, ...command) {
 const redisUser = (kind) => `ledger-${kind}-${PREFIX.replace(/[^A-Za-z0-9]/g, '-')}`;
 const redisPassword = (kind) => fs.readFileSync(path.join(STATE, 'secrets', `redis-${kind}.password`), 'utf8').trim();
 
+const KEY = process.env.READ_WRITE_SECRET ? { authorization: `Bearer ${process.env.READ_WRITE_SECRET}` } : {};
+
 test('the stack works through nginx with each service as its own role', async () => {
   const account = randomUUID();
   const posted = await fetch(`${API_URL}/transactions`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json' },
+    headers: { 'content-type': 'application/json', ...KEY },
     body: JSON.stringify({ account_id: account, amount: 12 }),
   });
   assert.equal(posted.status, 201, await posted.text());
-  const read = await fetch(`${API_URL}/accounts/${account}`);
+  const read = await fetch(`${API_URL}/accounts/${account}`, { headers: KEY });
   assert.equal(read.status, 200);
   assert.equal((await read.json()).balance, 12);
 
