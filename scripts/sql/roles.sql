@@ -21,8 +21,9 @@
 -- schema; this file creates the roles, gives the owner the schema and calls that function.
 \set ON_ERROR_STOP on
 \set QUIET on
--- Roles are the cluster's, shared by its databases: two runs at once (two stacks on one
--- PostgreSQL) would race to create or alter the same role, so they take turns.
+-- Two runs at once on one database take turns. (Roles belong to the whole server; two runs on
+-- two of its databases at the same moment may still meet on one role: "tuple concurrently
+-- updated". Run it again: it is idempotent, and it changes a role only where it differs.)
 SELECT pg_advisory_lock(hashtext('scripts/sql/roles.sql')) \gset
 
 SELECT format('CREATE ROLE %I', name)
@@ -32,9 +33,13 @@ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = name)
 
 -- Login roles with no power beyond their grants (ALTER makes a role created earlier match).
 -- NOINHERIT: none of them gains privileges by being made a member of another role later.
-ALTER ROLE ledger_owner LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT;
-ALTER ROLE ledger_writer LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT;
-ALTER ROLE ledger_reader LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT;
+SELECT format('ALTER ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT',
+              rolname)
+FROM pg_roles
+WHERE rolname IN ('ledger_owner', 'ledger_writer', 'ledger_reader')
+  AND (NOT rolcanlogin OR rolsuper OR rolcreatedb OR rolcreaterole OR rolreplication
+       OR rolbypassrls OR rolinherit)
+\gexec
 
 \if :{?owner_password}
 ALTER ROLE ledger_owner PASSWORD :'owner_password';

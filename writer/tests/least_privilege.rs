@@ -5,7 +5,7 @@
 //! its next start grants the roles their privileges again.
 
 use std::io::Write;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,6 +18,13 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use uuid::Uuid;
 use writer::Application;
+
+/// The roles' password in these tests: every test gives the same one (roles belong to the
+/// whole server, and the tests run at once), on a test server only.
+const TEST_PASSWORD: &str = "least-privilege-test";
+
+/// Held while roles.sql runs (see [`Database::with_roles`]).
+static ROLES_SQL: Mutex<()> = Mutex::new(());
 
 /// A fresh database (from `#[sqlx::test]`) with the roles provisioned on it.
 struct Database {
@@ -41,24 +48,36 @@ impl Database {
                 .expect("the test database answers"),
             name,
         };
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/sql/roles.sql");
-        let admin_url = database.url_of(
-            &sqlx::query_scalar::<_, String>("SELECT current_user")
-                .fetch_one(&database.admin)
-                .await
-                .expect("current_user"),
+        // As the administrator sqlx::test connects as (DATABASE_URL, password included), on
+        // the test's database; the roles' passwords on psql's input, as an operator would.
+        let server = std::env::var("DATABASE_URL").expect("DATABASE_URL (as for #[sqlx::test])");
+        let server = server.split('?').next().unwrap_or_default();
+        let admin_url = format!(
+            "{}/{}",
+            &server[..server.rfind('/').expect("a URL")],
+            database.name
         );
-        let ran = Command::new("psql")
-            .args([
-                admin_url.as_str(),
-                "-X",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-f",
-                script,
-            ])
-            .output()
+        let script = include_str!("../../scripts/sql/roles.sql");
+        let passwords: String = ["owner", "writer", "reader"]
+            .iter()
+            .map(|role| format!("\\set {role}_password '{TEST_PASSWORD}'\n"))
+            .collect();
+        // One at a time: roles belong to the whole server, and two runs that alter one role
+        // at the same moment fail ("tuple concurrently updated").
+        let _one_at_a_time = ROLES_SQL.lock().unwrap_or_else(|e| e.into_inner());
+        let mut psql = Command::new("psql")
+            .args([admin_url.as_str(), "-X", "-q", "-v", "ON_ERROR_STOP=1"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .expect("psql runs (apt-get install postgresql-client)");
+        psql.stdin
+            .take()
+            .expect("psql's input")
+            .write_all(format!("{passwords}{script}").as_bytes())
+            .expect("roles.sql written to psql");
+        let ran = psql.wait_with_output().expect("psql ends");
         assert!(
             ran.status.success(),
             "roles.sql failed: {}",
@@ -67,10 +86,11 @@ impl Database {
         database
     }
 
-    /// The URL of this database as `role` (PostgreSQL trusts local connections here).
+    /// The URL of this database as `role`, with the password the tests give the roles (where
+    /// PostgreSQL trusts local connections it is not even asked for).
     fn url_of(&self, role: &str) -> String {
         format!(
-            "postgres://{role}@{}:{}/{}",
+            "postgres://{role}:{TEST_PASSWORD}@{}:{}/{}",
             self.host, self.port, self.name
         )
     }
