@@ -187,6 +187,7 @@ fn is_tls_failure(pool: &PgPool, error: &sqlx::Error) -> bool {
             ),
             _ => false,
         }
+}
 
 /// Grants the services' roles what the migrations say they may do
 /// (`ledger_grant_privileges`, shared/migrations/20261207000002_role_privileges.sql), again:

@@ -230,7 +230,9 @@ async fn migrate(settings: &Settings, pool: &PgPool) -> anyhow::Result<()> {
     }
     .context("migrating as MIGRATION_DATABASE_URL's role");
     owner.close().await;
-    migrated
+    migrated?;
+    // The migrations checked the owner's link; the serving pool's TLS is checked here.
+    db::check_tls(pool).await
 }
 
 /// Everything `main` does: install the metrics, build the writer, serve until SIGTERM, then
