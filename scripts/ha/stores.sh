@@ -32,6 +32,7 @@ start() {
   # Readable by the postgres user, who runs PostgreSQL from a directory inside.
   mkdir -p "$LOGS" "$STATE/components"
   chmod 755 "$STATE"
+  ensure_secrets
   start_etcd
   start_postgres_nodes
   start_haproxy

@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::http::HeaderValue;
 
-use crate::cache::{CacheConfig, Retention};
+use crate::cache::{CacheConfig, Retention, SentinelAuth};
 use crate::db::PoolConfig;
 use crate::http::{ApiKeys, HttpConfig, ServeConfig};
 pub use crate::telemetry::LogFormat;
@@ -59,6 +59,8 @@ pub struct Settings {
     pub redis_sentinels: Vec<String>,
     /// `REDIS_SENTINEL_MASTER`
     pub redis_sentinel_master: String,
+    /// `REDIS_SENTINEL_USERNAME`, `REDIS_SENTINEL_PASSWORD`
+    pub redis_sentinel_auth: SentinelAuth,
     /// `LISTEN_ADDR`
     pub listen_addr: SocketAddr,
     /// `LISTEN_SOCKET`: a Unix socket the API is also served on (for a proxy on this host).
@@ -119,6 +121,10 @@ impl Settings {
             redis_ca_file: env.optional("REDIS_CA_FILE")?.map(Into::into),
             redis_sentinels: parse_sentinels(env.optional("REDIS_SENTINELS")?.as_deref())?,
             redis_sentinel_master: env.get("REDIS_SENTINEL_MASTER")?,
+            redis_sentinel_auth: SentinelAuth {
+                username: env.optional("REDIS_SENTINEL_USERNAME")?,
+                password: env.optional("REDIS_SENTINEL_PASSWORD")?,
+            },
             listen_addr: env.parse("LISTEN_ADDR")?,
             listen_socket: env.optional("LISTEN_SOCKET")?.map(Into::into),
             metrics_addr: env.parse("METRICS_ADDR")?,
@@ -182,6 +188,7 @@ impl Settings {
             ca_file: self.redis_ca_file.clone(),
             sentinels: self.redis_sentinels.clone(),
             sentinel_master: self.redis_sentinel_master.clone(),
+            sentinel_auth: self.redis_sentinel_auth.clone(),
             key_prefix: self.redis_key_prefix.clone(),
             timeout: self.redis_timeout,
             retention: self.redis_retention,
@@ -215,13 +222,20 @@ impl Settings {
     }
 }
 
-/// `host:port,host:port,…`; each must name a port.
+/// `host:port,host:port,…`; each must name a port. Credentials have variables of their own
+/// (`REDIS_SENTINEL_USERNAME`, `REDIS_SENTINEL_PASSWORD`), so an address with `user@` in it
+/// is refused rather than half understood.
 fn parse_sentinels(raw: Option<&str>) -> anyhow::Result<Vec<String>> {
     raw.unwrap_or_default()
         .split(',')
         .map(str::trim)
         .filter(|address| !address.is_empty())
         .map(|address| {
+            anyhow::ensure!(
+                !address.contains('@'),
+                "REDIS_SENTINELS: an address is host:port only; the Sentinels' user and password \
+                 go in REDIS_SENTINEL_USERNAME and REDIS_SENTINEL_PASSWORD"
+            );
             let port = address
                 .rsplit_once(':')
                 .map(|(_, port)| port.parse::<u16>());
@@ -407,6 +421,38 @@ mod tests {
         let error =
             settings(Service::Reader, &[("REDIS_SENTINELS", "127.0.0.1")]).expect_err("no port");
         assert!(error.to_string().contains("REDIS_SENTINELS"), "{error}");
+    }
+
+    #[test]
+    fn sentinel_credentials_have_their_own_variables_and_never_sit_in_an_address() {
+        let none = settings(Service::Writer, &[]).expect("defaults");
+        assert_eq!(none.cache_config().sentinel_auth, SentinelAuth::default());
+        let given = settings(
+            Service::Writer,
+            &[
+                ("REDIS_SENTINEL_USERNAME", "ledger"),
+                ("REDIS_SENTINEL_PASSWORD", "s3cret"),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(
+            given.cache_config().sentinel_auth,
+            SentinelAuth {
+                username: Some("ledger".into()),
+                password: Some("s3cret".into()),
+            }
+        );
+        let error = settings(
+            Service::Writer,
+            &[("REDIS_SENTINELS", "ledger:s3cret@127.0.0.1:26379")],
+        )
+        .expect_err("credentials in an address");
+        let message = error.to_string();
+        assert!(message.contains("REDIS_SENTINEL_PASSWORD"), "{message}");
+        assert!(
+            !message.contains("s3cret"),
+            "the password is not echoed: {message}"
+        );
     }
 
     #[test]

@@ -3,12 +3,40 @@
 
 # --- etcd ----------------------------------------------------------------------------------
 
+# etcdctl as `user` (the password from the environment, never on the command line).
+etcdctl_as() {
+  local user="$1"
+  shift
+  ETCDCTL_API=3 ETCDCTL_USER="$user" etcdctl --endpoints="http://127.0.0.1:$HA_ETCD_PORT" \
+    --command-timeout=3s "$@"
+}
+
+# Client authentication, once per data directory: a root user (only for this set-up and an
+# operator), and Patroni's user, whose role may read and write only keys under
+# $HA_ETCD_PREFIX. Once it is on, nothing without a password reads or writes a key (the
+# /health endpoint stays open). Passwords go to etcdctl on stdin.
+enable_etcd_auth() {
+  local ctl=(etcdctl --endpoints="http://127.0.0.1:$HA_ETCD_PORT" --command-timeout=3s)
+  # A read without a user fails once authentication is on: nothing to do.
+  ETCDCTL_API=3 "${ctl[@]}" get --keys-only --limit=1 / >/dev/null 2>&1 || return 0
+  export ETCDCTL_API=3
+  printf '%s\n' "$HA_ETCD_ROOT_PASSWORD" | "${ctl[@]}" user add root --interactive=false >/dev/null
+  "${ctl[@]}" user grant-role root root >/dev/null
+  "${ctl[@]}" role add patroni >/dev/null
+  "${ctl[@]}" role grant-permission patroni --prefix=true readwrite "$HA_ETCD_PREFIX" >/dev/null
+  printf '%s\n' "$HA_ETCD_PASSWORD" | "${ctl[@]}" user add "$HA_ETCD_USER" --interactive=false >/dev/null
+  "${ctl[@]}" user grant-role "$HA_ETCD_USER" patroni >/dev/null
+  "${ctl[@]}" auth enable >/dev/null
+  say "etcd: client authentication on (user $HA_ETCD_USER may use $HA_ETCD_PREFIX only)"
+}
+
 # One member: on one host, three members would share the host's fate and disk, so they add
-# nothing but fsyncs; on several hosts this becomes three (docs/ha.md).
+# nothing but fsyncs; on several hosts this becomes three (docs/ha.md). It listens on
+# 127.0.0.1 only: the Patroni nodes are its only clients.
 start_etcd() {
   local pidfile="$STATE/etcd.pid" url="http://127.0.0.1:$HA_ETCD_PORT"
   if pid_alive "$pidfile"; then say "etcd already running (pid $(cat "$pidfile"))"; return 0; fi
-  mkdir -p "$STATE/etcd"
+  install -d -m 700 "$STATE/etcd"
   start_bg etcd "$pidfile" etcd --name ha-etcd --data-dir "$STATE/etcd/data" \
     --listen-client-urls "$url" --advertise-client-urls "$url" \
     --listen-peer-urls "http://127.0.0.1:$HA_ETCD_PEER_PORT" \
@@ -16,12 +44,17 @@ start_etcd() {
     --initial-cluster "ha-etcd=http://127.0.0.1:$HA_ETCD_PEER_PORT" \
     --initial-cluster-state new --initial-cluster-token "tm-ha-$HA_PORT_BASE"
   wait_http "$url/health" 30 || die "etcd did not start; see $LOGS/etcd.log"
+  enable_etcd_auth
   say "etcd up on $url"
 }
 
 # --- Patroni and PostgreSQL -------------------------------------------------------------------
 
-# The Patroni configuration of node $1 (1 or 2). bootstrap.dcs is written to etcd once, by the
+# The Patroni configuration of node $1 (1 or 2), with passwords in it: readable by the
+# postgres user alone. restapi.authentication guards the REST API's write endpoints (POST,
+# PUT, PATCH, DELETE: switchover, restart, reinitialize, config); patronictl -c this file
+# sends it. The GET endpoints (/primary, /replica, /sync, /health, /patroni, /metrics) stay
+# open by Patroni's design: HAProxy's checks and the tests read them. bootstrap.dcs is written to etcd once, by the
 # node that initialises the cluster; later changes go through `patronictl edit-config`.
 # Timing (docs/ha.md): ttl 12 s is how long a dead primary keeps the leader lock; loop_wait
 # 2 s is how often each node looks; loop_wait + 2 x retry_timeout must not exceed ttl.
@@ -40,8 +73,11 @@ scope: $HA_PATRONI_SCOPE
 namespace: /tm-ha/
 name: pg$n
 log: {level: INFO}
-restapi: {listen: "127.0.0.1:$rest_port", connect_address: "127.0.0.1:$rest_port"}
-etcd3: {hosts: "127.0.0.1:$HA_ETCD_PORT"}
+restapi:
+  listen: "127.0.0.1:$rest_port"
+  connect_address: "127.0.0.1:$rest_port"
+  authentication: {username: "$HA_PATRONI_REST_USER", password: "$HA_PATRONI_REST_PASSWORD"}
+etcd3: {hosts: "127.0.0.1:$HA_ETCD_PORT", username: "$HA_ETCD_USER", password: "$HA_ETCD_PASSWORD"}
 bootstrap:
   dcs:
     ttl: 12
@@ -87,8 +123,9 @@ start_patroni() {
   local n="$1" dir="$STATE/pg$1" pidfile="$STATE/patroni-pg$1.pid"
   if pid_alive "$pidfile"; then say "patroni pg$n already running (pid $(cat "$pidfile"))"; return 0; fi
   install -d -m 700 -o postgres -g postgres "$dir"
-  write_patroni_config "$n"
+  (umask 077 && write_patroni_config "$n")
   chown postgres:postgres "$dir/patroni.yml"
+  chmod 600 "$dir/patroni.yml"
   start_bg "patroni-pg$n" "$pidfile" \
     setpriv --reuid=postgres --regid=postgres --init-groups -- patroni "$dir/patroni.yml"
   say "patroni pg$n started (pid $(cat "$pidfile"))"
