@@ -121,11 +121,12 @@ EOF
 # The node's PostgreSQL and Patroni run as the postgres user (PostgreSQL refuses root).
 start_patroni() {
   local n="$1" dir="$STATE/pg$1" pidfile="$STATE/patroni-pg$1.pid"
-  if pid_alive "$pidfile"; then say "patroni pg$n already running (pid $(cat "$pidfile"))"; return 0; fi
   install -d -m 700 -o postgres -g postgres "$dir"
+  # Written even for a running node (a rotated password reaches it with `kill -HUP`).
   (umask 077 && write_patroni_config "$n")
   chown postgres:postgres "$dir/patroni.yml"
   chmod 600 "$dir/patroni.yml"
+  if pid_alive "$pidfile"; then say "patroni pg$n already running (pid $(cat "$pidfile"))"; return 0; fi
   start_bg "patroni-pg$n" "$pidfile" \
     setpriv --reuid=postgres --regid=postgres --init-groups -- patroni "$dir/patroni.yml"
   say "patroni pg$n started (pid $(cat "$pidfile"))"
