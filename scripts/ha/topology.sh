@@ -51,31 +51,25 @@ sentinel_master() {
   return 1
 }
 
-# service_env user password master: the environment file of one kind of service (the launcher's
-# WRITER_ENV_FILE, READER_ENV_FILE), root's alone: its Redis user, and the Sentinels' user.
-# REDIS_URL names the master the Sentinels name at start, for builds that do not read
-# REDIS_SENTINELS yet (they ignore unknown variables); builds that do follow the Sentinels and
-# take only the user, password and database number from it.
-service_env() {
-  local file="$SECRETS/$1.env"
-  (umask 077 && printf '%s\n' "REDIS_URL=redis://$1:$2@$3/0" \
-    "REDIS_SENTINEL_USERNAME=ledger" "REDIS_SENTINEL_PASSWORD=$HA_SENTINEL_CLIENT_PASSWORD" >"$file.tmp")
-  mv -f "$file.tmp" "$file"
-  echo "$file"
-}
-
 # The services: both on the write port (the primary) - the reader's fallback reads must see
-# every acknowledged write (docs/decisions.md 27) - and Redis through the Sentinels, each kind
-# as its own Redis user. The services' tokio workers as `npm start` sets them
-# (default_worker_threads).
+# every acknowledged write (docs/decisions.md 27) - each kind as its own PostgreSQL role (the
+# writers migrate as the owner) and its own Redis user, and Redis through the Sentinels, as
+# their user `ledger`. Credentials go in the environment (the launcher's per-kind variables),
+# never on a command line. REDIS_URL names the master the Sentinels name at start, for builds
+# that do not read REDIS_SENTINELS yet (they ignore unknown variables); builds that do follow
+# the Sentinels and take only the user, password and database number from it. The services'
+# tokio workers as `npm start` sets them (default_worker_threads).
 start_services() {
   local master
   master="$(sentinel_master)" || die "no Sentinel names a Redis master \"$HA_REDIS_MASTER_NAME\""
   # shellcheck disable=SC2034 # read by the launcher through the environment
-  DATABASE_URL="$HA_DATABASE_URL" REDIS_KEY_PREFIX="$HA_REDIS_KEY_PREFIX" \
-    WRITER_ENV_FILE="$(service_env writer "$HA_REDIS_WRITER_PASSWORD" "$master")" \
-    READER_ENV_FILE="$(service_env reader "$HA_REDIS_READER_PASSWORD" "$master")" \
+  DATABASE_URL="$HA_DATABASE_URL" MIGRATION_DATABASE_URL="$HA_MIGRATION_DATABASE_URL" \
+    READER_DATABASE_URL="$HA_READER_DATABASE_URL" \
+    WRITER_REDIS_URL="redis://writer:$HA_REDIS_WRITER_PASSWORD@$master/0" \
+    READER_REDIS_URL="redis://reader:$HA_REDIS_READER_PASSWORD@$master/0" \
+    REDIS_KEY_PREFIX="$HA_REDIS_KEY_PREFIX" \
     REDIS_SENTINELS="$HA_REDIS_SENTINELS" REDIS_SENTINEL_MASTER="$HA_REDIS_MASTER_NAME" \
+    REDIS_SENTINEL_USERNAME=ledger REDIS_SENTINEL_PASSWORD="$HA_SENTINEL_CLIENT_PASSWORD" \
     RUST_LOG="${RUST_LOG:-info}" LOG_FORMAT="${LOG_FORMAT:-json}" \
     READER_WORKER_THREADS="${READER_WORKER_THREADS:-$(default_worker_threads)}" \
     WRITER_WORKER_THREADS="${WRITER_WORKER_THREADS:-$(default_worker_threads)}" \

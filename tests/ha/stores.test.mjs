@@ -47,9 +47,16 @@ async function status() {
   return (await componentsStatus(settings)).components;
 }
 
-/** Runs SQL through psql as `user` on `port`; resolves to its unaligned output. */
-async function sql(port, query, { user = settings.HA_DB_USER, db = settings.HA_DB_NAME } = {}) {
-  const password = user === 'postgres' ? settings.HA_PG_SUPERUSER_PASSWORD : settings.HA_DB_PASSWORD;
+/** The generated password of each PostgreSQL role the stores make. */
+const pgPassword = (user) => ({
+  postgres: settings.HA_PG_SUPERUSER_PASSWORD,
+  ledger_owner: settings.HA_DB_OWNER_PASSWORD,
+  ledger_writer: settings.HA_DB_WRITER_PASSWORD,
+  ledger_reader: settings.HA_DB_READER_PASSWORD,
+}[user]);
+
+/** Runs SQL through psql as `user` (the schema's owner: the probe table is its own) on `port`. */
+async function sql(port, query, { user = 'ledger_owner', db = settings.HA_DB_NAME, password = pgPassword(user) } = {}) {
   const { stdout } = await run(
     'psql',
     ['-h', '127.0.0.1', '-p', String(port), '-U', user, '-d', db, '-v', 'ON_ERROR_STOP=1', '-qtAc', query],
@@ -225,6 +232,18 @@ test('Redis and the Sentinels refuse the default user; each service user may run
   }
 });
 
+test('PostgreSQL: no default password, and the services\' roles reach their database only', async () => {
+  const refused = (promise) => promise.then((out) => `accepted: ${out}`, (e) => e.stderr ?? e.message);
+  const port = settings.HA_PG_WRITE_PORT;
+  assert.match(await refused(sql(port, 'SELECT 1', { user: 'postgres', db: 'postgres', password: 'postgres-local' })), /password authentication failed/, 'the old default superuser password');
+  assert.match(await refused(sql(port, 'SELECT 1', { user: 'replicator', db: 'postgres', password: 'replicator-local' })), /no pg_hba.conf entry|password authentication failed/, 'the replication user outside replication');
+  for (const user of ['ledger_owner', 'ledger_writer', 'ledger_reader']) {
+    assert.equal(await sql(port, 'SELECT current_user', { user }), user, `${user} logs in to ${settings.HA_DB_NAME}`);
+    assert.match(await refused(sql(port, 'SELECT 1', { user, db: 'postgres' })), /no pg_hba.conf entry/, `${user} may not connect to another database`);
+  }
+  assert.equal(await sql(port, "SELECT rolsuper OR rolcreaterole OR rolcreatedb FROM pg_roles WHERE rolname = 'ledger_writer'"), 'f', 'ledger_writer has no power beyond its grants');
+});
+
 test('a write through the write port is readable on the replica through the read port', async () => {
   assert.equal(await read('SELECT pg_is_in_recovery()'), 't', 'the read port leads to a replica');
   assert.equal(await write('SELECT pg_is_in_recovery()'), 'f', 'the write port leads to the primary');
@@ -242,8 +261,8 @@ test('a write through the write port is readable on the replica through the read
 function writeRows(from, onAck) {
   return new Promise((resolve) => {
     const psql = spawn('stdbuf', ['-oL', 'psql', '-h', '127.0.0.1', '-p', String(settings.HA_PG_WRITE_PORT),
-      '-U', settings.HA_DB_USER, '-d', settings.HA_DB_NAME, '-qtA', '-v', 'ON_ERROR_STOP=1'],
-    { env: { PATH: process.env.PATH, PGPASSWORD: settings.HA_DB_PASSWORD, PGCONNECT_TIMEOUT: '1' } });
+      '-U', 'ledger_owner', '-d', settings.HA_DB_NAME, '-qtA', '-v', 'ON_ERROR_STOP=1'],
+    { env: { PATH: process.env.PATH, PGPASSWORD: settings.HA_DB_OWNER_PASSWORD, PGCONNECT_TIMEOUT: '1' } });
     let pending = '';
     psql.stdout.on('data', (chunk) => {
       const lines = (pending + chunk).split('\n');

@@ -164,6 +164,19 @@ before(async () => {
   useDatabaseUrl(settings.HA_DATABASE_URL);
 });
 
+/** psql as `user` through the write port; resolves to its output, or `refused: <error>`. */
+function psqlAs(user, query) {
+  const password = {
+    postgres: settings.HA_PG_SUPERUSER_PASSWORD,
+    ledger_owner: settings.HA_DB_OWNER_PASSWORD,
+    ledger_writer: settings.HA_DB_WRITER_PASSWORD,
+    ledger_reader: settings.HA_DB_READER_PASSWORD,
+  }[user];
+  return run('psql', ['-h', '127.0.0.1', '-p', settings.HA_PG_WRITE_PORT, '-U', user, '-d', settings.HA_DB_NAME, '-v', 'ON_ERROR_STOP=1', '-qtAc', query], {
+    env: { PATH: process.env.PATH, PGPASSWORD: password, PGCONNECT_TIMEOUT: '2' }, timeout: 5000,
+  }).then((r) => r.stdout.trim(), (e) => `refused: ${e.stderr}`);
+}
+
 /** redis-cli as the admin user on `port`; resolves to its output. */
 const redisAdmin = (port, ...args) => run('redis-cli', ['--no-auth-warning', '--user', 'admin', '-p', String(port), ...args], {
   env: { PATH: process.env.PATH, REDISCLI_AUTH: settings.HA_REDIS_ADMIN_PASSWORD }, timeout: 5000,
@@ -208,6 +221,21 @@ test('each kind of service logs in to the Redis master as its own user, none as 
     return names.has('writer') && names.has('reader') ? names : undefined;
   });
   assert.ok(!users[0].has('default'), `no connection as the default user: ${[...users[0]].join(', ')}`);
+});
+
+test('each kind of service runs as its own PostgreSQL role, which may do only what that service does', async () => {
+  // A read of an account nobody wrote is a cache miss: the reader asks PostgreSQL.
+  const missing = await request('GET', '/accounts/0b7e0a3c-5d47-4a8e-9f61-2f3c4d5e6a7b');
+  assert.equal(missing.status, 404, describeResponse(missing));
+  const [sessions] = await waitFor('writer and reader sessions', 10_000, async () => {
+    const rows = await psqlAs('postgres', "SELECT DISTINCT application_name || ' ' || usename FROM pg_stat_activity WHERE datname = current_database() AND application_name IN ('writer', 'reader') ORDER BY 1");
+    return rows.includes('reader ') && rows.includes('writer ') ? rows : undefined;
+  });
+  assert.equal(sessions, 'reader ledger_reader\nwriter ledger_writer', 'the readers as ledger_reader, the writers as ledger_writer');
+  assert.equal(await psqlAs('postgres', "SELECT tableowner FROM pg_tables WHERE tablename = 'transactions'"), 'ledger_owner', 'the writers migrated as the owner');
+  assert.match(await psqlAs('ledger_reader', "INSERT INTO publish_batches (transaction_ids) VALUES ('{}')"), /permission denied/, 'the reader cannot write');
+  assert.match(await psqlAs('ledger_writer', 'DELETE FROM transactions'), /permission denied/, 'the writer cannot delete a transaction');
+  assert.match(await psqlAs('ledger_writer', 'CREATE TABLE elsewhere (n int)'), /permission denied/, 'the writer cannot change the schema');
 });
 
 test('kill -9 of one writer and then one reader: reads and writes sent after the kill never fail', { timeout: 120_000 }, async () => {

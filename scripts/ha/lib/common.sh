@@ -19,7 +19,8 @@ SECRETS="$STATE/secrets"
 # secret per user and purpose, so each can be rotated (or leak) alone (docs/ha.md).
 HA_SECRETS=(
   HA_PG_SUPERUSER_PASSWORD=pg-superuser HA_PG_REPLICATION_PASSWORD=pg-replication
-  HA_DB_PASSWORD=pg-ledger HA_PATRONI_REST_PASSWORD=patroni-rest
+  HA_DB_OWNER_PASSWORD=pg-ledger-owner HA_DB_WRITER_PASSWORD=pg-ledger-writer
+  HA_DB_READER_PASSWORD=pg-ledger-reader HA_PATRONI_REST_PASSWORD=patroni-rest
   HA_ETCD_ROOT_PASSWORD=etcd-root HA_ETCD_PASSWORD=etcd-patroni
   HA_REDIS_ADMIN_PASSWORD=redis-admin HA_REDIS_MONITOR_PASSWORD=redis-monitor
   HA_REDIS_WRITER_PASSWORD=redis-writer HA_REDIS_READER_PASSWORD=redis-reader
@@ -51,8 +52,13 @@ load_secrets() {
     [ -r "$file" ] && value="$(cat "$file")"
     printf -v "${entry%%=*}" '%s' "$value"
   done
-  HA_DATABASE_URL="postgres://$HA_DB_USER:$HA_DB_PASSWORD@127.0.0.1:$HA_PG_WRITE_PORT/$HA_DB_NAME"
-  HA_DATABASE_READ_URL="postgres://$HA_DB_USER:$HA_DB_PASSWORD@127.0.0.1:$HA_PG_READ_PORT/$HA_DB_NAME"
+  local write="127.0.0.1:$HA_PG_WRITE_PORT/$HA_DB_NAME"
+  # The writers serve as ledger_writer and migrate as ledger_owner; the readers read as
+  # ledger_reader, on the write port too (decision 27); the read port's URL is for others.
+  HA_DATABASE_URL="postgres://ledger_writer:$HA_DB_WRITER_PASSWORD@$write"
+  HA_MIGRATION_DATABASE_URL="postgres://ledger_owner:$HA_DB_OWNER_PASSWORD@$write"
+  HA_READER_DATABASE_URL="postgres://ledger_reader:$HA_DB_READER_PASSWORD@$write"
+  HA_DATABASE_READ_URL="postgres://ledger_reader:$HA_DB_READER_PASSWORD@127.0.0.1:$HA_PG_READ_PORT/$HA_DB_NAME"
 }
 load_secrets
 

@@ -110,10 +110,14 @@ postgresql:
     replication: {username: replicator, password: "$HA_PG_REPLICATION_PASSWORD"}
   parameters:
     unix_socket_directories: "$dir"
+  # The socket lies in the node's 0700 folder: only root and the postgres user reach it. Over
+  # TCP: replication as replicator, anything as postgres (Patroni, pg_rewind, stores.sh), and
+  # the services' roles in their database only.
   pg_hba:
     - local all all trust
     - host replication replicator 127.0.0.1/32 scram-sha-256
-    - host all all 127.0.0.1/32 scram-sha-256
+    - host all postgres 127.0.0.1/32 scram-sha-256
+    - host $HA_DB_NAME ledger_owner,ledger_writer,ledger_reader 127.0.0.1/32 scram-sha-256
 watchdog: {mode: "off"}
 EOF
 }
@@ -184,23 +188,32 @@ stop_postgres_nodes() {
   done
 }
 
-# psql_write sql...: runs SQL as the superuser through the HAProxy write port.
+# psql_write [-d db] sql...: runs SQL as the superuser through the HAProxy write port.
 psql_write() {
+  local db=postgres
+  [ "${1:-}" = -d ] && { db="$2"; shift 2; }
   PGPASSWORD="$HA_PG_SUPERUSER_PASSWORD" PGCONNECT_TIMEOUT=3 \
-    psql -h 127.0.0.1 -p "$HA_PG_WRITE_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -qtA "$@"
+    psql -h 127.0.0.1 -p "$HA_PG_WRITE_PORT" -U postgres -d "$db" -v ON_ERROR_STOP=1 -qtA "$@"
 }
 
-# The role and database the services use. The schema is not made here: the writer runs the
-# migrations (shared/migrations, embedded as MIGRATOR) when it starts.
+# The database and the services' roles (scripts/sql/roles.sql: ledger_owner, ledger_writer,
+# ledger_reader, each with its generated password), on every start: roles.sql is idempotent,
+# and sets the passwords the secret files hold now (so a rotated one is applied here). The
+# schema is not made here: the writer runs the migrations (shared/migrations, embedded as
+# MIGRATOR) as ledger_owner when it starts, and they grant the other two what they may do.
 ensure_database() {
   wait_until 30 psql_write -c 'SELECT 1' || die "PostgreSQL does not answer on the write port $HA_PG_WRITE_PORT"
   psql_write -f - <<EOF
-SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', '$HA_DB_USER', '$HA_DB_PASSWORD')
-WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '$HA_DB_USER') \gexec
-SELECT format('CREATE DATABASE %I OWNER %I', '$HA_DB_NAME', '$HA_DB_USER')
+SELECT format('CREATE DATABASE %I', '$HA_DB_NAME')
 WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = '$HA_DB_NAME') \gexec
 EOF
-  say "database $HA_DB_NAME and role $HA_DB_USER ready"
+  # The passwords on psql's input, not its command line.
+  {
+    printf "\\set owner_password '%s'\n\\set writer_password '%s'\n\\set reader_password '%s'\n" \
+      "$HA_DB_OWNER_PASSWORD" "$HA_DB_WRITER_PASSWORD" "$HA_DB_READER_PASSWORD"
+    cat "$ROOT/scripts/sql/roles.sql"
+  } | psql_write -d "$HA_DB_NAME" -f - >/dev/null
+  say "database $HA_DB_NAME and roles ledger_owner, ledger_writer, ledger_reader ready"
 }
 
 # --- HAProxy ---------------------------------------------------------------------------------
