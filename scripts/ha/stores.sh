@@ -24,6 +24,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 for name in $(compgen -e | grep '^PG' || true); do unset "$name"; done
 # shellcheck source=scripts/ha/lib/postgres.sh
 . "$ROOT/scripts/ha/lib/postgres.sh"
+# shellcheck source=scripts/lib/roles.sh
+. "$ROOT/scripts/lib/roles.sh"
 # shellcheck source=scripts/ha/lib/redis.sh
 . "$ROOT/scripts/ha/lib/redis.sh"
 

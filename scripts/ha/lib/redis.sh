@@ -5,17 +5,15 @@ redis_port_of() { echo "$HA_REDIS_PORTS" | cut -d' ' -f"$1"; }
 sentinel_port_of() { echo "$HA_SENTINEL_PORTS" | cut -d' ' -f"$1"; }
 
 # The ACL users of every Redis node (the default user is off: nothing runs without a user).
-# The services' users may run only the commands they send (the Lua scripts' commands count)
-# on keys under their prefix; the reader's may not touch the change stream. Sentinel's and
-# the replication user's commands are the ones Redis's documentation lists for them.
+# The services' users have the rules every stack gives them (scripts/lib/roles.sh: the
+# commands they send, on keys under their prefix; the reader's never the change stream).
+# Sentinel's and the replication user's commands are the ones Redis's documentation lists.
 redis_users() {
-  local p="$HA_REDIS_KEY_PREFIX"
-  local connect="+ping +info +role +evalsha +script|load"
   echo "user default off"
   echo "user admin on >$HA_REDIS_ADMIN_PASSWORD ~* &* +@all"
   echo "user monitor on >$HA_REDIS_MONITOR_PASSWORD resetchannels -@all +ping +info +role"
-  echo "user writer on >$HA_REDIS_WRITER_PASSWORD resetchannels ~$p* -@all $connect +get +hget +set +hset +expire +incr +xadd"
-  echo "user reader on >$HA_REDIS_READER_PASSWORD resetchannels ~${p}account:* ~${p}transaction:* ~${p}views-* -@all $connect +get +hget +set +hset +expire +incr"
+  echo "user writer on >$HA_REDIS_WRITER_PASSWORD $(redis_acl_rules writer "$HA_REDIS_KEY_PREFIX")"
+  echo "user reader on >$HA_REDIS_READER_PASSWORD $(redis_acl_rules reader "$HA_REDIS_KEY_PREFIX")"
   echo "user sentinel on >$HA_REDIS_SENTINEL_PASSWORD allchannels -@all +multi +slaveof +ping +exec +subscribe +config|rewrite +role +publish +info +client|setname +client|kill +script|kill"
   echo "user replica on >$HA_REDIS_REPLICA_PASSWORD resetchannels -@all +psync +replconf +ping"
   echo "masteruser replica"
