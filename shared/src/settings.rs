@@ -8,6 +8,7 @@
 //! them. The defaults work on a development machine with PostgreSQL and Redis on their standard
 //! local ports.
 
+mod sentinels;
 mod variables;
 
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ use crate::cache::{CacheConfig, Retention, SentinelAuth};
 use crate::db::PoolConfig;
 use crate::http::{ApiKeys, HttpConfig, ServeConfig};
 pub use crate::telemetry::LogFormat;
+use sentinels::{parse_sentinels, sentinel_auth};
 use variables::Env;
 pub use variables::{Variable, VARIABLES};
 
@@ -121,10 +123,7 @@ impl Settings {
             redis_ca_file: env.optional("REDIS_CA_FILE")?.map(Into::into),
             redis_sentinels: parse_sentinels(env.optional("REDIS_SENTINELS")?.as_deref())?,
             redis_sentinel_master: env.get("REDIS_SENTINEL_MASTER")?,
-            redis_sentinel_auth: SentinelAuth {
-                username: env.optional("REDIS_SENTINEL_USERNAME")?,
-                password: env.optional("REDIS_SENTINEL_PASSWORD")?,
-            },
+            redis_sentinel_auth: sentinel_auth(&env)?,
             listen_addr: env.parse("LISTEN_ADDR")?,
             listen_socket: env.optional("LISTEN_SOCKET")?.map(Into::into),
             metrics_addr: env.parse("METRICS_ADDR")?,
@@ -220,32 +219,6 @@ impl Settings {
             shutdown_timeout: self.shutdown_timeout,
         }
     }
-}
-
-/// `host:port,host:port,…`; each must name a port. Credentials have variables of their own
-/// (`REDIS_SENTINEL_USERNAME`, `REDIS_SENTINEL_PASSWORD`), so an address with `user@` in it
-/// is refused rather than half understood.
-fn parse_sentinels(raw: Option<&str>) -> anyhow::Result<Vec<String>> {
-    raw.unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|address| !address.is_empty())
-        .map(|address| {
-            anyhow::ensure!(
-                !address.contains('@'),
-                "REDIS_SENTINELS: an address is host:port only; the Sentinels' user and password \
-                 go in REDIS_SENTINEL_USERNAME and REDIS_SENTINEL_PASSWORD"
-            );
-            let port = address
-                .rsplit_once(':')
-                .map(|(_, port)| port.parse::<u16>());
-            anyhow::ensure!(
-                matches!(port, Some(Ok(_))),
-                "REDIS_SENTINELS: `{address}` is not host:port"
-            );
-            Ok(address.to_owned())
-        })
-        .collect()
 }
 
 /// `*` (any origin) becomes an empty list; anything else must be a list of `scheme://host[:port]`.
@@ -405,54 +378,24 @@ mod tests {
     }
 
     #[test]
-    fn sentinels_are_a_list_of_host_and_port() {
-        let single = settings(Service::Reader, &[]).expect("defaults");
-        assert!(single.redis_sentinels.is_empty());
-        assert_eq!(single.redis_sentinel_master, "ledger");
-        let listed = settings(
-            Service::Reader,
-            &[("REDIS_SENTINELS", "127.0.0.1:26379, sentinel-2:26379")],
-        )
-        .expect("valid");
-        assert_eq!(
-            listed.redis_sentinels,
-            ["127.0.0.1:26379", "sentinel-2:26379"]
-        );
-        let error =
-            settings(Service::Reader, &[("REDIS_SENTINELS", "127.0.0.1")]).expect_err("no port");
-        assert!(error.to_string().contains("REDIS_SENTINELS"), "{error}");
-    }
-
-    #[test]
-    fn sentinel_credentials_have_their_own_variables_and_never_sit_in_an_address() {
-        let none = settings(Service::Writer, &[]).expect("defaults");
-        assert_eq!(none.cache_config().sentinel_auth, SentinelAuth::default());
-        let given = settings(
-            Service::Writer,
-            &[
-                ("REDIS_SENTINEL_USERNAME", "ledger"),
-                ("REDIS_SENTINEL_PASSWORD", "s3cret"),
-            ],
-        )
-        .expect("valid");
-        assert_eq!(
-            given.cache_config().sentinel_auth,
-            SentinelAuth {
-                username: Some("ledger".into()),
-                password: Some("s3cret".into()),
-            }
-        );
-        let error = settings(
-            Service::Writer,
-            &[("REDIS_SENTINELS", "ledger:s3cret@127.0.0.1:26379")],
-        )
-        .expect_err("credentials in an address");
-        let message = error.to_string();
-        assert!(message.contains("REDIS_SENTINEL_PASSWORD"), "{message}");
-        assert!(
-            !message.contains("s3cret"),
-            "the password is not echoed: {message}"
-        );
+    fn the_sentinels_and_their_credentials_reach_the_cache() {
+        let none = settings(Service::Reader, &[])
+            .expect("defaults")
+            .cache_config();
+        assert!(none.sentinels.is_empty());
+        assert_eq!(none.sentinel_master, "ledger");
+        assert_eq!(none.sentinel_auth, SentinelAuth::default());
+        let vars = [
+            ("REDIS_SENTINELS", "127.0.0.1:26379, sentinel-2:26379"),
+            ("REDIS_SENTINEL_USERNAME", "ledger"),
+            ("REDIS_SENTINEL_PASSWORD", "s3cret"),
+        ];
+        let given = settings(Service::Writer, &vars)
+            .expect("valid")
+            .cache_config();
+        assert_eq!(given.sentinels, ["127.0.0.1:26379", "sentinel-2:26379"]);
+        assert_eq!(given.sentinel_auth.password.as_deref(), Some("s3cret"));
+        assert_eq!(given.sentinel_auth.username.as_deref(), Some("ledger"));
     }
 
     #[test]
