@@ -60,10 +60,15 @@ async function postgresRole(settings, port) {
   }
 }
 
-/** Redis INFO fields of the server on `port` ({} when it does not answer). */
-async function redisInfo(port) {
+/**
+ * Redis INFO fields of the server (a node or a Sentinel) on `port`, asked as the `monitor`
+ * user, which may run INFO, PING and ROLE only ({} when it does not answer).
+ */
+async function redisInfo(settings, port) {
   try {
-    const { stdout } = await run('redis-cli', ['-p', String(port), 'INFO'], { timeout: 3000 });
+    const { stdout } = await run('redis-cli', ['--no-auth-warning', '--user', 'monitor', '-p', String(port), 'INFO'], {
+      env: { ...process.env, REDISCLI_AUTH: settings.HA_REDIS_MONITOR_PASSWORD }, timeout: 3000,
+    });
     return Object.fromEntries(
       stdout.split('\n').filter((l) => l.includes(':')).map((l) => l.trim().split(':', 2)),
     );
@@ -119,12 +124,12 @@ export async function componentsStatus(settings, extra = []) {
   const writePort = Number(settings.HA_PG_WRITE_PORT);
   components.push({ name: 'haproxy', kind: 'haproxy', role: null, pid: pidOn(writePort), port: writePort });
 
-  const redis = await Promise.all(redisPorts.map(redisInfo));
+  const redis = await Promise.all(redisPorts.map((port) => redisInfo(settings, port)));
   redisPorts.forEach((port, i) => {
     const role = { master: 'primary', slave: 'replica' }[redis[i].role] ?? null;
     components.push({ name: `redis${i + 1}`, kind: 'redis', role, pid: Number(redis[i].process_id) || null, port });
   });
-  const sentinels = await Promise.all(sentinelPorts.map(redisInfo));
+  const sentinels = await Promise.all(sentinelPorts.map((port) => redisInfo(settings, port)));
   sentinelPorts.forEach((port, i) => {
     components.push({ name: `sentinel${i + 1}`, kind: 'sentinel', role: null, pid: Number(sentinels[i].process_id) || null, port });
   });

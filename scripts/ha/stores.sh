@@ -24,6 +24,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 for name in $(compgen -e | grep '^PG' || true); do unset "$name"; done
 # shellcheck source=scripts/ha/lib/postgres.sh
 . "$ROOT/scripts/ha/lib/postgres.sh"
+# shellcheck source=scripts/lib/roles.sh
+. "$ROOT/scripts/lib/roles.sh"
 # shellcheck source=scripts/ha/lib/redis.sh
 . "$ROOT/scripts/ha/lib/redis.sh"
 
@@ -32,6 +34,7 @@ start() {
   # Readable by the postgres user, who runs PostgreSQL from a directory inside.
   mkdir -p "$LOGS" "$STATE/components"
   chmod 755 "$STATE"
+  ensure_secrets
   start_etcd
   start_postgres_nodes
   start_haproxy

@@ -45,23 +45,31 @@ refuse_if_port_taken() {
 sentinel_master() {
   local port answer
   for port in $HA_SENTINEL_PORTS; do
-    answer="$(redis-cli -p "$port" SENTINEL get-master-addr-by-name "$HA_REDIS_MASTER_NAME" 2>/dev/null | paste -sd: -)" || continue
+    answer="$(redis_admin "$port" SENTINEL get-master-addr-by-name "$HA_REDIS_MASTER_NAME" 2>/dev/null | paste -sd: -)" || continue
     [[ "$answer" =~ ^[0-9.]+:[0-9]+$ ]] && { echo "$answer"; return 0; }
   done
   return 1
 }
 
 # The services: both on the write port (the primary) - the reader's fallback reads must see
-# every acknowledged write (docs/decisions.md 27) - and Redis through the Sentinels.
-# REDIS_URL names the master the Sentinels name at start, for builds that do not read
-# REDIS_SENTINELS yet (they ignore unknown variables); builds that do follow the Sentinels.
-# The services' tokio workers as `npm start` sets them (default_worker_threads).
+# every acknowledged write (docs/decisions.md 27) - each kind as its own PostgreSQL role (the
+# writers migrate as the owner) and its own Redis user, and Redis through the Sentinels, as
+# their user `ledger`. Credentials go in the environment (the launcher's per-kind variables),
+# never on a command line. REDIS_URL names the master the Sentinels name at start, for builds
+# that do not read REDIS_SENTINELS yet (they ignore unknown variables); builds that do follow
+# the Sentinels and take only the user, password and database number from it. The services'
+# tokio workers as `npm start` sets them (default_worker_threads).
 start_services() {
   local master
   master="$(sentinel_master)" || die "no Sentinel names a Redis master \"$HA_REDIS_MASTER_NAME\""
   # shellcheck disable=SC2034 # read by the launcher through the environment
-  DATABASE_URL="$HA_DATABASE_URL" REDIS_URL="redis://$master/0" \
+  DATABASE_URL="$HA_DATABASE_URL" MIGRATION_DATABASE_URL="$HA_MIGRATION_DATABASE_URL" \
+    READER_DATABASE_URL="$HA_READER_DATABASE_URL" \
+    WRITER_REDIS_URL="redis://writer:$HA_REDIS_WRITER_PASSWORD@$master/0" \
+    READER_REDIS_URL="redis://reader:$HA_REDIS_READER_PASSWORD@$master/0" \
+    REDIS_KEY_PREFIX="$HA_REDIS_KEY_PREFIX" \
     REDIS_SENTINELS="$HA_REDIS_SENTINELS" REDIS_SENTINEL_MASTER="$HA_REDIS_MASTER_NAME" \
+    REDIS_SENTINEL_USERNAME=ledger REDIS_SENTINEL_PASSWORD="$HA_SENTINEL_CLIENT_PASSWORD" \
     RUST_LOG="${RUST_LOG:-info}" LOG_FORMAT="${LOG_FORMAT:-json}" \
     READER_WORKER_THREADS="${READER_WORKER_THREADS:-$(default_worker_threads)}" \
     WRITER_WORKER_THREADS="${WRITER_WORKER_THREADS:-$(default_worker_threads)}" \
@@ -154,6 +162,7 @@ start() {
   refuse_if_port_taken
   [ "${HA_BUILD:-yes}" = no ] || build_services
   bash "$ROOT/scripts/ha/stores.sh" start
+  load_secrets # the stores' first start generated them
   start_services
   register_services
   [ "${HA_MONITORING:-yes}" = no ] || start_monitoring

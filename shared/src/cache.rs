@@ -54,7 +54,7 @@ mod pipeline;
 mod tls;
 mod views;
 use link::{Link, Links};
-pub use link::{Target, Ticket};
+pub use link::{SentinelAuth, Target, Ticket};
 use lua::{FILL_ACCOUNT_LUA, PUBLISH_LUA};
 
 pub use error::CacheError;
@@ -107,6 +107,8 @@ pub struct CacheConfig {
     pub sentinels: Vec<String>,
     /// The master's name at the Sentinels.
     pub sentinel_master: String,
+    /// What the services log in to the Sentinels with.
+    pub sentinel_auth: SentinelAuth,
     /// Every key of this deployment starts with it.
     pub key_prefix: String,
     /// The bound on every call.
@@ -162,11 +164,12 @@ impl Cache {
     /// one at the URL.
     pub fn connect(config: &CacheConfig) -> anyhow::Result<Self> {
         let ca = config.ca_file.as_deref().map(tls::read_ca).transpose()?;
-        let target = Target::trusting(
+        let target = Target::with_sentinel_auth(
             &config.redis_url,
             &config.sentinels,
             &config.sentinel_master,
             ca,
+            &config.sentinel_auth,
         )?;
         tls::warn_if_plaintext(config, &target);
         Ok(Self::on(

@@ -8,6 +8,7 @@
 //! them. The defaults work on a development machine with PostgreSQL and Redis on their standard
 //! local ports.
 
+mod sentinels;
 mod variables;
 
 use std::net::SocketAddr;
@@ -16,10 +17,11 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::http::HeaderValue;
 
-use crate::cache::{CacheConfig, Retention};
+use crate::cache::{CacheConfig, Retention, SentinelAuth};
 use crate::db::PoolConfig;
 use crate::http::{ApiKeys, HttpConfig, ServeConfig};
 pub use crate::telemetry::LogFormat;
+use sentinels::{parse_sentinels, sentinel_auth};
 use variables::Env;
 pub use variables::{Variable, VARIABLES};
 
@@ -59,6 +61,8 @@ pub struct Settings {
     pub redis_sentinels: Vec<String>,
     /// `REDIS_SENTINEL_MASTER`
     pub redis_sentinel_master: String,
+    /// `REDIS_SENTINEL_USERNAME`, `REDIS_SENTINEL_PASSWORD`
+    pub redis_sentinel_auth: SentinelAuth,
     /// `LISTEN_ADDR`
     pub listen_addr: SocketAddr,
     /// `LISTEN_SOCKET`: a Unix socket the API is also served on (for a proxy on this host).
@@ -119,6 +123,7 @@ impl Settings {
             redis_ca_file: env.optional("REDIS_CA_FILE")?.map(Into::into),
             redis_sentinels: parse_sentinels(env.optional("REDIS_SENTINELS")?.as_deref())?,
             redis_sentinel_master: env.get("REDIS_SENTINEL_MASTER")?,
+            redis_sentinel_auth: sentinel_auth(&env)?,
             listen_addr: env.parse("LISTEN_ADDR")?,
             listen_socket: env.optional("LISTEN_SOCKET")?.map(Into::into),
             metrics_addr: env.parse("METRICS_ADDR")?,
@@ -182,6 +187,7 @@ impl Settings {
             ca_file: self.redis_ca_file.clone(),
             sentinels: self.redis_sentinels.clone(),
             sentinel_master: self.redis_sentinel_master.clone(),
+            sentinel_auth: self.redis_sentinel_auth.clone(),
             key_prefix: self.redis_key_prefix.clone(),
             timeout: self.redis_timeout,
             retention: self.redis_retention,
@@ -213,25 +219,6 @@ impl Settings {
             shutdown_timeout: self.shutdown_timeout,
         }
     }
-}
-
-/// `host:port,host:port,…`; each must name a port.
-fn parse_sentinels(raw: Option<&str>) -> anyhow::Result<Vec<String>> {
-    raw.unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|address| !address.is_empty())
-        .map(|address| {
-            let port = address
-                .rsplit_once(':')
-                .map(|(_, port)| port.parse::<u16>());
-            anyhow::ensure!(
-                matches!(port, Some(Ok(_))),
-                "REDIS_SENTINELS: `{address}` is not host:port"
-            );
-            Ok(address.to_owned())
-        })
-        .collect()
 }
 
 /// `*` (any origin) becomes an empty list; anything else must be a list of `scheme://host[:port]`.
@@ -391,22 +378,24 @@ mod tests {
     }
 
     #[test]
-    fn sentinels_are_a_list_of_host_and_port() {
-        let single = settings(Service::Reader, &[]).expect("defaults");
-        assert!(single.redis_sentinels.is_empty());
-        assert_eq!(single.redis_sentinel_master, "ledger");
-        let listed = settings(
-            Service::Reader,
-            &[("REDIS_SENTINELS", "127.0.0.1:26379, sentinel-2:26379")],
-        )
-        .expect("valid");
-        assert_eq!(
-            listed.redis_sentinels,
-            ["127.0.0.1:26379", "sentinel-2:26379"]
-        );
-        let error =
-            settings(Service::Reader, &[("REDIS_SENTINELS", "127.0.0.1")]).expect_err("no port");
-        assert!(error.to_string().contains("REDIS_SENTINELS"), "{error}");
+    fn the_sentinels_and_their_credentials_reach_the_cache() {
+        let none = settings(Service::Reader, &[])
+            .expect("defaults")
+            .cache_config();
+        assert!(none.sentinels.is_empty());
+        assert_eq!(none.sentinel_master, "ledger");
+        assert_eq!(none.sentinel_auth, SentinelAuth::default());
+        let vars = [
+            ("REDIS_SENTINELS", "127.0.0.1:26379, sentinel-2:26379"),
+            ("REDIS_SENTINEL_USERNAME", "ledger"),
+            ("REDIS_SENTINEL_PASSWORD", "s3cret"),
+        ];
+        let given = settings(Service::Writer, &vars)
+            .expect("valid")
+            .cache_config();
+        assert_eq!(given.sentinels, ["127.0.0.1:26379", "sentinel-2:26379"]);
+        assert_eq!(given.sentinel_auth.password.as_deref(), Some("s3cret"));
+        assert_eq!(given.sentinel_auth.username.as_deref(), Some("ledger"));
     }
 
     #[test]

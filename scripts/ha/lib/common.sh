@@ -13,6 +13,62 @@ HA_STATE_DIR="${HA_STATE_DIR:-$ROOT/.stack/ha}"
 set +a
 STATE="$HA_STATE_DIR"
 LOGS="$STATE/logs"
+SECRETS="$STATE/secrets"
+
+# Every password of the topology: variable, then the file under $SECRETS that holds it. One
+# secret per user and purpose, so each can be rotated (or leak) alone (docs/ha.md).
+HA_SECRETS=(
+  HA_PG_SUPERUSER_PASSWORD=pg-superuser HA_PG_REPLICATION_PASSWORD=pg-replication
+  HA_DB_OWNER_PASSWORD=pg-ledger-owner HA_DB_WRITER_PASSWORD=pg-ledger-writer
+  HA_DB_READER_PASSWORD=pg-ledger-reader HA_PATRONI_REST_PASSWORD=patroni-rest
+  HA_ETCD_ROOT_PASSWORD=etcd-root HA_ETCD_PASSWORD=etcd-patroni
+  HA_REDIS_ADMIN_PASSWORD=redis-admin HA_REDIS_MONITOR_PASSWORD=redis-monitor
+  HA_REDIS_WRITER_PASSWORD=redis-writer HA_REDIS_READER_PASSWORD=redis-reader
+  HA_REDIS_SENTINEL_PASSWORD=redis-sentinel HA_REDIS_REPLICA_PASSWORD=redis-replica
+  HA_SENTINEL_CLIENT_PASSWORD=sentinel-client
+)
+
+# ensure_secrets: writes every secret that has no file yet (128 random bits as hex: no
+# character that a URL, a YAML file or a Redis configuration would need to quote).
+ensure_secrets() {
+  local entry file
+  install -d -m 700 "$SECRETS"
+  for entry in "${HA_SECRETS[@]}"; do
+    file="$SECRETS/${entry#*=}"
+    [ -s "$file" ] && continue
+    (umask 077 && od -An -tx1 -N16 /dev/urandom | tr -d ' \n' >"$file.tmp") && mv -f "$file.tmp" "$file"
+  done
+  load_secrets
+}
+
+# load_secrets: the variables from the files that exist (empty before the first start), and
+# what is built from them: the services' URLs. Not exported: a process gets only the
+# passwords it is handed (the launcher passes its whole environment to the services).
+load_secrets() {
+  local entry file value
+  for entry in "${HA_SECRETS[@]}"; do
+    file="$SECRETS/${entry#*=}"
+    value=""
+    [ -r "$file" ] && value="$(cat "$file")"
+    printf -v "${entry%%=*}" '%s' "$value"
+  done
+  local write="127.0.0.1:$HA_PG_WRITE_PORT/$HA_DB_NAME"
+  # The writers serve as ledger_writer and migrate as ledger_owner; the readers read as
+  # ledger_reader, on the write port too (decision 27); the read port's URL is for others.
+  HA_DATABASE_URL="postgres://ledger_writer:$HA_DB_WRITER_PASSWORD@$write"
+  HA_MIGRATION_DATABASE_URL="postgres://ledger_owner:$HA_DB_OWNER_PASSWORD@$write"
+  HA_READER_DATABASE_URL="postgres://ledger_reader:$HA_DB_READER_PASSWORD@$write"
+  HA_DATABASE_READ_URL="postgres://ledger_reader:$HA_DB_READER_PASSWORD@127.0.0.1:$HA_PG_READ_PORT/$HA_DB_NAME"
+}
+load_secrets
+
+# redis_admin port args...: redis-cli as the admin user, on a Redis node or a Sentinel (both
+# have it); the password through the environment, not the command line.
+redis_admin() {
+  local port="$1"
+  shift
+  REDISCLI_AUTH="$HA_REDIS_ADMIN_PASSWORD" redis-cli --no-auth-warning --user admin -p "$port" "$@"
+}
 
 # stop_store name pidfile: SIGTERM to what the pid file names, SIGKILL after 15 s (stop_pid).
 # (The stores run several executables through setpriv and python, so unlike the launcher's

@@ -3,12 +3,40 @@
 
 # --- etcd ----------------------------------------------------------------------------------
 
+# etcdctl as `user` (the password from the environment, never on the command line).
+etcdctl_as() {
+  local user="$1"
+  shift
+  ETCDCTL_API=3 ETCDCTL_USER="$user" etcdctl --endpoints="http://127.0.0.1:$HA_ETCD_PORT" \
+    --command-timeout=3s "$@"
+}
+
+# Client authentication, once per data directory: a root user (only for this set-up and an
+# operator), and Patroni's user, whose role may read and write only keys under
+# $HA_ETCD_PREFIX. Once it is on, nothing without a password reads or writes a key (the
+# /health endpoint stays open). Passwords go to etcdctl on stdin.
+enable_etcd_auth() {
+  local ctl=(etcdctl --endpoints="http://127.0.0.1:$HA_ETCD_PORT" --command-timeout=3s)
+  # A read without a user fails once authentication is on: nothing to do.
+  ETCDCTL_API=3 "${ctl[@]}" get --keys-only --limit=1 / >/dev/null 2>&1 || return 0
+  export ETCDCTL_API=3
+  printf '%s\n' "$HA_ETCD_ROOT_PASSWORD" | "${ctl[@]}" user add root --interactive=false >/dev/null
+  "${ctl[@]}" user grant-role root root >/dev/null
+  "${ctl[@]}" role add patroni >/dev/null
+  "${ctl[@]}" role grant-permission patroni --prefix=true readwrite "$HA_ETCD_PREFIX" >/dev/null
+  printf '%s\n' "$HA_ETCD_PASSWORD" | "${ctl[@]}" user add "$HA_ETCD_USER" --interactive=false >/dev/null
+  "${ctl[@]}" user grant-role "$HA_ETCD_USER" patroni >/dev/null
+  "${ctl[@]}" auth enable >/dev/null
+  say "etcd: client authentication on (user $HA_ETCD_USER may use $HA_ETCD_PREFIX only)"
+}
+
 # One member: on one host, three members would share the host's fate and disk, so they add
-# nothing but fsyncs; on several hosts this becomes three (docs/ha.md).
+# nothing but fsyncs; on several hosts this becomes three (docs/ha.md). It listens on
+# 127.0.0.1 only: the Patroni nodes are its only clients.
 start_etcd() {
   local pidfile="$STATE/etcd.pid" url="http://127.0.0.1:$HA_ETCD_PORT"
   if pid_alive "$pidfile"; then say "etcd already running (pid $(cat "$pidfile"))"; return 0; fi
-  mkdir -p "$STATE/etcd"
+  install -d -m 700 "$STATE/etcd"
   start_bg etcd "$pidfile" etcd --name ha-etcd --data-dir "$STATE/etcd/data" \
     --listen-client-urls "$url" --advertise-client-urls "$url" \
     --listen-peer-urls "http://127.0.0.1:$HA_ETCD_PEER_PORT" \
@@ -16,12 +44,17 @@ start_etcd() {
     --initial-cluster "ha-etcd=http://127.0.0.1:$HA_ETCD_PEER_PORT" \
     --initial-cluster-state new --initial-cluster-token "tm-ha-$HA_PORT_BASE"
   wait_http "$url/health" 30 || die "etcd did not start; see $LOGS/etcd.log"
+  enable_etcd_auth
   say "etcd up on $url"
 }
 
 # --- Patroni and PostgreSQL -------------------------------------------------------------------
 
-# The Patroni configuration of node $1 (1 or 2). bootstrap.dcs is written to etcd once, by the
+# The Patroni configuration of node $1 (1 or 2), with passwords in it: readable by the
+# postgres user alone. restapi.authentication guards the REST API's write endpoints (POST,
+# PUT, PATCH, DELETE: switchover, restart, reinitialize, config); patronictl -c this file
+# sends it. The GET endpoints (/primary, /replica, /sync, /health, /patroni, /metrics) stay
+# open by Patroni's design: HAProxy's checks and the tests read them. bootstrap.dcs is written to etcd once, by the
 # node that initialises the cluster; later changes go through `patronictl edit-config`.
 # Timing (docs/ha.md): ttl 12 s is how long a dead primary keeps the leader lock; loop_wait
 # 2 s is how often each node looks; loop_wait + 2 x retry_timeout must not exceed ttl.
@@ -40,8 +73,11 @@ scope: $HA_PATRONI_SCOPE
 namespace: /tm-ha/
 name: pg$n
 log: {level: INFO}
-restapi: {listen: "127.0.0.1:$rest_port", connect_address: "127.0.0.1:$rest_port"}
-etcd3: {hosts: "127.0.0.1:$HA_ETCD_PORT"}
+restapi:
+  listen: "127.0.0.1:$rest_port"
+  connect_address: "127.0.0.1:$rest_port"
+  authentication: {username: "$HA_PATRONI_REST_USER", password: "$HA_PATRONI_REST_PASSWORD"}
+etcd3: {hosts: "127.0.0.1:$HA_ETCD_PORT", username: "$HA_ETCD_USER", password: "$HA_ETCD_PASSWORD"}
 bootstrap:
   dcs:
     ttl: 12
@@ -74,10 +110,14 @@ postgresql:
     replication: {username: replicator, password: "$HA_PG_REPLICATION_PASSWORD"}
   parameters:
     unix_socket_directories: "$dir"
+  # The socket lies in the node's 0700 folder: only root and the postgres user reach it. Over
+  # TCP: replication as replicator, anything as postgres (Patroni, pg_rewind, stores.sh), and
+  # the services' roles in their database only.
   pg_hba:
     - local all all trust
     - host replication replicator 127.0.0.1/32 scram-sha-256
-    - host all all 127.0.0.1/32 scram-sha-256
+    - host all postgres 127.0.0.1/32 scram-sha-256
+    - host $HA_DB_NAME ledger_owner,ledger_writer,ledger_reader 127.0.0.1/32 scram-sha-256
 watchdog: {mode: "off"}
 EOF
 }
@@ -85,10 +125,12 @@ EOF
 # The node's PostgreSQL and Patroni run as the postgres user (PostgreSQL refuses root).
 start_patroni() {
   local n="$1" dir="$STATE/pg$1" pidfile="$STATE/patroni-pg$1.pid"
-  if pid_alive "$pidfile"; then say "patroni pg$n already running (pid $(cat "$pidfile"))"; return 0; fi
   install -d -m 700 -o postgres -g postgres "$dir"
-  write_patroni_config "$n"
+  # Written even for a running node (a rotated password reaches it with `kill -HUP`).
+  (umask 077 && write_patroni_config "$n")
   chown postgres:postgres "$dir/patroni.yml"
+  chmod 600 "$dir/patroni.yml"
+  if pid_alive "$pidfile"; then say "patroni pg$n already running (pid $(cat "$pidfile"))"; return 0; fi
   start_bg "patroni-pg$n" "$pidfile" \
     setpriv --reuid=postgres --regid=postgres --init-groups -- patroni "$dir/patroni.yml"
   say "patroni pg$n started (pid $(cat "$pidfile"))"
@@ -146,23 +188,32 @@ stop_postgres_nodes() {
   done
 }
 
-# psql_write sql...: runs SQL as the superuser through the HAProxy write port.
+# psql_write [-d db] sql...: runs SQL as the superuser through the HAProxy write port.
 psql_write() {
+  local db=postgres
+  [ "${1:-}" = -d ] && { db="$2"; shift 2; }
   PGPASSWORD="$HA_PG_SUPERUSER_PASSWORD" PGCONNECT_TIMEOUT=3 \
-    psql -h 127.0.0.1 -p "$HA_PG_WRITE_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -qtA "$@"
+    psql -h 127.0.0.1 -p "$HA_PG_WRITE_PORT" -U postgres -d "$db" -v ON_ERROR_STOP=1 -qtA "$@"
 }
 
-# The role and database the services use. The schema is not made here: the writer runs the
-# migrations (shared/migrations, embedded as MIGRATOR) when it starts.
+# The database and the services' roles (scripts/sql/roles.sql: ledger_owner, ledger_writer,
+# ledger_reader, each with its generated password), on every start: roles.sql is idempotent,
+# and sets the passwords the secret files hold now (so a rotated one is applied here). The
+# schema is not made here: the writer runs the migrations (shared/migrations, embedded as
+# MIGRATOR) as ledger_owner when it starts, and they grant the other two what they may do.
 ensure_database() {
   wait_until 30 psql_write -c 'SELECT 1' || die "PostgreSQL does not answer on the write port $HA_PG_WRITE_PORT"
   psql_write -f - <<EOF
-SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', '$HA_DB_USER', '$HA_DB_PASSWORD')
-WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '$HA_DB_USER') \gexec
-SELECT format('CREATE DATABASE %I OWNER %I', '$HA_DB_NAME', '$HA_DB_USER')
+SELECT format('CREATE DATABASE %I', '$HA_DB_NAME')
 WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = '$HA_DB_NAME') \gexec
 EOF
-  say "database $HA_DB_NAME and role $HA_DB_USER ready"
+  # The passwords on psql's input, not its command line.
+  {
+    printf "\\set owner_password '%s'\n\\set writer_password '%s'\n\\set reader_password '%s'\n" \
+      "$HA_DB_OWNER_PASSWORD" "$HA_DB_WRITER_PASSWORD" "$HA_DB_READER_PASSWORD"
+    cat "$ROOT/scripts/sql/roles.sql"
+  } | psql_write -d "$HA_DB_NAME" -f - >/dev/null
+  say "database $HA_DB_NAME and roles ledger_owner, ledger_writer, ledger_reader ready"
 }
 
 # --- HAProxy ---------------------------------------------------------------------------------

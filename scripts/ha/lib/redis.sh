@@ -4,16 +4,45 @@
 redis_port_of() { echo "$HA_REDIS_PORTS" | cut -d' ' -f"$1"; }
 sentinel_port_of() { echo "$HA_SENTINEL_PORTS" | cut -d' ' -f"$1"; }
 
+# The ACL users of every Redis node (the default user is off: nothing runs without a user).
+# The services' users have the rules every stack gives them (scripts/lib/roles.sh: the
+# commands they send, on keys under their prefix; the reader's never the change stream).
+# Sentinel's and the replication user's commands are the ones Redis's documentation lists.
+redis_users() {
+  echo "user default off"
+  echo "user admin on >$HA_REDIS_ADMIN_PASSWORD ~* &* +@all"
+  echo "user monitor on >$HA_REDIS_MONITOR_PASSWORD resetchannels -@all +ping +info +role"
+  echo "user writer on >$HA_REDIS_WRITER_PASSWORD $(redis_acl_rules writer "$HA_REDIS_KEY_PREFIX")"
+  echo "user reader on >$HA_REDIS_READER_PASSWORD $(redis_acl_rules reader "$HA_REDIS_KEY_PREFIX")"
+  echo "user sentinel on >$HA_REDIS_SENTINEL_PASSWORD allchannels -@all +multi +slaveof +ping +exec +subscribe +config|rewrite +role +publish +info +client|setname +client|kill +script|kill"
+  echo "user replica on >$HA_REDIS_REPLICA_PASSWORD resetchannels -@all +psync +replconf +ping"
+  echo "masteruser replica"
+  echo "masterauth $HA_REDIS_REPLICA_PASSWORD"
+}
+
+# The ACL users of every Sentinel: admin (the other Sentinels log in as it, and the scripts),
+# monitor (INFO for ha:status) and ledger, the services' user, which may only ask where the
+# master is.
+sentinel_users() {
+  echo "user default off"
+  echo "user admin on >$HA_REDIS_ADMIN_PASSWORD ~* &* +@all"
+  echo "user monitor on >$HA_REDIS_MONITOR_PASSWORD resetchannels -@all +ping +info"
+  echo "user ledger on >$HA_SENTINEL_CLIENT_PASSWORD resetchannels -@all +auth +hello +ping +client|setname +sentinel|get-master-addr-by-name"
+  echo "sentinel sentinel-user admin"
+  echo "sentinel sentinel-pass $HA_REDIS_ADMIN_PASSWORD"
+}
+
 # Each configuration file is written once: after that Sentinel owns it (a failover rewrites
 # `replicaof` in the Redis files and the master in the Sentinel files), so a restart comes
-# back in the roles of the last failover, not the first ones.
+# back in the roles of the last failover, not the first ones. The files hold the users'
+# passwords (a rewrite keeps only their SHA-256): mode 0600.
 # No persistence, like the single stack: Redis holds only views rebuilt from PostgreSQL. The
 # replica resynchronises from the master (diskless, no delay) whenever it (re)connects.
 write_redis_config() {
   local n="$1" dir="$STATE/redis$1"
   [ -f "$dir/redis.conf" ] && return 0
-  mkdir -p "$dir"
-  {
+  install -d -m 700 "$dir"
+  (umask 077 && {
     echo "# Written once by scripts/ha/stores.sh; Sentinel rewrites it on failovers."
     echo "bind 127.0.0.1"
     echo "port $(redis_port_of "$n")"
@@ -25,8 +54,9 @@ write_redis_config() {
     echo "repl-diskless-sync yes"
     echo "repl-diskless-sync-delay 0"
     echo "replica-read-only yes"
+    redis_users
     [ "$n" = 1 ] || echo "replicaof 127.0.0.1 $(redis_port_of 1)"
-  } >"$dir/redis.conf"
+  } >"$dir/redis.conf")
 }
 
 # down-after-milliseconds 1000: a master that has not answered for 1 s is subjectively down;
@@ -35,8 +65,8 @@ write_redis_config() {
 write_sentinel_config() {
   local n="$1" dir="$STATE/sentinel$1"
   [ -f "$dir/sentinel.conf" ] && return 0
-  mkdir -p "$dir"
-  cat >"$dir/sentinel.conf" <<EOF
+  install -d -m 700 "$dir"
+  (umask 077 && cat >"$dir/sentinel.conf" <<EOF
 # Written once by scripts/ha/stores.sh; Sentinel rewrites it with what it learns.
 bind 127.0.0.1
 port $(sentinel_port_of "$n")
@@ -45,7 +75,11 @@ sentinel monitor $HA_REDIS_MASTER_NAME 127.0.0.1 $(redis_port_of 1) $HA_SENTINEL
 sentinel down-after-milliseconds $HA_REDIS_MASTER_NAME 1000
 sentinel failover-timeout $HA_REDIS_MASTER_NAME 5000
 sentinel parallel-syncs $HA_REDIS_MASTER_NAME 1
+sentinel auth-user $HA_REDIS_MASTER_NAME sentinel
+sentinel auth-pass $HA_REDIS_MASTER_NAME $HA_REDIS_SENTINEL_PASSWORD
+$(sentinel_users)
 EOF
+  )
 }
 
 start_redis_nodes() {
@@ -60,7 +94,7 @@ start_redis_nodes() {
     master="$(redis_master_addr 2>/dev/null || true)"
     [ -n "$master" ] && [ "${master#* }" != "$port" ] && follow=(--replicaof "${master% *}" "${master#* }")
     start_bg "redis$n" "$pidfile" redis-server "$STATE/redis$n/redis.conf" "${follow[@]}"
-    wait_until 15 redis-cli -p "$port" ping || die "redis$n did not start; see $LOGS/redis$n.log"
+    wait_until 15 redis_admin "$port" ping || die "redis$n did not start; see $LOGS/redis$n.log"
     say "redis$n up on $port"
   done
 }
@@ -72,7 +106,7 @@ start_sentinels() {
     if pid_alive "$pidfile"; then say "sentinel$n already running (pid $(cat "$pidfile"))"; continue; fi
     write_sentinel_config "$n"
     start_bg "sentinel$n" "$pidfile" redis-server "$STATE/sentinel$n/sentinel.conf" --sentinel
-    wait_until 15 redis-cli -p "$port" ping || die "sentinel$n did not start; see $LOGS/sentinel$n.log"
+    wait_until 15 redis_admin "$port" ping || die "sentinel$n did not start; see $LOGS/sentinel$n.log"
   done
   # Ready once every Sentinel knows the other two and the replica (they find each other
   # through the master's hello channel, within a few seconds).
@@ -86,7 +120,7 @@ start_sentinels() {
 # sentinel_sees_all port: the Sentinel knows 2 other Sentinels and 1 replica of the master.
 sentinel_sees_all() {
   local info
-  info="$(redis-cli -p "$1" SENTINEL master "$HA_REDIS_MASTER_NAME" | paste - -)"
+  info="$(redis_admin "$1" SENTINEL master "$HA_REDIS_MASTER_NAME" | paste - -)"
   grep -qP '^num-other-sentinels\t2$' <<<"$info" && grep -qP '^num-slaves\t1$' <<<"$info"
 }
 
@@ -94,7 +128,7 @@ sentinel_sees_all() {
 redis_master_addr() {
   local port addr
   for port in $HA_SENTINEL_PORTS; do
-    addr="$(redis-cli -p "$port" SENTINEL get-master-addr-by-name "$HA_REDIS_MASTER_NAME" 2>/dev/null | paste -sd' ')"
+    addr="$(redis_admin "$port" SENTINEL get-master-addr-by-name "$HA_REDIS_MASTER_NAME" 2>/dev/null | paste -sd' ')"
     [[ "$addr" == *" "* ]] && { echo "$addr"; return 0; }
   done
   return 1

@@ -46,6 +46,23 @@ pub enum Target {
 #[derive(Clone)]
 pub struct Trust(Option<Vec<u8>>);
 
+/// The user and password the services give each Sentinel (`AUTH`); none: no `AUTH`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SentinelAuth {
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+/// Never prints the password, should settings be logged.
+impl std::fmt::Debug for SentinelAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SentinelAuth")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "…"))
+            .finish()
+    }
+}
+
 impl Target {
     /// `sentinels` empty: `redis_url` is the Redis. Otherwise the Sentinels (`host:port`) are
     /// asked for `master`, and only the database number and credentials of `redis_url` apply.
@@ -60,6 +77,18 @@ impl Target {
         sentinels: &[String],
         master: &str,
         ca: Option<Vec<u8>>,
+    ) -> anyhow::Result<Self> {
+        Self::with_sentinel_auth(redis_url, sentinels, master, ca, &SentinelAuth::default())
+    }
+
+    /// [`Target::trusting`], logging in to every Sentinel with `auth` (one user for all of
+    /// them: Sentinels that watch one master share their users).
+    pub fn with_sentinel_auth(
+        redis_url: &str,
+        sentinels: &[String],
+        master: &str,
+        ca: Option<Vec<u8>>,
+        auth: &SentinelAuth,
     ) -> anyhow::Result<Self> {
         let info = redis_url
             .into_connection_info()
@@ -76,7 +105,9 @@ impl Target {
         let sentinels = sentinels
             .iter()
             .map(|address| {
-                let info = format!("{scheme}://{address}").into_connection_info()?;
+                let mut info = format!("{scheme}://{address}").into_connection_info()?;
+                info.redis.username = auth.username.clone();
+                info.redis.password = auth.password.clone();
                 client(info, tls.as_ref())
                     .map_err(|error| anyhow::anyhow!("REDIS_SENTINELS: `{address}`: {error}"))
             })

@@ -64,6 +64,8 @@ pub const VARIABLES: &[Variable] = &[
     both("REDIS_KEY_PREFIX", "tm:"),
     optional("REDIS_SENTINELS"),
     both("REDIS_SENTINEL_MASTER", "ledger"),
+    optional("REDIS_SENTINEL_USERNAME"),
+    optional("REDIS_SENTINEL_PASSWORD"),
     per_service("LISTEN_ADDR", "127.0.0.1:8081", "127.0.0.1:8082"),
     optional("LISTEN_SOCKET"),
     per_service("METRICS_ADDR", "127.0.0.1:9181", "127.0.0.1:9182"),

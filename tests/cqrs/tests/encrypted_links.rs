@@ -256,6 +256,7 @@ impl Servers {
             ca_file: Some(self.ca.clone()),
             sentinels: Vec::new(),
             sentinel_master: String::new(),
+            sentinel_auth: Default::default(),
             key_prefix: testing::fresh_prefix(),
             timeout: Duration::from_secs(1),
             retention: Retention::default(),
