@@ -454,6 +454,8 @@ impl FeedHub {
         let weak = Arc::downgrade(&self.inner);
         let mut stop = self.inner.stop.clone();
         drop(self);
+        // Logged once per outage, not at every poll.
+        let mut failing = false;
         loop {
             let Some(inner) = weak.upgrade() else { return };
             let hub = FeedHub { inner };
@@ -468,12 +470,19 @@ impl FeedHub {
                 continue;
             }
             let full_page = match hub.poll().await {
-                Ok(full_page) => full_page,
+                Ok(full_page) => {
+                    if std::mem::take(&mut failing) {
+                        tracing::info!("change feed reads new commits again");
+                    }
+                    full_page
+                }
                 Err(error) => {
-                    tracing::warn!(
-                        error = error_chain(&error),
-                        "change feed cannot read new commits; retrying"
-                    );
+                    if !std::mem::replace(&mut failing, true) {
+                        tracing::warn!(
+                            error = error_chain(&error),
+                            "change feed cannot read new commits; retrying every poll"
+                        );
+                    }
                     false
                 }
             };
