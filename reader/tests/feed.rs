@@ -493,3 +493,25 @@ async fn an_idle_feed_sends_heartbeats(pool: PgPool) {
         feed.comments
     );
 }
+
+#[tokio::test]
+async fn a_browser_on_another_origin_may_resume_a_feed() {
+    let app = reader_with(
+        testing::unreachable_pool(),
+        testing::unreachable_cache(),
+        FeedLimits::default(),
+    );
+    let preflight = Request::options("/events")
+        .header(header::ORIGIN, "https://wallet.example")
+        .header(header::ACCESS_CONTROL_REQUEST_METHOD, "GET")
+        .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "last-event-id")
+        .body(axum::body::Body::empty())
+        .expect("request");
+    let response = app.oneshot(preflight).await.expect("infallible");
+    assert!(response.status().is_success(), "{}", response.status());
+    let allowed = response.headers()[header::ACCESS_CONTROL_ALLOW_HEADERS]
+        .to_str()
+        .expect("ASCII")
+        .to_ascii_lowercase();
+    assert!(allowed.contains("last-event-id"), "{allowed}");
+}
