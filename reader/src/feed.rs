@@ -51,8 +51,11 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
 /// How often an idle hub checks whether it is still wanted.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
-/// Transactions read per query, catching up or tailing.
-const PAGE: i64 = 500;
+/// Transactions the hub reads per query.
+const HUB_PAGE: i64 = 1_000;
+/// Transactions a feed catching up reads per query: what it holds at most besides its buffer
+/// (about 30 KiB of rendered events).
+const CATCH_UP_PAGE: i64 = 100;
 /// How long a feed may wait for PostgreSQL to know its `Last-Event-ID` (a replica behind).
 const UNKNOWN_ID_PATIENCE: Duration = Duration::from_secs(5);
 
@@ -504,8 +507,8 @@ impl FeedHub {
             self.registry().head = Some(head);
             return Ok(false);
         };
-        let rows = db::feed_page(&self.inner.pool, None, head, i64::MAX, PAGE).await?;
-        let full_page = rows.len() as i64 == PAGE;
+        let rows = db::feed_page(&self.inner.pool, None, head, i64::MAX, HUB_PAGE).await?;
+        let full_page = rows.len() as i64 == HUB_PAGE;
         let events: Vec<Arc<Event>> = rows
             .iter()
             .filter_map(|row| {
@@ -631,7 +634,14 @@ impl Feed {
     /// Reads the feed's transactions in `(cursor, upto]` a page at a time into `pending`. True
     /// once it reached `upto`.
     async fn read_up_to(&mut self, upto: i64) -> bool {
-        let page = db::feed_page(&self.hub.inner.pool, self.account, self.cursor, upto, PAGE).await;
+        let page = db::feed_page(
+            &self.hub.inner.pool,
+            self.account,
+            self.cursor,
+            upto,
+            CATCH_UP_PAGE,
+        )
+        .await;
         let rows = match page {
             Ok(rows) => rows,
             Err(error) => {
@@ -643,7 +653,7 @@ impl Feed {
                 return false;
             }
         };
-        let reached = (rows.len() as i64) < PAGE;
+        let reached = (rows.len() as i64) < CATCH_UP_PAGE;
         for row in &rows {
             match Event::of(row) {
                 Some(event) => self.send(&event),
