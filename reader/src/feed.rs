@@ -153,17 +153,22 @@ async fn open_feed(
         stop: hub.inner.stop.clone(),
         _slot: slot,
     };
-    let body = Body::from_stream(futures_util::stream::unfold(feed, |mut feed| async move {
-        let frame = feed.next_frame().await?;
-        Some((Ok::<_, Infallible>(frame), feed))
-    }));
-    let mut response = body.into_response();
+    let mut response = Body::from_stream(frames(feed)).into_response();
     let response_headers = response.headers_mut();
     response_headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     response_headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     // nginx: never buffer this answer, whatever the location says.
     response_headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(response)
+}
+
+/// The body of a feed: its frames, one at a time. Every idle feed holds one of these, so it is
+/// kept small: the catch-up's queries (large futures, and brief) are boxed while they run.
+fn frames(feed: Feed) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> {
+    futures_util::stream::unfold(feed, |mut feed| async move {
+        let frame = feed.next_frame().await?;
+        Some((Ok(frame), feed))
+    })
 }
 
 /// Where a feed starts: after `Last-Event-ID`, or after the newest commit; or the error event
@@ -616,13 +621,13 @@ impl Feed {
                     // The hub reads the ledger's head within a poll of the first feed opening.
                     None => tokio::time::sleep(POLL_INTERVAL).await,
                     Some(upto) => {
-                        if upto <= self.cursor || self.read_up_to(upto).await {
+                        if upto <= self.cursor || Box::pin(self.read_up_to(upto)).await {
                             self.join();
                         }
                     }
                 },
                 Phase::Bridge { upto } => {
-                    if upto <= self.cursor || self.read_up_to(upto).await {
+                    if upto <= self.cursor || Box::pin(self.read_up_to(upto)).await {
                         self.phase = Phase::Live;
                     }
                 }
@@ -728,5 +733,37 @@ impl Feed {
     fn end_with(&mut self, code: &str, message: &str) {
         self.pending.push_back(error_event(code, message));
         self.phase = Phase::Ended;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What every idle feed holds besides its connection: its body stream (with the future of
+    /// its next frame inline) and its channel.
+    #[tokio::test]
+    async fn an_idle_feed_is_small() {
+        let (_stop, stopped) = watch::channel(false);
+        let hub = FeedHub::start(
+            shared::testing::unreachable_pool(),
+            FeedLimits::default(),
+            stopped.clone(),
+        );
+        let slot = hub.open(Arc::from("test"), false).ok().expect("a slot");
+        let feed = Feed {
+            hub: hub.clone(),
+            account: None,
+            cursor: 0,
+            phase: Phase::Live,
+            pending: VecDeque::new(),
+            live: None,
+            heartbeat: None,
+            stop: stopped,
+            _slot: slot,
+        };
+        let body = frames(feed);
+        let size = std::mem::size_of_val(&body);
+        assert!(size < 2_048, "a feed's body stream is {size} bytes");
     }
 }
