@@ -25,6 +25,8 @@ const PUBLIC_ROUTES = {
   '/transactions': ['GET', 'HEAD', 'POST'],
   '/transactions/{transaction_id}': ['GET', 'HEAD'],
   '/accounts/{account_id}': ['GET', 'HEAD'],
+  '/events': ['GET', 'HEAD'],
+  '/accounts/{account_id}/events': ['GET', 'HEAD'],
 };
 
 const HTTP_METHODS = ['get', 'head', 'post', 'put', 'patch', 'delete', 'options', 'trace'];

@@ -74,6 +74,9 @@ bash scripts/stack.sh start
 step "API tests through nginx ($API_URL)"
 npm run --silent test:api
 
+step "change feeds through nginx: every commit once and in order across reconnects, one account's feed, resume after kill -9 of the reader, the per-client cap (tests/feed/)"
+npm run --silent test:feed
+
 step "schemathesis: the live stack against its OpenAPI document (reader/openapi.json)"
 bash scripts/test-schemathesis.sh
 

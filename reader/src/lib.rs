@@ -1,5 +1,6 @@
 //! The read side: `GET /ping`, `GET /openapi.json`, `GET /accounts/{id}`,
-//! `GET /transactions/{id}` and `GET /transactions`.
+//! `GET /transactions/{id}`, `GET /transactions`, and the change feeds `GET /events` and
+//! `GET /accounts/{id}/events` (server-sent events, `feed.rs`).
 //!
 //! Account and transaction reads are served from the views in Redis; on a miss (or while Redis
 //! is unreachable) they read PostgreSQL and fill the view. The list is read from PostgreSQL in
@@ -10,6 +11,7 @@
 //! own. [`Application::build`] wires it all, for `main` and for every test.
 
 mod accounts;
+mod feed;
 mod meta;
 mod publish_watch;
 mod startup;
@@ -19,6 +21,9 @@ mod views;
 
 use shared::http::Routes;
 
+pub use feed::{
+    FeedLimits, HEARTBEAT_INTERVAL, POLL_INTERVAL, TOO_MANY_CLIENT_FEEDS, TOO_MANY_FEEDS,
+};
 pub use meta::OPENAPI_JSON;
 pub use publish_watch::{watch_publishing, PUBLISH_CHECK_INTERVAL, PUBLISH_LAG_LIMIT};
 pub use startup::{run, Application, ReaderConfig};
@@ -30,4 +35,5 @@ pub fn routes() -> Routes<AppState> {
     meta::routes()
         .merge(accounts::routes())
         .merge(transactions::routes())
+        .merge(feed::routes())
 }

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use crate::feed::{FeedHub, FeedLimits};
 use crate::transactions::ListLimits;
 use crate::{routes, views, watch_publishing, AppState};
 
@@ -21,14 +22,16 @@ use crate::{routes, views, watch_publishing, AppState};
 pub struct ReaderConfig {
     pub http: HttpConfig,
     pub listings: ListLimits,
+    pub feeds: FeedLimits,
 }
 
 impl ReaderConfig {
-    /// The shared HTTP limits, and the default bounds on unpaged listings.
+    /// The shared HTTP limits, and the default bounds on unpaged listings and change feeds.
     pub fn new(http: HttpConfig) -> Self {
         Self {
             http,
             listings: ListLimits::default(),
+            feeds: FeedLimits::default(),
         }
     }
 }
@@ -61,6 +64,11 @@ impl Application {
         let config = ReaderConfig {
             http,
             listings: ListLimits::new(settings.list_max_streams, settings.list_deadline),
+            feeds: FeedLimits {
+                max_streams: settings.feed_max_streams,
+                max_per_client: settings.feed_max_per_client,
+                ..FeedLimits::default()
+            },
         };
         Ok(Self::build_on(pool, cache, config))
     }
@@ -68,8 +76,9 @@ impl Application {
     /// Builds the reader on stores already connected (tests pass a fresh database and key
     /// prefix): starts the outbox watcher and builds the router.
     pub fn build_on(pool: PgPool, cache: Cache, config: ReaderConfig) -> Self {
-        let state = AppState::new(pool, cache, config.listings);
         let (stop, stopped) = watch::channel(false);
+        let feeds = FeedHub::start(pool.clone(), config.feeds, stopped.clone());
+        let state = AppState::new(pool, cache, config.listings, feeds);
         let watcher = tokio::spawn(
             watch_publishing(
                 state.pool.clone(),
@@ -96,7 +105,7 @@ impl Application {
     }
 
     /// The router alone, for a caller that only sends requests (tests): the outbox watcher
-    /// ends when this application is dropped.
+    /// and the feed hub end when this application is dropped.
     pub fn into_router(self) -> Router {
         self.router
     }
@@ -134,6 +143,7 @@ impl Application {
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let metrics = m::install(settings.service.name())?;
     m::register_hot_series(cache::READ_OPERATIONS, views::NAMES);
+    m::feed_metrics_at_zero();
     let app = Application::build(&settings).await?;
     let pool = app.state().pool.clone();
     app.serve(&settings.serve_config(), metrics).await?;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use shared::cache::Cache;
 use sqlx::PgPool;
 
+use crate::feed::FeedHub;
 use crate::transactions::ListLimits;
 
 #[derive(Clone)]
@@ -18,15 +19,18 @@ pub struct AppState {
     pub account_views_trusted: Arc<AtomicBool>,
     /// The cap and deadline of unpaged listings on this instance.
     pub listings: ListLimits,
+    /// The change feeds of this instance and the task that reads new commits for them.
+    pub feeds: FeedHub,
 }
 
 impl AppState {
-    pub fn new(pool: PgPool, cache: Cache, listings: ListLimits) -> Self {
+    pub fn new(pool: PgPool, cache: Cache, listings: ListLimits, feeds: FeedHub) -> Self {
         Self {
             pool,
             cache,
             account_views_trusted: Arc::new(AtomicBool::new(true)),
             listings,
+            feeds,
         }
     }
 }

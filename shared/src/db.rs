@@ -1,7 +1,8 @@
 //! PostgreSQL access: the pool, the migrations and every query of both services.
 //!
 //! All SQL lives in this module, with bound parameters only: [`record`] writes transactions,
-//! [`reads`] reads accounts and transactions, [`outbox`] tracks what is not yet in Redis.
+//! [`reads`] reads accounts and transactions, [`outbox`] tracks what is not yet in Redis,
+//! [`feed`] reads the live change feed's transactions in commit order.
 //! PostgreSQL is the source of truth; see `shared/migrations/` for the schema and why it looks
 //! the way it does.
 //!
@@ -10,6 +11,7 @@
 //! [`PoolConfig`]). Every query function times itself under the query name written beside its
 //! SQL (`db_query_duration_seconds{query=…}`), in a `db` span.
 
+mod feed;
 mod outbox;
 mod reads;
 mod record;
@@ -23,6 +25,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+pub use feed::{feed_head, feed_page, FeedRow};
 pub use outbox::{
     mark_published, oldest_unpublished_age, publishing_is_behind, unpublished, Committed,
 };

@@ -86,6 +86,10 @@ pub struct Settings {
     pub list_max_streams: usize,
     /// How long one unpaged listing may take.
     pub list_deadline: Duration,
+    /// `FEED_MAX_STREAMS`: change feeds open at once per reader instance (503 beyond).
+    pub feed_max_streams: usize,
+    /// `FEED_MAX_PER_CLIENT`: change feeds open at once per client on one instance (429 beyond).
+    pub feed_max_per_client: usize,
     /// `REQUEST_TIMEOUT_MS`
     pub request_timeout: Duration,
     /// `SHUTDOWN_TIMEOUT_MS`
@@ -142,6 +146,8 @@ impl Settings {
             body_limit_bytes: env.parse("BODY_LIMIT_BYTES")?,
             list_max_streams: env.positive("LIST_MAX_STREAMS")? as usize,
             list_deadline: env.millis("LIST_DEADLINE_MS")?,
+            feed_max_streams: env.positive("FEED_MAX_STREAMS")? as usize,
+            feed_max_per_client: env.positive("FEED_MAX_PER_CLIENT")? as usize,
             log_format: env.parse("LOG_FORMAT")?,
             cors_allowed_origins: parse_origins(&env.get("CORS_ALLOWED_ORIGINS")?)?,
             api_keys_file: env.optional("API_KEYS_FILE")?.map(Into::into),

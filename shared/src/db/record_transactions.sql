@@ -61,17 +61,6 @@ WITH input AS (
             version = a.version + EXCLUDED.version,
             updated_at = now()
     RETURNING account_id, balance, version
-), transaction AS (
-    INSERT INTO transactions (transaction_id, account_id, amount, idempotency_key,
-                              idempotency_scope)
-    SELECT transaction_id, account_id, amount, idempotency_key, idempotency_scope FROM decided
-    WHERE outcome = 'recorded' ORDER BY n
-    RETURNING transaction_id, created_at
-), outbox AS (
-    INSERT INTO publish_batches (transaction_ids)
-    SELECT array_agg(transaction_id ORDER BY n) FROM decided
-    WHERE outcome = 'recorded' HAVING count(*) > 0
-    RETURNING batch_id
 ), later AS (
     -- What the same account's later recorded rows of this batch add on top of each row.
     SELECT n, coalesce(sum(amount) OVER after_this, 0) AS amount,
@@ -79,6 +68,27 @@ WITH input AS (
     FROM decided WHERE outcome = 'recorded'
     WINDOW after_this AS (PARTITION BY account_id ORDER BY n
                           ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING)
+), position_lock AS MATERIALIZED (
+    -- The commit position lock (migration 20261207230001_feed_positions.sql): held to the
+    -- commit, so seqs are drawn in commit order, which the live feed's ids rely on. Taken
+    -- after every account lock (counting `account` runs that CTE first), so no batch waits
+    -- for it while holding an account another batch needs first: no deadlock.
+    SELECT pg_advisory_xact_lock(7263498121) FROM (SELECT count(*) FROM account) locked
+), transaction AS (
+    -- Rows draw their seq (the identity) here, under the lock, in input order; each stores its
+    -- account's balance right after it, for the feed.
+    INSERT INTO transactions (transaction_id, account_id, amount, idempotency_key,
+                              idempotency_scope, balance)
+    SELECT d.transaction_id, d.account_id, d.amount, d.idempotency_key, d.idempotency_scope,
+           account.balance - later.amount
+    FROM decided d JOIN later USING (n) JOIN account USING (account_id) CROSS JOIN position_lock
+    WHERE d.outcome = 'recorded' ORDER BY d.n
+    RETURNING transaction_id, created_at
+), outbox AS (
+    INSERT INTO publish_batches (transaction_ids)
+    SELECT array_agg(transaction_id ORDER BY n) FROM decided
+    WHERE outcome = 'recorded' HAVING count(*) > 0
+    RETURNING batch_id
 ), exactness AS (
     -- Whether the outcome is the one-by-one outcome, from the balance each account had when it
     -- was updated (a concurrent batch may have changed it since the snapshot). Evaluated only

@@ -58,6 +58,8 @@ fn cors(origins: &[HeaderValue]) -> CorsLayer {
             IF_NONE_MATCH,
             X_REQUEST_ID,
             HeaderName::from_static("idempotency-key"),
+            // An EventSource resuming a change feed from another origin sends it.
+            HeaderName::from_static("last-event-id"),
         ])
         .expose_headers([
             LOCATION,

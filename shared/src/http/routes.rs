@@ -29,6 +29,8 @@ pub const PUBLIC_ROUTES: &[(&str, &str)] = &[
     ("/transactions", "GET, HEAD, POST"),
     ("/transactions/{transaction_id}", "GET, HEAD"),
     ("/accounts/{account_id}", "GET, HEAD"),
+    ("/events", "GET, HEAD"),
+    ("/accounts/{account_id}/events", "GET, HEAD"),
 ];
 
 /// The public `Allow` list of a path, if the path is part of the API.

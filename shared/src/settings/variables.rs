@@ -84,6 +84,8 @@ pub const VARIABLES: &[Variable] = &[
     both("BODY_LIMIT_BYTES", "16384"),
     both("LIST_MAX_STREAMS", "4"),
     both("LIST_DEADLINE_MS", "60000"),
+    both("FEED_MAX_STREAMS", "10000"),
+    both("FEED_MAX_PER_CLIENT", "32"),
     // tracing-subscriber's `EnvFilter` reads it (see `telemetry::init_logging`).
     read_by_library("RUST_LOG", Some(DEFAULT_LOG_FILTER)),
     both("LOG_FORMAT", "json"),

@@ -17,6 +17,10 @@
 //! | `publish_repairs_total` | counter | | changes the repair loop republished |
 //! | `publish_backlog_oldest_age_seconds` | gauge | | age of the oldest change not yet in Redis |
 //! | `write_batch_size` | histogram | | transactions the writer committed together in one statement (group commit) |
+//! | `feed_streams_open` | gauge | feed (`account`, `all`) | reader: change feeds open now |
+//! | `feed_events_sent_total` | counter | feed | reader: events written to change feeds |
+//! | `feed_lag_seconds` | histogram | | reader: from a transaction's `created_at` to the reader dispatching it to its feeds |
+//! | `feed_refusals_total` | counter | reason (`instance_cap`, `client_cap`, `too_slow`) | reader: feeds refused (503, 429) or dropped for not reading |
 //! | `build_info` | gauge (always 1) | version | which build is running |
 
 use std::collections::HashMap;
@@ -39,6 +43,10 @@ pub const PUBLISH_BACKLOG_OLDEST_AGE_SECONDS: &str = "publish_backlog_oldest_age
 pub const BUILD_INFO: &str = "build_info";
 pub const AUTH_REFUSALS_TOTAL: &str = "http_auth_refusals_total";
 pub const WRITE_BATCH_SIZE: &str = "write_batch_size";
+pub const FEED_STREAMS_OPEN: &str = "feed_streams_open";
+pub const FEED_EVENTS_SENT_TOTAL: &str = "feed_events_sent_total";
+pub const FEED_LAG_SECONDS: &str = "feed_lag_seconds";
+pub const FEED_REFUSALS_TOTAL: &str = "feed_refusals_total";
 
 /// Histogram buckets, in seconds: resolve 0.5 ms to 5 s. Set explicitly so the exporter
 /// renders real histograms (it renders summaries otherwise), which Prometheus can
@@ -123,6 +131,22 @@ fn describe_all() {
     describe_counter!(
         AUTH_REFUSALS_TOTAL,
         "Requests refused for their API key, by reason (missing, invalid, scope); never by key."
+    );
+    describe_gauge!(
+        FEED_STREAMS_OPEN,
+        "Change feeds (server-sent events) open now, by feed (account, all)."
+    );
+    describe_counter!(
+        FEED_EVENTS_SENT_TOTAL,
+        "Events written to change feeds, by feed (account, all)."
+    );
+    describe_histogram!(
+        FEED_LAG_SECONDS,
+        "Seconds from a transaction's created_at to the reader dispatching it to its feeds."
+    );
+    describe_counter!(
+        FEED_REFUSALS_TOTAL,
+        "Change feeds refused or dropped, by reason (instance_cap, client_cap, too_slow)."
     );
     describe_gauge!(
         BUILD_INFO,
@@ -261,4 +285,49 @@ pub async fn time_query<T, E>(
     let result = run.instrument(tracing::debug_span!("db", query)).await;
     record_db_query(query, started.elapsed(), result.is_ok());
     result
+}
+
+/// The `feed` label of the change feeds: one account's, or every account's.
+fn feed_label(account_feed: bool) -> &'static str {
+    if account_feed {
+        "account"
+    } else {
+        "all"
+    }
+}
+
+/// The reasons of `feed_refusals_total`.
+pub const FEED_REFUSAL_REASONS: &[&str] = &["instance_cap", "client_cap", "too_slow"];
+
+/// The reader's feed series at zero, so dashboards show 0 rather than no data.
+pub fn feed_metrics_at_zero() {
+    for account_feed in [true, false] {
+        ::metrics::gauge!(FEED_STREAMS_OPEN, "feed" => feed_label(account_feed)).set(0.0);
+        ::metrics::counter!(FEED_EVENTS_SENT_TOTAL, "feed" => feed_label(account_feed)).absolute(0);
+    }
+    for &reason in FEED_REFUSAL_REASONS {
+        ::metrics::counter!(FEED_REFUSALS_TOTAL, "reason" => reason).absolute(0);
+    }
+}
+
+/// A change feed opened (`+1`) or ended (`-1`).
+pub fn feed_streams_changed(account_feed: bool, delta: f64) {
+    ::metrics::gauge!(FEED_STREAMS_OPEN, "feed" => feed_label(account_feed)).increment(delta);
+}
+
+pub fn feed_event_sent(account_feed: bool) {
+    ::metrics::counter!(FEED_EVENTS_SENT_TOTAL, "feed" => feed_label(account_feed)).increment(1);
+}
+
+/// `reason`: one of [`FEED_REFUSAL_REASONS`].
+pub fn feed_refused(reason: &'static str) {
+    ::metrics::counter!(FEED_REFUSALS_TOTAL, "reason" => reason).increment(1);
+}
+
+/// How long after its `created_at` a transaction was handed to the feeds.
+pub fn record_feed_lag(created_at: chrono::DateTime<chrono::Utc>) {
+    let lag = (chrono::Utc::now() - created_at)
+        .to_std()
+        .unwrap_or_default();
+    ::metrics::histogram!(FEED_LAG_SECONDS).record(lag.as_secs_f64());
 }
