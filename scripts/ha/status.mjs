@@ -1,7 +1,7 @@
 // `bash scripts/ha/stores.sh status`: prints one JSON object describing every component of the
 // HA topology as it is NOW:
 //
-//   {"components":[{"name":"pg1","kind":"postgres","role":"primary","pid":123,"port":57432}, ...]}
+//   {"components":[{"name":"pg1","kind":"postgres","role":"primary","pid":123,"port":29432}, ...]}
 //
 // Nothing comes from a file the stores wrote at start: a pid is the process listening on the
 // component's port (ss), a PostgreSQL role is the server's own pg_is_in_recovery(), a Redis

@@ -282,8 +282,8 @@ start_haproxy() {
   write_haproxy_config
   haproxy -c -q -f "$STATE/haproxy/haproxy.cfg" || die "the HAProxy configuration is invalid"
   if pid_alive "$pidfile"; then say "haproxy already running (pid $(cat "$pidfile"))"; return 0; fi
-  # Our ports lie in Linux's default ephemeral range (32768-60999): for a moment, one of them
-  # can be the source port of some unrelated client connection, and HAProxy exits with "cannot
+  # A base moved into Linux's ephemeral range (32768-60999; the defaults lie below it): for a
+  # moment, one of its ports can be the source port of some unrelated client connection, and HAProxy exits with "cannot
   # bind socket". Such a port is free again soon: try a few times.
   local try
   for try in 1 2 3 4 5; do
