@@ -31,6 +31,7 @@ for name in $(compgen -e | grep '^PG' || true); do unset "$name"; done
 
 start() {
   ensure_packages
+  ensure_patroni
   hosts_up
   # Readable by the postgres user, who runs PostgreSQL from a directory inside.
   mkdir -p "$LOGS" "$STATE/components"

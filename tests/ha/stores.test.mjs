@@ -342,7 +342,7 @@ test('a Patroni switchover hands the primary over in seconds', { timeout: 90_000
   const candidate = old.name === 'pg1' ? 'pg2' : 'pg1';
   const config = path.join(STATE, old.name, 'patroni.yml');
   const start = Date.now();
-  await run('patronictl', ['-c', config, 'switchover', '--leader', old.name, '--candidate', candidate, '--force'], { timeout: 60_000 });
+  await run(settings.HA_PATRONICTL, ['-c', config, 'switchover', '--leader', old.name, '--candidate', candidate, '--force'], { timeout: 60_000 });
   figure('pg switchover: patronictl returned after', seconds(Date.now() - start));
   const { writesBackAt } = await waitForNewPrimary(old, 'switchover');
   const done = writesBackAt - start;

@@ -191,7 +191,7 @@ test('ha:status lists every component with its pid, port and role', async () => 
   const count = (kind) => components.filter((c) => c.kind === kind).length;
   const KINDS = ['postgres', 'redis', 'sentinel', 'etcd', 'patroni', 'haproxy', 'writer', 'reader', 'nginx'];
   assert.deepEqual(components.filter((c) => !KINDS.includes(c.kind)).map((c) => c.name), [], 'every kind is one of the documented set');
-  for (const [kind, n] of Object.entries({ postgres: 2, patroni: 2, redis: 2, sentinel: 3, etcd: 1, haproxy: 1, writer: 2, reader: 2, nginx: 1 })) {
+  for (const [kind, n] of Object.entries({ postgres: 2, patroni: 2, redis: 3, sentinel: 3, etcd: 1, haproxy: 1, writer: 2, reader: 2, nginx: 1 })) {
     assert.equal(count(kind), n, `${n} ${kind}`);
   }
   assert.equal(withRole(components, 'postgres', 'primary').length, 1);
@@ -277,7 +277,7 @@ test('a Patroni switchover under load: writes back within 30 s, nothing acknowle
   const old = withRole(await status(), 'postgres', 'primary')[0];
   const candidate = old.name === 'pg1' ? 'pg2' : 'pg1';
   const config = path.join(STATE, old.name, 'patroni.yml');
-  const { writesBackMs } = await underLoad('pg switchover', () => run('patronictl', ['-c', config, 'switchover', '--leader', old.name, '--candidate', candidate, '--force'], { timeout: 60_000 }), { afterMs: 8000 });
+  const { writesBackMs } = await underLoad('pg switchover', () => run(settings.HA_PATRONICTL, ['-c', config, 'switchover', '--leader', old.name, '--candidate', candidate, '--force'], { timeout: 60_000 }), { afterMs: 8000 });
   assert.ok(writesBackMs < 30_000, `writes back after ${writesBackMs} ms`);
   assert.equal(withRole(await status(), 'postgres', 'primary')[0]?.name, candidate, 'the candidate is the primary');
   await waitStoresWhole('after the switchover');

@@ -240,24 +240,22 @@ function checkReads(account, reads, ws, present, exact, violations) {
 }
 
 /**
- * Unavailability: for each fault window [start, end) (plus what follows until writes succeed
- * again), the longest span in which write attempts were invoked and none was acknowledged.
- * Returns, per window, {fault, writesOk, writesNotOk, readsOk, readsNotOk, writeGapMs, writesBackMs}.
+ * Per fault window [start, end): counts of the operations invoked in it, writesBackMs (from the
+ * start to the acknowledgement of the first write invoked at least `settleMs` after it: a write
+ * already past the cut when it came may still succeed, and says nothing) and writeGapMs (the
+ * longest span of the window without any write acknowledged: the unavailability a client saw).
  */
-export function faultSummary(history, faults) {
+export function faultSummary(history, faults, { settleMs = 1000 } = {}) {
   const ops = pairOperations(history);
+  const acks = ops.filter((o) => o.f === 'write' && o.type === 'ok').map((o) => o.completeTime).sort((a, b) => a - b);
   return faults.map((fault) => {
     const inWindow = (o) => o.invokeTime >= fault.start && o.invokeTime < fault.end;
     const w = ops.filter((o) => o.f === 'write' && inWindow(o));
     const r = ops.filter((o) => o.f === 'read' && inWindow(o));
-    const oks = ops.filter((o) => o.f === 'write' && o.type === 'ok').map((o) => o.completeTime).sort((a, b) => a - b);
-    // Writes back: the first acknowledgement of a write invoked after the fault began that is
-    // followed by no failed write invoked later in the window (the service is steady again).
-    const failedTimes = w.filter((o) => o.type !== 'ok').map((o) => o.invokeTime);
-    const lastFailure = failedTimes.length ? Math.max(...failedTimes) : fault.start;
-    const back = oks.find((t) => t > lastFailure);
-    // The longest time without any acknowledgement inside the window.
-    const points = [fault.start, ...oks.filter((t) => t > fault.start && t < fault.end), fault.end];
+    const back = ops
+      .filter((o) => o.f === 'write' && o.type === 'ok' && o.invokeTime >= fault.start + settleMs)
+      .reduce((first, o) => Math.min(first, o.completeTime), Infinity);
+    const points = [fault.start, ...acks.filter((t) => t > fault.start && t < fault.end), fault.end];
     let gap = 0;
     for (let i = 1; i < points.length; i++) gap = Math.max(gap, points[i] - points[i - 1]);
     return {
@@ -267,7 +265,7 @@ export function faultSummary(history, faults) {
       readsOk: r.filter((o) => o.type === 'ok').length,
       readsNotOk: r.filter((o) => o.type !== 'ok').length,
       writeGapMs: Math.round(gap),
-      writesBackMs: back === undefined ? null : Math.round(Math.max(0, back - fault.start)),
+      writesBackMs: back === Infinity ? null : Math.round(back - fault.start),
     };
   });
 }

@@ -94,6 +94,25 @@ ensure_packages() {
     ss=iproute2 setpriv=util-linux stdbuf=coreutils curl=curl node=nodejs "$HA_PG_BIN_DIR/postgres=postgresql-15"
 }
 
+# ensure_patroni: HA_PATRONI (defaults.env) in its venv, installed once: Debian's python and
+# Debian's packages of Patroni's dependencies (the `patroni` package pulls them in), only
+# Patroni itself from PyPI, without its dependencies. /usr/bin/python3, not whatever python3
+# comes first on PATH: Patroni runs as the postgres user, who must be able to run it.
+ensure_patroni() {
+  [ "$HA_PATRONI" = system ] && return 0
+  [ -x "$HA_PATRONI_BIN" ] && [ "$(cat "$HA_PATRONI_VENV/.pinned" 2>/dev/null)" = "patroni==$HA_PATRONI" ] && return 0
+  local log
+  log="$(dirname "$HA_PATRONI_VENV")/patroni-venv.log"
+  mkdir -p "$(dirname "$HA_PATRONI_VENV")"
+  say "installing Patroni $HA_PATRONI into $HA_PATRONI_VENV"
+  rm -rf "$HA_PATRONI_VENV"
+  { /usr/bin/python3 -m venv --system-site-packages "$HA_PATRONI_VENV" &&
+    "$HA_PATRONI_VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps "patroni==$HA_PATRONI"; } >"$log" 2>&1 ||
+    die "could not install Patroni $HA_PATRONI (see $log); HA_PATRONI=system runs Debian's"
+  chmod -R a+rX "$HA_PATRONI_VENV"
+  echo "patroni==$HA_PATRONI" >"$HA_PATRONI_VENV/.pinned"
+}
+
 # start_bg name pidfile command...: a store's server in the background, logging to $LOGS/name.log.
 start_bg() {
   local name="$1" pidfile="$2"

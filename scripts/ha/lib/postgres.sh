@@ -182,7 +182,7 @@ start_patroni() {
   if pid_alive "$pidfile"; then say "patroni pg$n already running (pid $(cat "$pidfile"))"; return 0; fi
   host_argv "$(host_of_node "$n")"
   start_bg "patroni-pg$n" "$pidfile" "${HOST_ARGV[@]}" \
-    setpriv --reuid=postgres --regid=postgres --init-groups -- patroni "$dir/patroni.yml"
+    setpriv --reuid=postgres --regid=postgres --init-groups -- "$HA_PATRONI_BIN" "$dir/patroni.yml"
   say "patroni pg$n started (pid $(cat "$pidfile"))"
 }
 
@@ -302,7 +302,7 @@ defaults
   timeout client 30m
   timeout server 30m
   timeout check 1s
-  default-server inter 1s fall 2 rise 1 on-marked-down shutdown-sessions
+  default-server inter 1s fall $HA_HAPROXY_FALL rise 1 on-marked-down shutdown-sessions
 listen pg_write
   bind 127.0.0.1:$HA_PG_WRITE_PORT
   option httpchk
