@@ -47,6 +47,12 @@ impl RedisViewsCheck {
         self.trusted_until_ms.store(until, Ordering::Relaxed);
     }
 
+    /// No watcher any more (the application is stopping, or a test kept the router alone): the
+    /// last verdict stands instead of lapsing.
+    fn keep(&self) {
+        self.trusted_until_ms.store(u64::MAX, Ordering::Relaxed);
+    }
+
     fn revoke(&self) {
         self.trusted_until_ms.store(0, Ordering::Relaxed);
     }
@@ -105,6 +111,9 @@ pub async fn watch_redis_views(
             _ = stop.wait_for(|stop| *stop) => break,
             () = tokio::time::sleep(VIEWS_CHECK_INTERVAL) => {}
         }
+    }
+    if was_trusted {
+        check.keep();
     }
 }
 

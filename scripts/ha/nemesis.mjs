@@ -1,5 +1,6 @@
 // The nemesis of the replicated topology on simulated hosts (HA_HOSTS=3; docs/ha.md,
-// "Partitions"): it acts on the running topology and prints what it did as one JSON object.
+// "Simulated hosts and partitions"): it acts on the running topology and prints what it did
+// as one JSON object.
 //
 //   npm run ha:nemesis -- partition h1[,h2...]   cut these hosts off from every other host and
 //                                                from the edge (nginx): packets both ways are

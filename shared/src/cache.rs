@@ -229,12 +229,12 @@ impl Cache {
     }
 
     /// Whether the account views behind the open link may be served now (docs/ha.md,
-    /// "Partitions"): the process still answers as a master, the views' generation there is
-    /// still the link's, and, where it counts its good replicas (`min-replicas-to-write`), it
-    /// has one. A master cut off by a partition keeps answering reads of views that writes
-    /// elsewhere have overtaken, and a node demoted and resynchronised since serves whatever it
-    /// was given: such a link is dropped (the next call asks the Sentinels again) and `false`
-    /// returned. `true` when no link is open (a read opens one, checked as it opens). An error
+    /// "Simulated hosts and partitions"): the process still answers as a master, the views'
+    /// generation there is still the link's, and, where it counts its good replicas
+    /// (`min-replicas-to-write`), it has one. A master cut off by a partition keeps answering
+    /// reads of views that writes elsewhere have overtaken, and a node demoted and
+    /// resynchronised since serves whatever it was given: such a link is dropped (the next call
+    /// asks the Sentinels again) and `false` returned. `true` when no link is open (a read opens one, checked as it opens). An error
     /// reaching Redis is returned: the caller decides (the reader stops trusting views).
     pub async fn views_fit(&self) -> Result<bool, CacheError> {
         let Some(link) = self.links.peek() else {
