@@ -103,6 +103,9 @@ started_stack=no
 step "replicated topology: the stores (Patroni, HAProxy, Sentinel) and 2 writers + 2 readers behind nginx under kill -9 of PostgreSQL/Redis masters, a switchover, a writer and a reader (own ports 27xxx/28xxx; about 3.5 minutes)"
 npm run --silent test:ha
 
+step "partitions: the replicated topology on 3 simulated hosts (network namespaces tmpt-*) under host cuts, a 2-1 split and a frozen primary; the clients' history checked (lost, doubled, linearizable balance reads); timeline in .stack/partitions/ (about 4 minutes, at most 8; skipped without root)"
+HA_BUILD=no npm run --silent test:partitions
+
 step "docker compose, run for real (own project and ports): health, API tests, Prometheus, network isolation, redeploy, scale-out, crash, down/up (scripts/test-compose.sh)"
 bash scripts/test-compose.sh
 

@@ -24,7 +24,8 @@ async fn get_account(
     PathId(account_id): PathId<AccountId>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let trusted = state.account_views_trusted.load(Ordering::Relaxed);
+    let trusted =
+        state.account_views_trusted.load(Ordering::Relaxed) && state.redis_views.trusted();
     // Taken before anything is read: a fill may create a view only if no failover came between
     // (see `shared::cache::Ticket`).
     let ticket = state.cache.ticket().await;

@@ -25,7 +25,10 @@ pub use feed::{
     FeedLimits, HEARTBEAT_INTERVAL, POLL_INTERVAL, TOO_MANY_CLIENT_FEEDS, TOO_MANY_FEEDS,
 };
 pub use meta::OPENAPI_JSON;
-pub use publish_watch::{watch_publishing, PUBLISH_CHECK_INTERVAL, PUBLISH_LAG_LIMIT};
+pub use publish_watch::{
+    watch_publishing, watch_redis_views, RedisViewsCheck, PUBLISH_CHECK_INTERVAL,
+    PUBLISH_LAG_LIMIT, VIEWS_CHECK_INTERVAL, VIEWS_TRUST_SPAN,
+};
 pub use startup::{run, Application, ReaderConfig};
 pub use state::AppState;
 pub use transactions::{ListLimits, TOO_MANY_LISTINGS};

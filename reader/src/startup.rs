@@ -15,7 +15,7 @@ use tracing::Instrument;
 
 use crate::feed::{FeedHub, FeedLimits};
 use crate::transactions::ListLimits;
-use crate::{routes, views, watch_publishing, AppState};
+use crate::{routes, views, watch_publishing, watch_redis_views, AppState};
 
 /// What the reader needs besides its stores.
 #[derive(Debug, Clone)]
@@ -43,6 +43,7 @@ pub struct Application {
     state: AppState,
     stop: watch::Sender<bool>,
     watcher: JoinHandle<()>,
+    views_watcher: JoinHandle<()>,
 }
 
 impl Application {
@@ -87,6 +88,14 @@ impl Application {
             )
             .instrument(tracing::info_span!("publish_watch")),
         );
+        let views_watcher = tokio::spawn(
+            watch_redis_views(
+                state.cache.clone(),
+                state.redis_views.clone(),
+                stop.subscribe(),
+            )
+            .instrument(tracing::info_span!("redis_views_watch")),
+        );
         let router = http::with_middleware(
             routes().into_router().with_state(state.clone()),
             config.http,
@@ -96,6 +105,7 @@ impl Application {
             state,
             stop,
             watcher,
+            views_watcher,
         }
     }
 
@@ -131,8 +141,10 @@ impl Application {
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         let watcher_ended = self.watcher.await;
+        let views_watcher_ended = self.views_watcher.await;
         tracing::info!(
             publish_watcher_ok = watcher_ended.is_ok(),
+            views_watcher_ok = views_watcher_ended.is_ok(),
             "reader's background tasks stopped"
         );
     }

@@ -8,6 +8,7 @@ use sqlx::PgPool;
 
 use crate::feed::FeedHub;
 use crate::transactions::ListLimits;
+use crate::RedisViewsCheck;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -17,6 +18,9 @@ pub struct AppState {
     /// [`watch_publishing`](crate::watch_publishing)): account views in Redis may then be older
     /// than acknowledged writes, so account reads go to PostgreSQL and fill nothing.
     pub account_views_trusted: Arc<AtomicBool>,
+    /// Whether the Redis the views come from is fit to serve them (see
+    /// [`watch_redis_views`](crate::watch_redis_views)); account reads need both.
+    pub redis_views: Arc<RedisViewsCheck>,
     /// The cap and deadline of unpaged listings on this instance.
     pub listings: ListLimits,
     /// The change feeds of this instance and the task that reads new commits for them.
@@ -29,6 +33,7 @@ impl AppState {
             pool,
             cache,
             account_views_trusted: Arc::new(AtomicBool::new(true)),
+            redis_views: Arc::new(RedisViewsCheck::new()),
             listings,
             feeds,
         }

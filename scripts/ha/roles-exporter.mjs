@@ -8,7 +8,7 @@
 //
 // One gauge, one series per node, stable across failovers (the role is the value, not a label,
 // so a swap does not end one series and start another):
-//   ledger_store_role{store="postgres|redis",node="pg1",port="57432"} 2 = primary, 1 = replica,
+//   ledger_store_role{store="postgres|redis",node="pg1",port="29432"} 2 = primary, 1 = replica,
 //   0 = not answering. The Grafana panel "Store roles" maps the values to words.
 import http from 'node:http';
 import { fileURLToPath } from 'node:url';

@@ -31,6 +31,8 @@ for name in $(compgen -e | grep '^PG' || true); do unset "$name"; done
 
 start() {
   ensure_packages
+  ensure_patroni
+  hosts_up
   # Readable by the postgres user, who runs PostgreSQL from a directory inside.
   mkdir -p "$LOGS" "$STATE/components"
   chmod 755 "$STATE"
@@ -46,10 +48,11 @@ start() {
 
 stop() {
   [ -d "$STATE" ] || return 0
-  stop_store haproxy "$STATE/haproxy.pid"
+  stop_haproxy
   stop_postgres_nodes
   stop_redis_side
-  stop_store etcd "$STATE/etcd.pid"
+  stop_etcd
+  hosts_down
 }
 
 case "${1:-}" in

@@ -11,6 +11,10 @@
 # Only one of the two stacks runs at a time (both serve the API on 127.0.0.1:8080): `start`
 # refuses while the single stack (npm start) is up, and scripts/stack.sh refuses while this one is.
 #
+# On simulated hosts (HA_HOSTS=3, docs/ha.md "Simulated hosts"): the stores spread over the host
+# namespaces, one launcher per host (a writer and a reader, no nginx, on every address of the
+# host), and nginx alone on the edge host, in front of all of them; no monitoring.
+#
 # Settings: scripts/ha/defaults.env (HA_PORT_BASE moves every port but the proxy's,
 # HA_PROXY_PORT that one, HA_STATE_DIR the state). Two more let the tests run this very script
 # on a private copy: HA_BUILD=no (use the binaries as built) and HA_MONITORING=no (no
@@ -38,6 +42,7 @@ launcher() {
 # The single stack and this one both serve the API on DEFAULT_PROXY_PORT: the launcher refuses
 # a port that another process holds (only our own instances may), before anything starts.
 refuse_if_port_taken() {
+  hosts_mode && return 0 # nginx listens in the edge host's namespace
   launcher check-ports --hint "most likely the single stack (npm start): stop it first (npm stop); only one of the two stacks runs at a time"
 }
 
@@ -62,6 +67,14 @@ sentinel_master() {
 start_services() {
   local master
   master="$(sentinel_master)" || die "no Sentinel names a Redis master \"$HA_REDIS_MASTER_NAME\""
+  if hosts_mode; then start_services_on_hosts "$master"; return 0; fi
+  service_env "$master" launcher up
+}
+
+# service_env master command...: runs the command (a launcher) with the services' settings.
+service_env() {
+  local master="$1"
+  shift
   # shellcheck disable=SC2034 # read by the launcher through the environment
   DATABASE_URL="$HA_DATABASE_URL" MIGRATION_DATABASE_URL="$HA_MIGRATION_DATABASE_URL" \
     READER_DATABASE_URL="$HA_READER_DATABASE_URL" \
@@ -73,19 +86,58 @@ start_services() {
     RUST_LOG="${RUST_LOG:-info}" LOG_FORMAT="${LOG_FORMAT:-json}" \
     READER_WORKER_THREADS="${READER_WORKER_THREADS:-$(default_worker_threads)}" \
     WRITER_WORKER_THREADS="${WRITER_WORKER_THREADS:-$(default_worker_threads)}" \
-    launcher up
+    "$@"
 }
 
-# component name kind port [pidfile]: `ha:status` lists it (scripts/ha/status.mjs).
+# On hosts: a launcher per host in its namespace (1 writer, 1 reader, listening on every
+# address of the host; DATABASE_URL is the host's own HAProxy on its loopback), then nginx on
+# the edge, in front of every host's writer and reader, on the address the root namespace
+# reaches. Each host's services are one supervised state folder, $STATE/services-h<n>.
+host_launcher() {
+  local h="$1"
+  shift
+  env STACK_STATE_DIR="$STATE/services-h$h" WRITERS=1 READERS=1 PROXY=no LISTEN_HOST=0.0.0.0 \
+    PROXY_PORT="$HA_PROXY_PORT" WRITER_PORT="$HA_WRITER_PORT" READER_PORT="$HA_READER_PORT" \
+    WRITER_METRICS_PORT="$HA_WRITER_METRICS_PORT" READER_METRICS_PORT="$HA_READER_METRICS_PORT" \
+    ip netns exec "$(ns_of_host "$h")" bash "$ROOT/scripts/launcher.sh" "$@"
+}
+
+edge_launcher() {
+  local h writers="" readers=""
+  for h in $(host_list); do
+    writers+="$(addr_of_host "$h"):$HA_WRITER_PORT " readers+="$(addr_of_host "$h"):$HA_READER_PORT "
+  done
+  env STACK_STATE_DIR="$STATE/services-edge" WRITERS=0 READERS=0 LISTEN_HOST=0.0.0.0 \
+    PROXY_PORT="$HA_PROXY_PORT" UPSTREAM_WRITERS="${writers% }" UPSTREAM_READERS="${readers% }" \
+    ip netns exec "$EDGE_NS" bash "$ROOT/scripts/launcher.sh" "$@"
+}
+
+start_services_on_hosts() {
+  local h
+  for h in $(host_list); do service_env "$1" host_launcher "$h" up; done
+  edge_launcher up
+}
+
+# component name kind port [pidfile [host address]]: `ha:status` lists it (scripts/ha/status.mjs).
 component() {
   local file="$STATE/components/$1.json"
-  printf '{"name":"%s","kind":"%s","port":%s%s}\n' "$1" "$2" "$3" "${4:+,\"pidFile\":\"$4\"}" >"$file.tmp"
+  printf '{"name":"%s","kind":"%s","port":%s%s%s}\n' "$1" "$2" "$3" "${4:+,\"pidFile\":\"$4\"}" \
+    "${5:+,\"host\":\"$5\",\"address\":\"$6\"}" >"$file.tmp"
   mv -f "$file.tmp" "$file"
 }
 
 register_services() {
-  local k name
+  local k name h
   mkdir -p "$STATE/components"
+  if hosts_mode; then
+    for h in $(host_list); do
+      component "writer-h$h" writer "$HA_WRITER_PORT" "$STATE/services-h$h/writer.pid" "$(ns_of_host "$h")" "$(addr_of_host "$h")"
+      component "reader-h$h" reader "$HA_READER_PORT" "$STATE/services-h$h/reader.pid" "$(ns_of_host "$h")" "$(addr_of_host "$h")"
+    done
+    # The address and port clients use, from the root namespace.
+    component nginx nginx "$HA_PROXY_PORT" "$STATE/services-edge/nginx.pid" "$EDGE_NS" "$EDGE_ADDR"
+    return 0
+  fi
   for ((k = 1; k <= HA_WRITERS; k++)); do
     name="writer$([ "$k" = 1 ] || echo "-$k")"
     component "$name" writer $((HA_WRITER_PORT + k - 1)) "$SERVICES/$name.pid"
@@ -165,14 +217,24 @@ start() {
   load_secrets # the stores' first start generated them
   start_services
   register_services
+  hosts_mode && HA_MONITORING=no # Prometheus would have to reach into every namespace
   [ "${HA_MONITORING:-yes}" = no ] || start_monitoring
+  if hosts_mode; then
+    say "replicated topology up on $HA_HOSTS hosts: API http://$EDGE_ADDR:$HA_PROXY_PORT (nginx on $EDGE_NS; a writer and a reader on each host); \`npm run ha:status\` shows every component"
+    return 0
+  fi
   say "replicated topology up: API http://127.0.0.1:$HA_PROXY_PORT ($HA_WRITERS writers, $HA_READERS readers)$([ "${HA_MONITORING:-yes}" = no ] || echo ", Prometheus http://127.0.0.1:${PROMETHEUS_PORT:-$DEFAULT_PROMETHEUS_PORT}"); \`npm run ha:status\` shows every component"
 }
 
 stop() {
-  if [ "${HA_MONITORING:-yes}" != no ]; then
+  if [ "${HA_MONITORING:-yes}" != no ] && ! hosts_mode; then
     monitoring stop
     stop_store "roles exporter" "$ROLES_PID"
+  fi
+  if hosts_mode; then
+    local h
+    netns_exists "$EDGE_NS" && edge_launcher down
+    for h in $(host_list); do netns_exists "$(ns_of_host "$h")" && host_launcher "$h" down; done
   fi
   launcher down
   rm -f "$STATE"/components/{writer,reader,nginx,roles-exporter,prometheus,node-exporter}*.json

@@ -88,8 +88,9 @@ DEFAULT_BENCH_BIG_READER_METRICS_PORT=19282
 # The replicated topology (scripts/ha/defaults.env): every port of the stores and services is
 # HA_PORT_BASE + a fixed offset, nginx on the native stack's proxy port (only one of the two
 # runs at a time). Its private copies move the base: the benchmark's (nginx on base + 80), the
-# topology test's and the stores test's.
-DEFAULT_HA_PORT_BASE=57000
+# topology test's and the stores test's. Each base owns base to base + 999 (offsets go to 600),
+# all below Linux's ephemeral range like the test stacks' ports (above).
+DEFAULT_HA_PORT_BASE=29000
 DEFAULT_HA_BENCH_PORT_BASE=26000
 DEFAULT_HA_TOPOLOGY_TEST_PORT_BASE=27000
 DEFAULT_HA_STORES_TEST_PORT_BASE=28000

@@ -228,6 +228,42 @@ impl Cache {
         self.retention.view_ttl.as_secs().max(1)
     }
 
+    /// Whether the account views behind the open link may be served now (docs/ha.md,
+    /// "Simulated hosts and partitions"): the process still answers as a master, the views'
+    /// generation there is still the link's, and, where it counts its good replicas
+    /// (`min-replicas-to-write`), it has one. A master cut off by a partition keeps answering
+    /// reads of views that writes elsewhere have overtaken, and a node demoted and
+    /// resynchronised since serves whatever it was given: such a link is dropped (the next call
+    /// asks the Sentinels again) and `false` returned. `true` when no link is open (a read opens one, checked as it opens). An error
+    /// reaching Redis is returned: the caller decides (the reader stops trusting views).
+    pub async fn views_fit(&self) -> Result<bool, CacheError> {
+        let Some(link) = self.links.peek() else {
+            return Ok(true);
+        };
+        let check = async {
+            let (role, generation, replication): (Vec<redis::Value>, Option<String>, String) =
+                redis::pipe()
+                    .cmd("ROLE")
+                    .cmd("GET")
+                    .arg(self.keys.generation())
+                    .cmd("INFO")
+                    .arg("replication")
+                    .query_async(&mut link.connection.clone())
+                    .await?;
+            Ok::<_, CacheError>((role, generation, replication))
+        };
+        let (role, generation, replication) = tokio::time::timeout(self.timeout, check)
+            .await
+            .map_err(|_| CacheError::Timeout)??;
+        let is_master =
+            matches!(role.first(), Some(redis::Value::BulkString(role)) if role == b"master");
+        if !is_master || generation.as_deref() != Some(link.generation()) {
+            self.links.drop_link(&link);
+            return Ok(false);
+        }
+        Ok(has_good_replicas(&replication))
+    }
+
     /// Runs one Redis operation with the timeout and records its duration and outcome.
     /// `fail_fast`: fail at once while Redis is marked unavailable (reads and fills); a publish
     /// passes `false` and always tries: a write that skipped a Redis that is back would leave
@@ -386,9 +422,31 @@ fn generation_checked(answer: redis::RedisResult<i64>) -> redis::RedisResult<i64
     }
 }
 
+/// From `INFO replication`: false when the master counts its replicas that acknowledged
+/// recently (`min_slaves_good_slaves`, shown only under `min-replicas-to-write`) and has none.
+fn has_good_replicas(replication: &str) -> bool {
+    replication
+        .lines()
+        .find_map(|line| line.strip_prefix("min_slaves_good_slaves:"))
+        .is_none_or(|count| count.trim() != "0")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_master_that_counts_no_good_replica_has_lost_them() {
+        assert!(has_good_replicas(
+            "# Replication\r\nrole:master\r\nconnected_slaves:0\r\n"
+        ));
+        assert!(has_good_replicas(
+            "role:master\r\nmin_slaves_good_slaves:2\r\n"
+        ));
+        assert!(!has_good_replicas(
+            "role:master\r\nmin_slaves_good_slaves:0\r\n"
+        ));
+    }
 
     #[tokio::test]
     async fn after_a_timeout_calls_fail_fast_instead_of_each_waiting_for_its_own() {

@@ -71,7 +71,7 @@ async function waitStoresWhole(label, timeoutMs = 90_000) {
     const c = await status();
     const [replica] = withRole(c, 'postgres', 'replica');
     if (withRole(c, 'postgres', 'primary').length !== 1 || !replica) return false;
-    if (withRole(c, 'redis', 'primary').length !== 1 || withRole(c, 'redis', 'replica').length !== 1) return false;
+    if (withRole(c, 'redis', 'primary').length !== 1 || withRole(c, 'redis', 'replica').length !== 2) return false;
     const rest = byName(c, `patroni-${replica.name}`).port;
     return (await fetch(`http://127.0.0.1:${rest}/sync`, { signal: AbortSignal.timeout(1000) })).ok;
   }, 500);
@@ -191,7 +191,7 @@ test('ha:status lists every component with its pid, port and role', async () => 
   const count = (kind) => components.filter((c) => c.kind === kind).length;
   const KINDS = ['postgres', 'redis', 'sentinel', 'etcd', 'patroni', 'haproxy', 'writer', 'reader', 'nginx'];
   assert.deepEqual(components.filter((c) => !KINDS.includes(c.kind)).map((c) => c.name), [], 'every kind is one of the documented set');
-  for (const [kind, n] of Object.entries({ postgres: 2, patroni: 2, redis: 2, sentinel: 3, etcd: 1, haproxy: 1, writer: 2, reader: 2, nginx: 1 })) {
+  for (const [kind, n] of Object.entries({ postgres: 2, patroni: 2, redis: 3, sentinel: 3, etcd: 1, haproxy: 1, writer: 2, reader: 2, nginx: 1 })) {
     assert.equal(count(kind), n, `${n} ${kind}`);
   }
   assert.equal(withRole(components, 'postgres', 'primary').length, 1);
@@ -277,27 +277,32 @@ test('a Patroni switchover under load: writes back within 30 s, nothing acknowle
   const old = withRole(await status(), 'postgres', 'primary')[0];
   const candidate = old.name === 'pg1' ? 'pg2' : 'pg1';
   const config = path.join(STATE, old.name, 'patroni.yml');
-  const { writesBackMs } = await underLoad('pg switchover', () => run('patronictl', ['-c', config, 'switchover', '--leader', old.name, '--candidate', candidate, '--force'], { timeout: 60_000 }), { afterMs: 8000 });
+  const { writesBackMs } = await underLoad('pg switchover', () => run(settings.HA_PATRONICTL, ['-c', config, 'switchover', '--leader', old.name, '--candidate', candidate, '--force'], { timeout: 60_000 }), { afterMs: 8000 });
   assert.ok(writesBackMs < 30_000, `writes back after ${writesBackMs} ms`);
   assert.equal(withRole(await status(), 'postgres', 'primary')[0]?.name, candidate, 'the candidate is the primary');
   await waitStoresWhole('after the switchover');
 });
 
-test('kill -9 of the Redis master: writes back within 10 s, no stale read (needs the services to follow Sentinel)', { timeout: 150_000 }, async () => {
+test('kill -9 of the Redis master: writes back within 20 s, no stale read (needs the services to follow Sentinel)', { timeout: 150_000 }, async () => {
   await waitStoresWhole('before the Redis master kill');
   const components = await status();
   const [old] = withRole(components, 'redis', 'primary');
-  const [replica] = withRole(components, 'redis', 'replica');
+  const replicas = withRole(components, 'redis', 'replica');
   let viewsBackMs;
+  let promoted;
   const { writesBackMs } = await underLoad('redis master kill -9', async () => {
     const killedAt = Date.now();
     process.kill(old.pid, 'SIGKILL');
-    viewsBackMs = (await viewsOnNewMaster(replica.port, killedAt)) - killedAt;
+    // The Sentinels wait HA_SENTINEL_DOWN_AFTER_MS (5 s) before they promote one of the two.
+    [promoted] = await waitFor('a replica promoted', 20_000, async () => {
+      const now = await status();
+      return replicas.map((r) => byName(now, r.name)).find((r) => r.role === 'primary');
+    }, 100);
+    viewsBackMs = (await viewsOnNewMaster(promoted.port, killedAt, 20_000)) - killedAt;
   }, { afterMs: 5_000 });
   figure('redis master kill -9: writes published to the promoted replica after', seconds(viewsBackMs));
-  assert.ok(writesBackMs < 10_000, `writes back after ${writesBackMs} ms`);
-  assert.ok(viewsBackMs < 10_000, `views current on the new master after ${viewsBackMs} ms`);
-  assert.equal(byName(await status(), replica.name).role, 'primary', 'the replica was promoted');
+  assert.ok(writesBackMs < 20_000, `writes back after ${writesBackMs} ms`);
+  assert.ok(viewsBackMs < 20_000, `views current on the new master after ${viewsBackMs} ms`);
   // The old master comes back as the new master's replica (`stores.sh start` restarts what died).
   await run('bash', [STORES, 'start'], { env: ENV, timeout: 180_000 });
   await waitStoresWhole('after the Redis master kill');

@@ -129,6 +129,18 @@ describe("the scripts and tests read them", () => {
     assert.equal(env.HA_PROXY_PORT, DEFAULTS.PROXY_PORT);
   });
 
+  test("every replicated topology's ports lie below the ephemeral range and clear of every other default port", () => {
+    // Each base owns base .. base + 999 (scripts/ha/defaults.env's offsets reach 600).
+    const bases = Object.entries(DEFAULTS).filter(([name]) => /^HA_.*PORT_BASE$/.test(name)).map(([name, v]) => [name, Number(v)]);
+    assert.ok(bases.length >= 4, "the HA bases");
+    const others = Object.entries(DEFAULTS).filter(([name]) => /_PORT$/.test(name)).map(([name, v]) => [name, Number(v)]);
+    for (const [name, base] of bases) {
+      assert.ok(base + 999 < 32768, `DEFAULT_${name} ${base}: its ports reach the ephemeral range (32768-60999)`);
+      for (const [other, port] of others) assert.ok(port < base || port > base + 999, `DEFAULT_${other} ${port} lies in DEFAULT_${name}'s ports`);
+      for (const [otherBase, b] of bases) assert.ok(otherBase === name || Math.abs(b - base) >= 1000, `DEFAULT_${name} and DEFAULT_${otherBase} overlap`);
+    }
+  });
+
   test("the fault tests' ports are the FAULTS_ defaults (no FAULTS_PORT_OFFSET)", { skip: process.env.FAULTS_PORT_OFFSET ? "FAULTS_PORT_OFFSET is set" : false }, () => {
     assert.equal(String(FAULTS_PORTS.proxy), DEFAULTS.FAULTS_PROXY_PORT);
     assert.equal(String(FAULTS_PORTS.pg), DEFAULTS.FAULTS_POSTGRES_PORT);

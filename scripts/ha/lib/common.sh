@@ -12,6 +12,8 @@ set -a
 HA_STATE_DIR="${HA_STATE_DIR:-$ROOT/.stack/ha}"
 set +a
 STATE="$HA_STATE_DIR"
+# shellcheck source=scripts/ha/lib/hosts.sh
+. "$ROOT/scripts/ha/lib/hosts.sh"
 LOGS="$STATE/logs"
 SECRETS="$STATE/secrets"
 
@@ -52,6 +54,7 @@ load_secrets() {
     [ -r "$file" ] && value="$(cat "$file")"
     printf -v "${entry%%=*}" '%s' "$value"
   done
+  # Each host's HAProxy, on that host's loopback (on hosts too: every host has its own).
   local write="127.0.0.1:$HA_PG_WRITE_PORT/$HA_DB_NAME"
   # The writers serve as ledger_writer and migrate as ledger_owner; the readers read as
   # ledger_reader, on the write port too (decision 27); the read port's URL is for others.
@@ -63,11 +66,12 @@ load_secrets() {
 load_secrets
 
 # redis_admin port args...: redis-cli as the admin user, on a Redis node or a Sentinel (both
-# have it); the password through the environment, not the command line.
+# have it; on hosts, from the node's own host); the password through the environment.
 redis_admin() {
   local port="$1"
   shift
-  REDISCLI_AUTH="$HA_REDIS_ADMIN_PASSWORD" redis-cli --no-auth-warning --user admin -p "$port" "$@"
+  REDISCLI_AUTH="$HA_REDIS_ADMIN_PASSWORD" on_host "$(host_of_port "$port")" \
+    redis-cli --no-auth-warning --user admin -h "$(addr_of_port "$port")" -p "$port" "$@"
 }
 
 # stop_store name pidfile: SIGTERM to what the pid file names, SIGKILL after 15 s (stop_pid).
@@ -85,9 +89,28 @@ stop_store() {
 # missing. Debian may start a system-wide etcd, HAProxy or Redis on install (on their default
 # ports); the stores run their own instances on their own ports, and leave those alone.
 ensure_packages() {
-  ensure_commands patroni=patroni patronictl=patroni etcd=etcd-server haproxy=haproxy \
+  ensure_commands patroni=patroni patronictl=patroni etcd=etcd-server etcdctl=etcd-client haproxy=haproxy \
     redis-server=redis-server redis-cli=redis-tools psql=postgresql-client pg_isready=postgresql-client \
     ss=iproute2 setpriv=util-linux stdbuf=coreutils curl=curl node=nodejs "$HA_PG_BIN_DIR/postgres=postgresql-15"
+}
+
+# ensure_patroni: HA_PATRONI (defaults.env) in its venv, installed once: Debian's python and
+# Debian's packages of Patroni's dependencies (the `patroni` package pulls them in), only
+# Patroni itself from PyPI, without its dependencies. /usr/bin/python3, not whatever python3
+# comes first on PATH: Patroni runs as the postgres user, who must be able to run it.
+ensure_patroni() {
+  [ "$HA_PATRONI" = system ] && return 0
+  [ -x "$HA_PATRONI_BIN" ] && [ "$(cat "$HA_PATRONI_VENV/.pinned" 2>/dev/null)" = "patroni==$HA_PATRONI" ] && return 0
+  local log
+  log="$(dirname "$HA_PATRONI_VENV")/patroni-venv.log"
+  mkdir -p "$(dirname "$HA_PATRONI_VENV")"
+  say "installing Patroni $HA_PATRONI into $HA_PATRONI_VENV"
+  rm -rf "$HA_PATRONI_VENV"
+  { /usr/bin/python3 -m venv --system-site-packages "$HA_PATRONI_VENV" &&
+    "$HA_PATRONI_VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps "patroni==$HA_PATRONI"; } >"$log" 2>&1 ||
+    die "could not install Patroni $HA_PATRONI (see $log); HA_PATRONI=system runs Debian's"
+  chmod -R a+rX "$HA_PATRONI_VENV"
+  echo "patroni==$HA_PATRONI" >"$HA_PATRONI_VENV/.pinned"
 }
 
 # start_bg name pidfile command...: a store's server in the background, logging to $LOGS/name.log.

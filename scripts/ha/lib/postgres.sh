@@ -1,13 +1,28 @@
 # shellcheck shell=bash
-# etcd, the two Patroni/PostgreSQL nodes and HAProxy (sourced by scripts/ha/stores.sh).
+# etcd, the Patroni/PostgreSQL nodes and HAProxy (sourced by scripts/ha/stores.sh).
 
 # --- etcd ----------------------------------------------------------------------------------
 
-# etcdctl as `user` (the password from the environment, never on the command line).
+# --- etcd members: one on the loopback (member 0), or one per host -------------------------
+
+etcd_members() { host_list; }
+etcd_name() { if [ "$1" = 0 ]; then echo ha-etcd; else echo "etcd$1"; fi; }
+etcd_suffix() { if [ "$1" = 0 ]; then echo ""; else echo "$1"; fi; }
+# Every member's client URL, comma-separated (Patroni's and etcdctl's endpoints).
+etcd_endpoints() {
+  local h out=""
+  for h in $(etcd_members); do out+="http://$(addr_of_host "$h"):$HA_ETCD_PORT,"; done
+  echo "${out%,}"
+}
+etcd_hosts() { etcd_endpoints | sed 's#http://##g'; }
+
+# etcdctl as `user` (the password from the environment, never on the command line), from the
+# first member's host.
 etcdctl_as() {
-  local user="$1"
+  local user="$1" first
   shift
-  ETCDCTL_API=3 ETCDCTL_USER="$user" etcdctl --endpoints="http://127.0.0.1:$HA_ETCD_PORT" \
+  first="$(etcd_members | head -n 1)"
+  ETCDCTL_API=3 ETCDCTL_USER="$user" on_host "$first" etcdctl --endpoints="$(etcd_endpoints)" \
     --command-timeout=3s "$@"
 }
 
@@ -16,9 +31,17 @@ etcdctl_as() {
 # $HA_ETCD_PREFIX. Once it is on, nothing without a password reads or writes a key (the
 # /health endpoint stays open). Passwords go to etcdctl on stdin.
 enable_etcd_auth() {
-  local ctl=(etcdctl --endpoints="http://127.0.0.1:$HA_ETCD_PORT" --command-timeout=3s)
-  # A read without a user fails once authentication is on: nothing to do.
-  ETCDCTL_API=3 "${ctl[@]}" get --keys-only --limit=1 / >/dev/null 2>&1 || return 0
+  local ctl=(on_host "$(etcd_members | head -n 1)" etcdctl --endpoints="$(etcd_endpoints)" --command-timeout=3s)
+  # A read without a user fails with "user name is empty" once authentication is on: nothing
+  # to do. Any other failure (a member just started, no leader yet) is retried: taking it for
+  # "on" left a fresh cluster without authentication.
+  local answer try
+  for try in $(seq 1 30); do
+    answer="$(ETCDCTL_API=3 "${ctl[@]}" get --keys-only --limit=1 / 2>&1)" && break
+    grep -q "user name is empty" <<<"$answer" && return 0
+    [ "$try" = 30 ] && die "etcd does not answer a read: $answer"
+    sleep 0.5
+  done
   export ETCDCTL_API=3
   printf '%s\n' "$HA_ETCD_ROOT_PASSWORD" | "${ctl[@]}" user add root --interactive=false >/dev/null
   "${ctl[@]}" user grant-role root root >/dev/null
@@ -30,22 +53,44 @@ enable_etcd_auth() {
   say "etcd: client authentication on (user $HA_ETCD_USER may use $HA_ETCD_PREFIX only)"
 }
 
-# One member: on one host, three members would share the host's fate and disk, so they add
-# nothing but fsyncs; on several hosts this becomes three (docs/ha.md). It listens on
-# 127.0.0.1 only: the Patroni nodes are its only clients.
+# One member on one host: three would share the host's fate and disk, so they add nothing but
+# fsyncs. On simulated hosts, one member per host (a majority survives the loss of any one),
+# each listening at its host's address only: the Patroni nodes are its only clients.
 start_etcd() {
-  local pidfile="$STATE/etcd.pid" url="http://127.0.0.1:$HA_ETCD_PORT"
-  if pid_alive "$pidfile"; then say "etcd already running (pid $(cat "$pidfile"))"; return 0; fi
-  install -d -m 700 "$STATE/etcd"
-  start_bg etcd "$pidfile" etcd --name ha-etcd --data-dir "$STATE/etcd/data" \
-    --listen-client-urls "$url" --advertise-client-urls "$url" \
-    --listen-peer-urls "http://127.0.0.1:$HA_ETCD_PEER_PORT" \
-    --initial-advertise-peer-urls "http://127.0.0.1:$HA_ETCD_PEER_PORT" \
-    --initial-cluster "ha-etcd=http://127.0.0.1:$HA_ETCD_PEER_PORT" \
-    --initial-cluster-state new --initial-cluster-token "tm-ha-$HA_PORT_BASE"
-  wait_http "$url/health" 30 || die "etcd did not start; see $LOGS/etcd.log"
+  local h cluster="" started=0
+  for h in $(etcd_members); do
+    cluster+="$(etcd_name "$h")=http://$(addr_of_host "$h"):$HA_ETCD_PEER_PORT,"
+  done
+  cluster="${cluster%,}"
+  for h in $(etcd_members); do
+    local pidfile addr url
+    pidfile="$STATE/etcd$(etcd_suffix "$h").pid" addr="$(addr_of_host "$h")" url="http://$(addr_of_host "$h"):$HA_ETCD_PORT"
+    if pid_alive "$pidfile"; then say "$(etcd_name "$h") already running (pid $(cat "$pidfile"))"; continue; fi
+    install -d -m 700 "$STATE/etcd$(etcd_suffix "$h")"
+    # A member whose data directory exists rejoins the cluster it knows; `new` is only read
+    # on the first start.
+    host_argv "$h"
+    start_bg "etcd$(etcd_suffix "$h")" "$pidfile" "${HOST_ARGV[@]}" etcd --name "$(etcd_name "$h")" \
+      --data-dir "$STATE/etcd$(etcd_suffix "$h")/data" \
+      --listen-client-urls "$url" --advertise-client-urls "$url" \
+      --listen-peer-urls "http://$addr:$HA_ETCD_PEER_PORT" \
+      --initial-advertise-peer-urls "http://$addr:$HA_ETCD_PEER_PORT" \
+      --initial-cluster "$cluster" \
+      --initial-cluster-state new --initial-cluster-token "tm-ha-$HA_PORT_BASE"
+    started=1
+  done
+  for h in $(etcd_members); do
+    wait_until 30 on_host "$h" curl -fsS -o /dev/null --max-time 1 "http://$(addr_of_host "$h"):$HA_ETCD_PORT/health" ||
+      die "$(etcd_name "$h") did not start; see $LOGS/etcd$(etcd_suffix "$h").log"
+  done
+  [ "$started" = 0 ] && return 0
   enable_etcd_auth
-  say "etcd up on $url"
+  say "etcd up: $(etcd_endpoints)"
+}
+
+stop_etcd() {
+  local h
+  for h in $(etcd_members); do stop_store "$(etcd_name "$h")" "$STATE/etcd$(etcd_suffix "$h").pid"; done
 }
 
 # --- Patroni and PostgreSQL -------------------------------------------------------------------
@@ -64,9 +109,13 @@ start_etcd() {
 # synchronous, so a failover never loses an acknowledged write; with the standby gone the
 # primary goes on alone instead of refusing writes (docs/decisions.md 20).
 write_patroni_config() {
-  local n="$1" dir="$STATE/pg$1" pg_port rest_port
+  local n="$1" dir="$STATE/pg$1" pg_port rest_port addr net
   pg_port="$(echo "$HA_PG_PORTS" | cut -d' ' -f"$n")"
   rest_port="$(echo "$HA_PATRONI_PORTS" | cut -d' ' -f"$n")"
+  addr="$(addr_of_node "$n")"
+  # Who may connect over TCP: the loopback, or on hosts every host (HAProxy, the replicas).
+  net=127.0.0.1/32
+  hosts_mode && net="$HA_NET_PREFIX.0.0/24"
   cat >"$dir/patroni.yml" <<EOF
 # Written by scripts/ha/stores.sh on every start; edit scripts/ha/lib/postgres.sh instead.
 scope: $HA_PATRONI_SCOPE
@@ -74,10 +123,10 @@ namespace: /tm-ha/
 name: pg$n
 log: {level: INFO}
 restapi:
-  listen: "127.0.0.1:$rest_port"
-  connect_address: "127.0.0.1:$rest_port"
+  listen: "$addr:$rest_port"
+  connect_address: "$addr:$rest_port"
   authentication: {username: "$HA_PATRONI_REST_USER", password: "$HA_PATRONI_REST_PASSWORD"}
-etcd3: {hosts: "127.0.0.1:$HA_ETCD_PORT", username: "$HA_ETCD_USER", password: "$HA_ETCD_PASSWORD"}
+etcd3: {hosts: "$(etcd_hosts)", username: "$HA_ETCD_USER", password: "$HA_ETCD_PASSWORD"}
 bootstrap:
   dcs:
     ttl: 12
@@ -100,8 +149,8 @@ bootstrap:
         wal_keep_size: 256MB
   initdb: [{encoding: UTF8}, {locale: C.UTF-8}, data-checksums]
 postgresql:
-  listen: "127.0.0.1:$pg_port"
-  connect_address: "127.0.0.1:$pg_port"
+  listen: "$addr:$pg_port"
+  connect_address: "$addr:$pg_port"
   data_dir: "$dir/data"
   bin_dir: "$HA_PG_BIN_DIR"
   pgpass: "$dir/pgpass"
@@ -115,9 +164,9 @@ postgresql:
   # the services' roles in their database only.
   pg_hba:
     - local all all trust
-    - host replication replicator 127.0.0.1/32 scram-sha-256
-    - host all postgres 127.0.0.1/32 scram-sha-256
-    - host $HA_DB_NAME ledger_owner,ledger_writer,ledger_reader 127.0.0.1/32 scram-sha-256
+    - host replication replicator $net scram-sha-256
+    - host all postgres $net scram-sha-256
+    - host $HA_DB_NAME ledger_owner,ledger_writer,ledger_reader $net scram-sha-256
 watchdog: {mode: "off"}
 EOF
 }
@@ -131,52 +180,63 @@ start_patroni() {
   chown postgres:postgres "$dir/patroni.yml"
   chmod 600 "$dir/patroni.yml"
   if pid_alive "$pidfile"; then say "patroni pg$n already running (pid $(cat "$pidfile"))"; return 0; fi
-  start_bg "patroni-pg$n" "$pidfile" \
-    setpriv --reuid=postgres --regid=postgres --init-groups -- patroni "$dir/patroni.yml"
+  host_argv "$(host_of_node "$n")"
+  start_bg "patroni-pg$n" "$pidfile" "${HOST_ARGV[@]}" \
+    setpriv --reuid=postgres --regid=postgres --init-groups -- "$HA_PATRONI_BIN" "$dir/patroni.yml"
   say "patroni pg$n started (pid $(cat "$pidfile"))"
 }
 
-# rest_port_of n / pg_port_of n: node n's ports.
+# rest_port_of n / pg_port_of n: node n's ports; pg_nodes: 1 2 (3).
 rest_port_of() { echo "$HA_PATRONI_PORTS" | cut -d' ' -f"$1"; }
 pg_port_of() { echo "$HA_PG_PORTS" | cut -d' ' -f"$1"; }
+pg_nodes() { seq 1 "$HA_PG_NODES"; }
+
+# patroni_says n endpoint: node n's Patroni answers 200 on it (asked from the node's host).
+patroni_says() {
+  on_host "$(host_of_node "$1")" curl -fsS -o /dev/null --max-time 1 \
+    "http://$(addr_of_node "$1"):$(rest_port_of "$1")/$2" 2>/dev/null
+}
 
 # primary_node: prints the number of the node whose Patroni says it is the primary.
 primary_node() {
   local n
-  for n in 1 2; do
-    curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$(rest_port_of "$n")/primary" 2>/dev/null \
-      && { echo "$n"; return 0; }
-  done
+  for n in $(pg_nodes); do patroni_says "$n" primary && { echo "$n"; return 0; }; done
   return 1
 }
 
-# replica_synchronous n: node n streams from the primary and is its synchronous standby.
-replica_synchronous() { curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$(rest_port_of "$1")/sync"; }
+# some_synchronous_standby: prints the node that streams from the primary as its synchronous
+# standby (Patroni keeps one).
+some_synchronous_standby() {
+  local n
+  for n in $(pg_nodes); do patroni_says "$n" sync && { echo "$n"; return 0; }; done
+  return 1
+}
 
-# The first start bootstraps pg1 and clones pg2 from it (pg_basebackup, by Patroni); later
-# starts bring back whichever nodes are down, which rejoin as they find the cluster.
+# The first start bootstraps pg1 and clones the others from it (pg_basebackup, by Patroni);
+# later starts bring back whichever nodes are down, which rejoin as they find the cluster.
 start_postgres_nodes() {
+  local n
   if [ ! -d "$STATE/pg1/data" ] && [ ! -d "$STATE/pg2/data" ]; then
     start_patroni 1
     wait_until 90 primary_node || die "pg1 did not bootstrap; see $LOGS/patroni-pg1.log"
-    start_patroni 2
+    for n in $(pg_nodes | tail -n +2); do start_patroni "$n"; done
   else
-    start_patroni 1
-    start_patroni 2
+    for n in $(pg_nodes); do start_patroni "$n"; done
     wait_until 90 primary_node || die "no PostgreSQL primary; see $LOGS/patroni-pg*.log"
   fi
-  local primary replica
-  primary="$(primary_node)"; replica=$((3 - primary))
-  wait_until 120 replica_synchronous "$replica" \
-    || die "pg$replica did not become the synchronous standby; see $LOGS/patroni-pg$replica.log"
-  say "PostgreSQL primary pg$primary on $(pg_port_of "$primary"), synchronous standby pg$replica on $(pg_port_of "$replica")"
+  local primary standby
+  primary="$(primary_node)"
+  wait_until 120 some_synchronous_standby \
+    || die "no node became the synchronous standby; see $LOGS/patroni-pg*.log"
+  standby="$(some_synchronous_standby)"
+  say "PostgreSQL primary pg$primary on $(addr_of_node "$primary"):$(pg_port_of "$primary"), synchronous standby pg$standby"
 }
 
-# Stops the replica first, so stopping the primary does not hand it the leader lock.
+# Stops the replicas first, so stopping the primary does not hand one the leader lock.
 stop_postgres_nodes() {
-  local first=2 n
-  [ "$(primary_node 2>/dev/null)" = 2 ] && first=1
-  for n in "$first" $((3 - first)); do
+  local primary n
+  primary="$(primary_node 2>/dev/null || true)"
+  for n in $(pg_nodes | grep -vx "${primary:-0}") $primary; do
     stop_store "patroni pg$n" "$STATE/patroni-pg$n.pid"
     # Patroni stops its PostgreSQL on SIGTERM; one left behind (Patroni was killed) is
     # stopped here, so nothing outlives `stop`.
@@ -192,7 +252,7 @@ stop_postgres_nodes() {
 psql_write() {
   local db=postgres
   [ "${1:-}" = -d ] && { db="$2"; shift 2; }
-  PGPASSWORD="$HA_PG_SUPERUSER_PASSWORD" PGCONNECT_TIMEOUT=3 \
+  PGPASSWORD="$HA_PG_SUPERUSER_PASSWORD" PGCONNECT_TIMEOUT=3 on_host "$(host_list | head -n 1)" \
     psql -h 127.0.0.1 -p "$HA_PG_WRITE_PORT" -U postgres -d "$db" -v ON_ERROR_STOP=1 -qtA "$@"
 }
 
@@ -221,13 +281,18 @@ EOF
 # TCP proxying; each server is checked through its Patroni REST API once a second, so the
 # write port follows a failover within about 2 s of Patroni's. on-marked-down shutdown-sessions
 # cuts connections to a node that stopped being primary, so no client keeps writing to it.
+# One per host (host 0: the loopback's), listening on that host's loopback.
+haproxy_suffix() { if [ "$1" = 0 ]; then echo ""; else echo "-h$1"; fi; }
+haproxy_config_of() { echo "$STATE/haproxy/haproxy$(haproxy_suffix "$1").cfg"; }
+haproxy_pid_of() { echo "$STATE/haproxy$(haproxy_suffix "$1").pid"; }
+
 write_haproxy_config() {
-  local n servers=""
-  for n in 1 2; do
-    servers+="  server pg$n 127.0.0.1:$(pg_port_of "$n") check port $(rest_port_of "$n")"$'\n'
+  local h="$1" n servers=""
+  for n in $(pg_nodes); do
+    servers+="  server pg$n $(addr_of_node "$n"):$(pg_port_of "$n") check addr $(addr_of_node "$n") port $(rest_port_of "$n")"$'\n'
   done
   mkdir -p "$STATE/haproxy"
-  cat >"$STATE/haproxy/haproxy.cfg" <<EOF
+  cat >"$(haproxy_config_of "$h")" <<EOF
 # Written by scripts/ha/stores.sh on every start; edit scripts/ha/lib/postgres.sh instead.
 global
   maxconn 2000
@@ -237,7 +302,7 @@ defaults
   timeout client 30m
   timeout server 30m
   timeout check 1s
-  default-server inter 1s fall 2 rise 1 on-marked-down shutdown-sessions
+  default-server inter 1s fall $HA_HAPROXY_FALL rise 1 on-marked-down shutdown-sessions
 listen pg_write
   bind 127.0.0.1:$HA_PG_WRITE_PORT
   option httpchk
@@ -264,39 +329,52 @@ frontend stats
 EOF
 }
 
-# haproxy_writes_to_primary_only: the write port has the primary up and the other node down.
+# haproxy_writes_to_primary_only h: host h's write port has the primary up and the others down.
 haproxy_writes_to_primary_only() {
-  local primary stats
+  local h="$1" primary stats n
   primary="$(primary_node)" || return 1
-  stats="$(curl -fsS --max-time 1 "http://127.0.0.1:$HA_HAPROXY_STATS_PORT/stats;csv" | cut -d, -f1,2,18)"
-  grep -qx "pg_write,pg$primary,UP" <<<"$stats" && grep -qx "pg_write,pg$((3 - primary)),DOWN" <<<"$stats"
+  stats="$(on_host "$h" curl -fsS --max-time 1 "http://127.0.0.1:$HA_HAPROXY_STATS_PORT/stats;csv" | cut -d, -f1,2,18)"
+  grep -qx "pg_write,pg$primary,UP" <<<"$stats" || return 1
+  for n in $(pg_nodes | grep -vx "$primary"); do grep -qx "pg_write,pg$n,DOWN" <<<"$stats" || return 1; done
 }
 
 # HAProxy's stats page answers, or its process is gone.
 haproxy_answers_or_died() {
-  ! pid_alive "$STATE/haproxy.pid" || curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$HA_HAPROXY_STATS_PORT/stats"
+  ! pid_alive "$(haproxy_pid_of "$1")" || on_host "$1" curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$HA_HAPROXY_STATS_PORT/stats"
 }
 
 start_haproxy() {
-  local pidfile="$STATE/haproxy.pid"
-  write_haproxy_config
-  haproxy -c -q -f "$STATE/haproxy/haproxy.cfg" || die "the HAProxy configuration is invalid"
-  if pid_alive "$pidfile"; then say "haproxy already running (pid $(cat "$pidfile"))"; return 0; fi
-  # Our ports lie in Linux's default ephemeral range (32768-60999): for a moment, one of them
-  # can be the source port of some unrelated client connection, and HAProxy exits with "cannot
-  # bind socket". Such a port is free again soon: try a few times.
+  local h
+  for h in $(host_list); do start_haproxy_on "$h"; done
+}
+
+start_haproxy_on() {
+  local h="$1" pidfile config name
+  pidfile="$(haproxy_pid_of "$h")" config="$(haproxy_config_of "$h")" name="haproxy$(haproxy_suffix "$h")"
+  write_haproxy_config "$h"
+  haproxy -c -q -f "$config" || die "the HAProxy configuration is invalid"
+  if pid_alive "$pidfile"; then say "$name already running (pid $(cat "$pidfile"))"; return 0; fi
+  # A base moved into Linux's ephemeral range (32768-60999; the defaults lie below it): for a
+  # moment, one of its ports can be the source port of some unrelated client connection, and
+  # HAProxy exits with "cannot bind socket". Such a port is free again soon: try a few times.
   local try
   for try in 1 2 3 4 5; do
-    start_bg haproxy "$pidfile" haproxy -db -f "$STATE/haproxy/haproxy.cfg"
-    wait_until 15 haproxy_answers_or_died
+    host_argv "$h"
+    start_bg "$name" "$pidfile" "${HOST_ARGV[@]}" haproxy -db -f "$config"
+    wait_until 15 haproxy_answers_or_died "$h"
     pid_alive "$pidfile" && break
-    grep -q "Address already in use" <(tail -n 5 "$LOGS/haproxy.log") || die "haproxy did not start; see $LOGS/haproxy.log"
-    say "haproxy could not bind a port still in use as a connection's source port (try $try of 5); retrying"
+    grep -q "Address already in use" <(tail -n 5 "$LOGS/$name.log") || die "$name did not start; see $LOGS/$name.log"
+    say "$name could not bind a port still in use as a connection's source port (try $try of 5); retrying"
     sleep 1
   done
-  wait_http "http://127.0.0.1:$HA_HAPROXY_STATS_PORT/stats" 15 || die "haproxy did not start; see $LOGS/haproxy.log"
+  wait_until 15 on_host "$h" curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$HA_HAPROXY_STATS_PORT/stats" || die "$name did not start; see $LOGS/$name.log"
   # HAProxy counts a server up until its checks say otherwise, so right after a start the write
-  # port may still lead to the replica: wait until it leads to the primary alone.
-  wait_until 15 haproxy_writes_to_primary_only || die "haproxy does not route writes to the primary alone"
-  say "haproxy up: writes on $HA_PG_WRITE_PORT, reads on $HA_PG_READ_PORT, stats on $HA_HAPROXY_STATS_PORT"
+  # port may still lead to a replica: wait until it leads to the primary alone.
+  wait_until 15 haproxy_writes_to_primary_only "$h" || die "$name does not route writes to the primary alone"
+  say "$name up: writes on $HA_PG_WRITE_PORT, reads on $HA_PG_READ_PORT, stats on $HA_HAPROXY_STATS_PORT"
+}
+
+stop_haproxy() {
+  local h
+  for h in $(host_list); do stop_store "haproxy$(haproxy_suffix "$h")" "$(haproxy_pid_of "$h")"; done
 }

@@ -1,7 +1,9 @@
 # shellcheck shell=bash
-# Redis master + replica and three Sentinels (sourced by scripts/ha/stores.sh).
+# Redis master + 2 replicas and three Sentinels (sourced by scripts/ha/stores.sh).
 
 redis_port_of() { echo "$HA_REDIS_PORTS" | cut -d' ' -f"$1"; }
+# The node numbers (1 2 3), from the list of ports.
+redis_nodes() { local n=0 port; for port in $HA_REDIS_PORTS; do n=$((n + 1)); printf '%s ' "$n"; done; }
 sentinel_port_of() { echo "$HA_SENTINEL_PORTS" | cut -d' ' -f"$1"; }
 
 # The ACL users of every Redis node (the default user is off: nothing runs without a user).
@@ -44,7 +46,7 @@ write_redis_config() {
   install -d -m 700 "$dir"
   (umask 077 && {
     echo "# Written once by scripts/ha/stores.sh; Sentinel rewrites it on failovers."
-    echo "bind 127.0.0.1"
+    echo "bind $(addr_of_node "$n")"
     echo "port $(redis_port_of "$n")"
     echo "dir $dir"
     echo 'save ""'
@@ -54,13 +56,19 @@ write_redis_config() {
     echo "repl-diskless-sync yes"
     echo "repl-diskless-sync-delay 0"
     echo "replica-read-only yes"
+    # Whatever its role now: a replica promoted later refuses the same way (defaults.env).
+    echo "min-replicas-to-write $HA_REDIS_MIN_REPLICAS"
+    echo "min-replicas-max-lag $HA_REDIS_MIN_REPLICAS_MAX_LAG"
     redis_users
-    [ "$n" = 1 ] || echo "replicaof 127.0.0.1 $(redis_port_of 1)"
+    [ "$n" = 1 ] || echo "replicaof $(addr_of_node 1) $(redis_port_of 1)"
   } >"$dir/redis.conf")
 }
 
-# down-after-milliseconds 1000: a master that has not answered for 1 s is subjectively down;
-# with 2 of the 3 Sentinels agreeing it is objectively down and one of them fails it over.
+# down-after-milliseconds (HA_SENTINEL_DOWN_AFTER_MS, 5 s): a master that has not answered
+# that long is subjectively down; with 2 of the 3 Sentinels agreeing it is objectively down and
+# one of them fails it over. It is longer than a cut-off master takes to refuse writes
+# (min-replicas-max-lag 2 s + up to 2 s of Redis's once-a-second bookkeeping), so that no
+# publish is acknowledged by the old master once the new one serves (docs/ha.md).
 # failover-timeout 5000 bounds a failover that stalls before another Sentinel retries it.
 write_sentinel_config() {
   local n="$1" dir="$STATE/sentinel$1"
@@ -68,11 +76,11 @@ write_sentinel_config() {
   install -d -m 700 "$dir"
   (umask 077 && cat >"$dir/sentinel.conf" <<EOF
 # Written once by scripts/ha/stores.sh; Sentinel rewrites it with what it learns.
-bind 127.0.0.1
+bind $(addr_of_node "$n")
 port $(sentinel_port_of "$n")
 dir $dir
-sentinel monitor $HA_REDIS_MASTER_NAME 127.0.0.1 $(redis_port_of 1) $HA_SENTINEL_QUORUM
-sentinel down-after-milliseconds $HA_REDIS_MASTER_NAME 1000
+sentinel monitor $HA_REDIS_MASTER_NAME $(addr_of_node 1) $(redis_port_of 1) $HA_SENTINEL_QUORUM
+sentinel down-after-milliseconds $HA_REDIS_MASTER_NAME $HA_SENTINEL_DOWN_AFTER_MS
 sentinel failover-timeout $HA_REDIS_MASTER_NAME 5000
 sentinel parallel-syncs $HA_REDIS_MASTER_NAME 1
 sentinel auth-user $HA_REDIS_MASTER_NAME sentinel
@@ -84,7 +92,7 @@ EOF
 
 start_redis_nodes() {
   local n pidfile port follow master
-  for n in 1 2; do
+  for n in $(redis_nodes); do
     pidfile="$STATE/redis$n.pid"; port="$(redis_port_of "$n")"
     if pid_alive "$pidfile"; then say "redis$n already running (pid $(cat "$pidfile"))"; continue; fi
     write_redis_config "$n"
@@ -93,7 +101,8 @@ start_redis_nodes() {
     follow=()
     master="$(redis_master_addr 2>/dev/null || true)"
     [ -n "$master" ] && [ "${master#* }" != "$port" ] && follow=(--replicaof "${master% *}" "${master#* }")
-    start_bg "redis$n" "$pidfile" redis-server "$STATE/redis$n/redis.conf" "${follow[@]}"
+    host_argv "$(host_of_node "$n")"
+    start_bg "redis$n" "$pidfile" "${HOST_ARGV[@]}" redis-server "$STATE/redis$n/redis.conf" "${follow[@]}"
     wait_until 15 redis_admin "$port" ping || die "redis$n did not start; see $LOGS/redis$n.log"
     say "redis$n up on $port"
   done
@@ -105,23 +114,25 @@ start_sentinels() {
     pidfile="$STATE/sentinel$n.pid"; port="$(sentinel_port_of "$n")"
     if pid_alive "$pidfile"; then say "sentinel$n already running (pid $(cat "$pidfile"))"; continue; fi
     write_sentinel_config "$n"
-    start_bg "sentinel$n" "$pidfile" redis-server "$STATE/sentinel$n/sentinel.conf" --sentinel
+    host_argv "$(host_of_node "$n")"
+    start_bg "sentinel$n" "$pidfile" "${HOST_ARGV[@]}" redis-server "$STATE/sentinel$n/sentinel.conf" --sentinel
     wait_until 15 redis_admin "$port" ping || die "sentinel$n did not start; see $LOGS/sentinel$n.log"
   done
-  # Ready once every Sentinel knows the other two and the replica (they find each other
+  # Ready once every Sentinel knows the other two and the replicas (they find each other
   # through the master's hello channel, within a few seconds).
   for n in 1 2 3; do
     wait_until 30 sentinel_sees_all "$(sentinel_port_of "$n")" \
-      || die "sentinel$n does not see 2 other Sentinels and 1 replica; see $LOGS/sentinel$n.log"
+      || die "sentinel$n does not see 2 other Sentinels and every replica; see $LOGS/sentinel$n.log"
   done
   say "sentinels up on $HA_SENTINEL_PORTS, master $(redis_master_addr | tr ' ' ':')"
 }
 
-# sentinel_sees_all port: the Sentinel knows 2 other Sentinels and 1 replica of the master.
+# sentinel_sees_all port: the Sentinel knows 2 other Sentinels and every replica of the master.
 sentinel_sees_all() {
-  local info
+  local info nodes
+  read -ra nodes <<<"$(redis_nodes)"
   info="$(redis_admin "$1" SENTINEL master "$HA_REDIS_MASTER_NAME" | paste - -)"
-  grep -qP '^num-other-sentinels\t2$' <<<"$info" && grep -qP '^num-slaves\t1$' <<<"$info"
+  grep -qP '^num-other-sentinels\t2$' <<<"$info" && grep -qP "^num-slaves\t$((${#nodes[@]} - 1))\$" <<<"$info"
 }
 
 # redis_master_addr: "host port" of the master, as the first Sentinel that answers says.
@@ -137,5 +148,5 @@ redis_master_addr() {
 stop_redis_side() {
   local n
   for n in 3 2 1; do stop_store "sentinel$n" "$STATE/sentinel$n.pid"; done
-  for n in 2 1; do stop_store "redis$n" "$STATE/redis$n.pid"; done
+  for n in $(redis_nodes | tr ' ' '\n' | sort -rn); do stop_store "redis$n" "$STATE/redis$n.pid"; done
 }

@@ -49,11 +49,37 @@ impl CacheError {
     }
 
     /// The connection in use leads nowhere useful: Redis is unreachable through it, or the
-    /// process behind it is no longer the master. The master is resolved again.
+    /// process behind it is no longer the master, or a master that lost its replicas
+    /// (`NOREPLICAS`: `min-replicas-to-write`, docs/ha.md), which is what an old master cut off
+    /// by a partition answers while the Sentinels promote another. The master is resolved again.
     pub(super) fn means_new_link(&self) -> bool {
         use redis::ErrorKind::{MasterDown, MasterNameNotFoundBySentinel, ReadOnly};
         self.means_unreachable()
             || matches!(self, Self::Redis(error)
-                if matches!(error.kind(), ReadOnly | MasterDown | MasterNameNotFoundBySentinel))
+                if matches!(error.kind(), ReadOnly | MasterDown | MasterNameNotFoundBySentinel)
+                    || error.code() == Some("NOREPLICAS"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CacheError;
+
+    /// What redis-rs makes of a reply that starts with `code` (as Redis sends it, also from
+    /// inside a script: "NOREPLICAS Not enough good replicas to write. script: ...").
+    fn server_error(code: &str, detail: &str) -> CacheError {
+        CacheError::Redis(redis::make_extension_error(
+            code.to_owned(),
+            Some(detail.to_owned()),
+        ))
+    }
+
+    #[test]
+    fn a_master_without_its_replicas_is_left_for_the_one_the_sentinels_name() {
+        let refused = server_error("NOREPLICAS", "Not enough good replicas to write.");
+        assert!(refused.means_new_link());
+        // Refusing writes says nothing about reaching it: no fail-fast pause for reads.
+        assert!(!refused.means_unreachable());
+        assert!(!server_error("BUSYGROUP", "Consumer Group name already exists").means_new_link());
     }
 }
