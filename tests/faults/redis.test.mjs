@@ -1,10 +1,12 @@
 // Fault 1: Redis goes away (stopped), comes back empty, and refuses writes for a while
 // (CLIENT PAUSE WRITE) while clients keep sending through nginx. PostgreSQL is the source of
-// truth: writes keep succeeding, reads stay correct, and the views are repaired afterwards.
+// truth: writes keep succeeding, reads stay correct, the views are repaired afterwards, and a
+// change feed resumes exactly after its last id across the restart.
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
+  API,
   Ledger,
   accounts,
   assertAllAlive,
@@ -26,6 +28,7 @@ import {
   waitFor,
   writer,
 } from './harness.mjs';
+import { Feed } from '../feed/client.mjs';
 
 const ledgers = [];
 
@@ -85,6 +88,61 @@ describe('Redis outage', { timeout: 180_000 }, () => {
     const figures = await assertInvariants(ledgers);
     figure('redis-down.invariants', figures);
     await assertAllAlive();
+  });
+
+  test('change feeds resume exactly after their last id across a Redis restart (the ids are PostgreSQL positions)', async () => {
+    // Its writes go through a ledger, like every other test's, so the invariants count them.
+    const ledger = new Ledger(accounts(1));
+    ledgers.push(ledger);
+    const [account] = ledger.accounts;
+    const posted = [];
+    const post = async (amount) => {
+      const op = await postAcked(ledger, account, amount);
+      posted.push(op.acked.transaction_id);
+    };
+    const feed = await Feed.open(`${API}/accounts/${account}/events`);
+    assert.equal(feed.res.status, 200);
+    let seen;
+    try {
+      await post(1);
+      await post(2);
+      seen = await feed.take(2);
+    } finally {
+      feed.close();
+    }
+    const lastId = seen.at(-1).id;
+
+    // Commits while Redis is down and after it comes back empty: none may be missed or repeated.
+    await redis.stop();
+    log('Redis stopped (feed test)');
+    await post(4);
+    const whileDown = await Feed.open(`${API}/accounts/${account}/events`, { lastEventId: lastId });
+    try {
+      assert.equal(whileDown.res.status, 200, 'a feed opens while Redis is down');
+      const [event] = await whileDown.take(1);
+      assert.equal(event.data.transaction_id, posted[2]);
+    } finally {
+      whileDown.close();
+    }
+    await redis.start();
+    log('Redis started again (feed test)');
+    await post(8);
+
+    const resumed = await Feed.open(`${API}/accounts/${account}/events`, { lastEventId: lastId });
+    try {
+      const events = await resumed.take(2);
+      assert.deepEqual(events.map((e) => e.data.transaction_id), posted.slice(2), 'exactly the commits after the last id, in order');
+      assert.deepEqual(events.map((e) => e.data.balance), [7, 15], 'the balance right after each');
+      assert.ok(events[0].id > lastId && events[1].id > events[0].id, `ids increase: ${lastId}, ${events.map((e) => e.id)}`);
+      // Nothing more: the next event, if any, would be a repeat or another account's.
+      await post(16);
+      const [next] = await resumed.take(1);
+      assert.equal(next.data.transaction_id, posted[4]);
+      assert.equal(next.data.balance, 31);
+    } finally {
+      resumed.close();
+    }
+    figure('redis-restart.feed-events-resumed', posted.length);
   });
 
   test('Redis refusing writes (CLIENT PAUSE 3000 WRITE): views repaired within ~5 s of the pause ending', async () => {
