@@ -12,6 +12,7 @@ use shared::http::{self, Routes};
 use shared::http::{ApiError, PathId};
 use shared::telemetry::metrics as m;
 
+use crate::pause_fence::PAUSED;
 use crate::views;
 use crate::AppState;
 
@@ -36,8 +37,14 @@ async fn get_account(
     {
         return Ok(http::conditional_json(&headers, body));
     }
-    let account = db::load_account(&state.pool, account_id)
-        .await?
+    let account = db::load_account(&state.pool, account_id).await?;
+    // Read from PostgreSQL by a reader that was just paused: possibly from a primary that has
+    // since lost its lock, so neither its balance nor its "no such account" may be answered
+    // (see `pause_fence`).
+    if !state.pause_fence.allows_reads() {
+        return Err(ApiError::Unavailable(PAUSED));
+    }
+    let account = account
         .ok_or_else(|| ApiError::NotFound(format!("account {account_id} has no transactions")))?;
     let view = AccountView::new(&account);
     if trusted && ticket.is_valid() {

@@ -13,6 +13,7 @@
 mod accounts;
 mod feed;
 mod meta;
+mod pause_fence;
 mod publish_watch;
 mod startup;
 mod state;
@@ -25,6 +26,7 @@ pub use feed::{
     FeedLimits, HEARTBEAT_INTERVAL, POLL_INTERVAL, TOO_MANY_CLIENT_FEEDS, TOO_MANY_FEEDS,
 };
 pub use meta::OPENAPI_JSON;
+pub use pause_fence::PauseFence;
 pub use publish_watch::{
     watch_publishing, watch_redis_views, RedisViewsCheck, PUBLISH_CHECK_INTERVAL,
     PUBLISH_LAG_LIMIT, VIEWS_CHECK_INTERVAL, VIEWS_TRUST_SPAN,

@@ -1,6 +1,9 @@
 //! The one place the reader is wired: [`Application::build`] connects its stores, starts the
 //! outbox watcher and builds its router; `main` (through [`run`]) and every test use it.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use anyhow::Context;
 use axum::Router;
 use shared::cache::{self, Cache};
@@ -14,6 +17,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::feed::{FeedHub, FeedLimits};
+use crate::pause_fence::{keep_time, PauseFence};
 use crate::transactions::ListLimits;
 use crate::{routes, views, watch_publishing, watch_redis_views, AppState};
 
@@ -23,6 +27,9 @@ pub struct ReaderConfig {
     pub http: HttpConfig,
     pub listings: ListLimits,
     pub feeds: FeedLimits,
+    /// `PAUSE_FENCE_MS`: how long balance reads from PostgreSQL answer 503 after this process
+    /// was paused; zero (the default) never.
+    pub pause_fence: Duration,
 }
 
 impl ReaderConfig {
@@ -32,6 +39,7 @@ impl ReaderConfig {
             http,
             listings: ListLimits::default(),
             feeds: FeedLimits::default(),
+            pause_fence: Duration::ZERO,
         }
     }
 }
@@ -70,6 +78,7 @@ impl Application {
                 max_per_client: settings.feed_max_per_client,
                 ..FeedLimits::default()
             },
+            pause_fence: settings.pause_fence,
         };
         Ok(Self::build_on(pool, cache, config))
     }
@@ -79,7 +88,9 @@ impl Application {
     pub fn build_on(pool: PgPool, cache: Cache, config: ReaderConfig) -> Self {
         let (stop, stopped) = watch::channel(false);
         let feeds = FeedHub::start(pool.clone(), config.feeds, stopped.clone());
-        let state = AppState::new(pool, cache, config.listings, feeds);
+        let pause_fence = Arc::new(PauseFence::new(config.pause_fence));
+        tokio::spawn(keep_time(pause_fence.clone(), stop.subscribe()));
+        let state = AppState::new(pool, cache, config.listings, feeds, pause_fence);
         let watcher = tokio::spawn(
             watch_publishing(
                 state.pool.clone(),

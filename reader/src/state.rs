@@ -7,6 +7,7 @@ use shared::cache::Cache;
 use sqlx::PgPool;
 
 use crate::feed::FeedHub;
+use crate::pause_fence::PauseFence;
 use crate::transactions::ListLimits;
 use crate::RedisViewsCheck;
 
@@ -25,10 +26,19 @@ pub struct AppState {
     pub listings: ListLimits,
     /// The change feeds of this instance and the task that reads new commits for them.
     pub feeds: FeedHub,
+    /// Whether balances may be read from PostgreSQL: not just after this process was paused
+    /// (`PAUSE_FENCE_MS`, see [`PauseFence`]).
+    pub pause_fence: Arc<PauseFence>,
 }
 
 impl AppState {
-    pub fn new(pool: PgPool, cache: Cache, listings: ListLimits, feeds: FeedHub) -> Self {
+    pub fn new(
+        pool: PgPool,
+        cache: Cache,
+        listings: ListLimits,
+        feeds: FeedHub,
+        pause_fence: Arc<PauseFence>,
+    ) -> Self {
         Self {
             pool,
             cache,
@@ -36,6 +46,7 @@ impl AppState {
             redis_views: Arc::new(RedisViewsCheck::new()),
             listings,
             feeds,
+            pause_fence,
         }
     }
 }

@@ -96,7 +96,10 @@ service_env() {
 host_launcher() {
   local h="$1"
   shift
+  # PAUSE_FENCE_MS: a reader whose host was frozen reads no balance from PostgreSQL for one
+  # leader ttl after waking (reader/src/pause_fence.rs): its old primary may have lost the lock.
   env STACK_STATE_DIR="$STATE/services-h$h" WRITERS=1 READERS=1 PROXY=no LISTEN_HOST=0.0.0.0 \
+    PAUSE_FENCE_MS="${PAUSE_FENCE_MS:-$((HA_PATRONI_TTL * 1000))}" \
     PROXY_PORT="$HA_PROXY_PORT" WRITER_PORT="$HA_WRITER_PORT" READER_PORT="$HA_READER_PORT" \
     WRITER_METRICS_PORT="$HA_WRITER_METRICS_PORT" READER_METRICS_PORT="$HA_READER_METRICS_PORT" \
     ip netns exec "$(ns_of_host "$h")" bash "$ROOT/scripts/launcher.sh" "$@"

@@ -90,6 +90,8 @@ pub struct Settings {
     pub feed_max_streams: usize,
     /// `FEED_MAX_PER_CLIENT`: change feeds open at once per client on one instance (429 beyond).
     pub feed_max_per_client: usize,
+    /// `PAUSE_FENCE_MS`: balance reads from PostgreSQL refused this long after a pause (reader).
+    pub pause_fence: Duration,
     /// `REQUEST_TIMEOUT_MS`
     pub request_timeout: Duration,
     /// `SHUTDOWN_TIMEOUT_MS`
@@ -148,6 +150,7 @@ impl Settings {
             list_deadline: env.millis("LIST_DEADLINE_MS")?,
             feed_max_streams: env.positive("FEED_MAX_STREAMS")? as usize,
             feed_max_per_client: env.positive("FEED_MAX_PER_CLIENT")? as usize,
+            pause_fence: env.millis("PAUSE_FENCE_MS")?,
             log_format: env.parse("LOG_FORMAT")?,
             cors_allowed_origins: parse_origins(&env.get("CORS_ALLOWED_ORIGINS")?)?,
             api_keys_file: env.optional("API_KEYS_FILE")?.map(Into::into),

@@ -129,7 +129,7 @@ restapi:
 etcd3: {hosts: "$(etcd_hosts)", username: "$HA_ETCD_USER", password: "$HA_ETCD_PASSWORD"}
 bootstrap:
   dcs:
-    ttl: 12
+    ttl: $HA_PATRONI_TTL
     loop_wait: 2
     retry_timeout: 5
     maximum_lag_on_failover: 1048576

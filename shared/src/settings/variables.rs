@@ -86,6 +86,7 @@ pub const VARIABLES: &[Variable] = &[
     both("LIST_DEADLINE_MS", "60000"),
     both("FEED_MAX_STREAMS", "10000"),
     both("FEED_MAX_PER_CLIENT", "32"),
+    both("PAUSE_FENCE_MS", "0"),
     // tracing-subscriber's `EnvFilter` reads it (see `telemetry::init_logging`).
     read_by_library("RUST_LOG", Some(DEFAULT_LOG_FILTER)),
     both("LOG_FORMAT", "json"),
